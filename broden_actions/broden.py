@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,3 +275,389 @@ class BrodenWriter:
             return
         write_broden_tables(self.root, self.categories, self._labels, self._rows)
         self._closed = True
+
+
+# ----------------------------------------------------------------------------- reader
+
+
+@dataclass
+class Label:
+    """One global label: its number, name, per-category image counts (label.csv) and statistics."""
+
+    number: int
+    name: str
+    categories: dict[str, int]
+    frequency: int
+    coverage: float
+    syns: list[str]
+
+
+@dataclass
+class CategoryLabel:
+    """One row of ``c_<cat>.csv``: category-local code, global number, name, frequency, coverage."""
+
+    code: int
+    number: int
+    name: str
+    frequency: int
+    coverage: float
+
+
+@dataclass
+class IndexRow:
+    """One image of ``index.csv``: path, split, sizes and per-category PNG paths / whole labels."""
+
+    image: str
+    split: str
+    ih: int
+    iw: int
+    sh: int
+    sw: int
+    pixel: dict[str, list[str]]
+    whole: dict[str, list[int]]
+    line: int
+
+
+def _open_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Read a CSV file into (header, [(line number, cells)]), naming the file when it is missing."""
+    if not path.is_file():
+        raise BrodenFormatError(path, None, "file not found")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise BrodenFormatError(path, 1, "empty file (a header is required)")
+    header = [h.strip() for h in rows[0]]
+    body = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
+    return header, body
+
+
+def _need_columns(path: Path, header: list[str], cols: list[str]) -> dict[str, int]:
+    """Map required column names to positions, or fail naming the file's header line."""
+    pos = {h: i for i, h in enumerate(header)}
+    missing = [c for c in cols if c not in pos]
+    if missing:
+        raise BrodenFormatError(path, 1, f"missing column(s) {missing}; header is {header}")
+    return pos
+
+
+def _cell(path: Path, line: int, row: list[str], pos: dict[str, int], col: str) -> str:
+    """Return one cell of a row, failing with file and line when the row is too short."""
+    i = pos[col]
+    if i >= len(row):
+        raise BrodenFormatError(path, line, f"row has {len(row)} cells, column {col!r} is missing")
+    return row[i].strip()
+
+
+def _int(path: Path, line: int, value: str, what: str) -> int:
+    """Parse an integer cell, failing with file and line."""
+    try:
+        return int(value)
+    except ValueError:
+        raise BrodenFormatError(path, line, f"{what} must be an integer, got {value!r}") from None
+
+
+def _float(path: Path, line: int, value: str, what: str) -> float:
+    """Parse a float cell (empty means 0), failing with file and line."""
+    if value == "":
+        return 0.0
+    try:
+        return float(value)
+    except ValueError:
+        raise BrodenFormatError(path, line, f"{what} must be a number, got {value!r}") from None
+
+
+_CAT_ITEM = re.compile(r"^([^()]+)\((\d+)\)$")
+
+
+class Broden:
+    """A parsed Broden concept set: categories (from category.csv), labels, c_<cat> tables, index rows.
+
+    Paths in ``rows`` are relative to ``root / "images"``; ``image_path``/``mask_path`` resolve them.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise BrodenFormatError(self.root, None, "concept-set folder not found")
+        self.categories = self._read_categories()
+        self.labels = self._read_labels()
+        self.category_labels = {c: self._read_category_labels(c) for c in self.categories}
+        self.rows = self._read_index()
+
+    # -- tables
+    def _read_categories(self) -> list[str]:
+        path = self.root / "category.csv"
+        header, body = _open_csv(path)
+        pos = _need_columns(path, header, ["name"])
+        cats: list[str] = []
+        for line, row in body:
+            name = _cell(path, line, row, pos, "name")
+            if not name or name in cats:
+                raise BrodenFormatError(path, line, f"empty or duplicate category name {name!r}")
+            cats.append(name)
+        if not cats:
+            raise BrodenFormatError(path, 2, "no categories listed")
+        return cats
+
+    def _read_labels(self) -> dict[int, Label]:
+        path = self.root / "label.csv"
+        header, body = _open_csv(path)
+        pos = _need_columns(path, header, ["number", "name"])
+        labels: dict[int, Label] = {}
+        for line, row in body:
+            num = _int(path, line, _cell(path, line, row, pos, "number"), "number")
+            if num == 0:
+                continue  # some real Broden files list the unlabelled class 0 as '-'
+            if num < 0 or num in labels:
+                raise BrodenFormatError(path, line, f"negative or duplicate label number {num}")
+            cats: dict[str, int] = {}
+            catcell = _cell(path, line, row, pos, "category") if "category" in pos else ""
+            for item in filter(None, (s.strip() for s in catcell.split(";"))):
+                m = _CAT_ITEM.match(item)
+                if m:
+                    cats[m.group(1)] = int(m.group(2))
+                elif item != "-":
+                    cats[item] = 0
+            for c in cats:
+                if c not in self.categories:
+                    raise BrodenFormatError(path, line, f"category {c!r} is not in category.csv {self.categories}")
+            freq = _int(path, line, _cell(path, line, row, pos, "frequency") or "0", "frequency") if "frequency" in pos else 0
+            cov = _float(path, line, _cell(path, line, row, pos, "coverage"), "coverage") if "coverage" in pos else 0.0
+            syncell = row[pos["syns"]] if "syns" in pos and pos["syns"] < len(row) else ""
+            syns = [s for s in syncell.split(";") if s]
+            labels[num] = Label(num, _cell(path, line, row, pos, "name"), cats, freq, cov, syns)
+        return labels
+
+    def _read_category_labels(self, cat: str) -> list[CategoryLabel]:
+        path = self.root / f"c_{cat}.csv"
+        header, body = _open_csv(path)
+        pos = _need_columns(path, header, ["code", "number", "name", "frequency", "coverage"])
+        out = []
+        for line, row in body:
+            num = _int(path, line, _cell(path, line, row, pos, "number"), "number")
+            if num == 0:
+                continue
+            if num not in self.labels:
+                raise BrodenFormatError(path, line, f"label number {num} is not in label.csv")
+            out.append(
+                CategoryLabel(
+                    _int(path, line, _cell(path, line, row, pos, "code"), "code"),
+                    num,
+                    _cell(path, line, row, pos, "name"),
+                    _int(path, line, _cell(path, line, row, pos, "frequency") or "0", "frequency"),
+                    _float(path, line, _cell(path, line, row, pos, "coverage"), "coverage"),
+                )
+            )
+        return out
+
+    def _read_index(self) -> list[IndexRow]:
+        path = self.root / "index.csv"
+        header, body = _open_csv(path)
+        pos = _need_columns(path, header, INDEX_FIXED + self.categories)
+        rows = []
+        for line, row in body:
+            vals = {k: _cell(path, line, row, pos, k) for k in INDEX_FIXED}
+            if not vals["image"]:
+                raise BrodenFormatError(path, line, "empty image path")
+            sizes = {k: _int(path, line, vals[k], k) for k in ("ih", "iw", "sh", "sw")}
+            if min(sizes.values()) <= 0:
+                raise BrodenFormatError(path, line, f"image and mask sizes must be positive, got {sizes}")
+            pixel: dict[str, list[str]] = {}
+            whole: dict[str, list[int]] = {}
+            for cat in self.categories:
+                for item in filter(None, (s.strip() for s in _cell(path, line, row, pos, cat).split(";"))):
+                    if item.isdigit():
+                        num = int(item)
+                        if num == 0:
+                            continue
+                        if num not in self.labels:
+                            raise BrodenFormatError(path, line, f"{cat} label number {num} is not in label.csv")
+                        whole.setdefault(cat, []).append(num)
+                    else:
+                        pixel.setdefault(cat, []).append(item)
+            rows.append(IndexRow(vals["image"], vals["split"], **sizes, pixel=pixel, whole=whole, line=line))
+        return rows
+
+    # -- read-outs
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_labels(self) -> int:
+        """Largest global label number (label arrays are sized num_labels + 1, index 0 unused)."""
+        return max(self.labels, default=0)
+
+    def label_name(self, number: int) -> str:
+        """Name of a global label number."""
+        return self.labels[number].name
+
+    def primary_categories(self) -> np.ndarray:
+        """Category index c(l) per label number: the category where l has the largest coverage (-1 if none).
+
+        Coverage comes from the ``c_<cat>.csv`` tables; ties go to the category listed first.
+        """
+        cov = np.full((self.num_labels + 1, len(self.categories)), -1.0)
+        for ci, cat in enumerate(self.categories):
+            for cl in self.category_labels[cat]:
+                cov[cl.number, ci] = cl.coverage
+        out = np.where(cov.max(1) >= 0, cov.argmax(1), -1)
+        out[0] = -1
+        return out
+
+    def image_path(self, row: IndexRow) -> Path:
+        """Absolute path of a row's image."""
+        return self.root / "images" / row.image
+
+    def load_masks(self, row: IndexRow, seg_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Decode a row's PNG planes per category as int32 arrays (planes, sh, sw), label 0 = none."""
+        sh, sw = seg_size or (row.sh, row.sw)
+        out = {}
+        for cat, paths in row.pixel.items():
+            planes = []
+            for rel in paths:
+                p = self.root / "images" / rel
+                if not p.is_file():
+                    raise BrodenFormatError(self.root / "index.csv", row.line, f"mask file {p} not found")
+                img = Image.open(p)
+                if img.size != (sw, sh):
+                    img = img.resize((sw, sh), Image.NEAREST)
+                planes.append(decode_label_plane(np.asarray(img)))
+            out[cat] = np.stack(planes)
+        return out
+
+
+def load_broden(root: str | os.PathLike) -> Broden:
+    """Parse a Broden-format concept-set folder (categories from its category.csv)."""
+    return Broden(root)
+
+
+# ----------------------------------------------------------------------------- torch dataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BrodenDataset:
+    """Torch Dataset over a Broden concept set: normalised model input plus label masks at seg size.
+
+    An item is ``{"image": (3, H, W) or (3, T, H, W) float, "masks": {cat: int32 (planes, sh, sw)},
+    "whole": {cat: [label numbers]}, "index": int}``. With ``frames=T`` (video models) an image is
+    fed as a clip: the ``<stem>.mp4`` snippet beside it, sampled evenly to T frames, when one
+    exists and ``use_snippets`` is on, else T copies of the still image.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | Broden,
+        size: tuple[int, int] | int | None = None,
+        frames: int | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        split: str | None = None,
+        seg_size: tuple[int, int] | None = None,
+        use_snippets: bool = True,
+        categories: list[str] | None = None,
+    ):
+        self.broden = root if isinstance(root, Broden) else load_broden(root)
+        self.categories = list(categories) if categories else list(self.broden.categories)
+        unknown = [c for c in self.categories if c not in self.broden.categories]
+        if unknown:
+            raise ValueError(f"categories {unknown} not in {self.broden.root}/category.csv {self.broden.categories}")
+        self.indices = [i for i, r in enumerate(self.broden.rows) if split is None or r.split == split]
+        if not self.indices:
+            raise ValueError(f"{self.broden.root}: no images (split={split!r})")
+        first = self.broden.rows[self.indices[0]]
+        self.seg_size = tuple(seg_size) if seg_size else (first.sh, first.sw)
+        if isinstance(size, int):
+            size = (size, size)
+        self.size = tuple(size) if size else (first.ih, first.iw)
+        self.frames = frames
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.use_snippets = use_snippets
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def row(self, i: int) -> IndexRow:
+        """The index row behind item ``i``."""
+        return self.broden.rows[self.indices[i]]
+
+    def read_image(self, i: int) -> np.ndarray:
+        """Item ``i``'s image as uint8 RGB (H, W, 3) at the model input size (squashed, no crop)."""
+        row = self.row(i)
+        path = self.broden.image_path(row)
+        if not path.is_file():
+            raise BrodenFormatError(self.broden.root / "index.csv", row.line, f"image file {path} not found")
+        h, w = self.size
+        return np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR))
+
+    def snippet_path(self, i: int) -> Path | None:
+        """The ``<stem>.mp4`` snippet beside item ``i``'s image, if one exists."""
+        p = self.broden.image_path(self.row(i)).with_suffix(".mp4")
+        return p if p.is_file() else None
+
+    def read_clip(self, i: int) -> np.ndarray:
+        """Item ``i`` as uint8 frames (T, H, W, 3): its snippet sampled to T frames, or T still copies."""
+        snip = self.snippet_path(i) if self.use_snippets else None
+        if snip is not None:
+            from mmit_interp.video import decode_frames
+
+            clip, _ = decode_frames(snip, self.frames, size=self.size)
+            return clip
+        return np.repeat(self.read_image(i)[None], self.frames, axis=0)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        pix = self.read_clip(i) if self.frames else self.read_image(i)[None]
+        x = (pix.astype(np.float32) / 255.0 - self.mean) / self.std  # (T, H, W, 3)
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))  # (3, T, H, W)
+        if not self.frames:
+            x = x[:, 0]
+        row = self.row(i)
+        masks = self.broden.load_masks(row, self.seg_size)
+        return {
+            "image": x,
+            "masks": {c: torch.from_numpy(m) for c, m in masks.items() if c in self.categories},
+            "whole": {c: list(v) for c, v in row.whole.items() if c in self.categories},
+            "index": i,
+        }
+
+    def collate(self, items: list[dict]) -> dict:
+        """Batch items into padded label tensors the dissection engine consumes.
+
+        Returns ``image (N, ...)``, ``pixel (N, P, sh, sw) int32`` (all planes of all categories,
+        zero-padded), ``plane_cat (N, P) long`` (category index, -1 = padding), ``whole (N, W) long``
+        (0 = padding), ``whole_cat (N, W) long`` and ``index (N,) long``.
+        """
+        import torch
+
+        sh, sw = self.seg_size
+        cidx = {c: k for k, c in enumerate(self.categories)}
+        planes, pcats, wholes, wcats = [], [], [], []
+        for it in items:
+            ps = [(m, cidx[c]) for c, ms in it["masks"].items() for m in ms]
+            planes.append(ps)
+            ws = [(lab, cidx[c]) for c, labs in it["whole"].items() for lab in labs]
+            wholes.append(ws)
+        n, pmax, wmax = len(items), max(1, max(map(len, planes))), max(1, max(map(len, wholes)))
+        pixel = torch.zeros((n, pmax, sh, sw), dtype=torch.int32)
+        plane_cat = torch.full((n, pmax), -1, dtype=torch.long)
+        whole = torch.zeros((n, wmax), dtype=torch.long)
+        whole_cat = torch.full((n, wmax), -1, dtype=torch.long)
+        for b in range(n):
+            for k, (m, c) in enumerate(planes[b]):
+                pixel[b, k] = m
+                plane_cat[b, k] = c
+            for k, (lab, c) in enumerate(wholes[b]):
+                whole[b, k] = lab
+                whole_cat[b, k] = c
+        return {
+            "image": torch.stack([it["image"] for it in items]),
+            "pixel": pixel,
+            "plane_cat": plane_cat,
+            "whole": whole,
+            "whole_cat": whole_cat,
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
