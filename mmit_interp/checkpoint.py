@@ -1,0 +1,174 @@
+"""Checkpoints and run directories.
+
+A checkpoint is a plain dict of tensors and JSON-like values that `torch.load(weights_only=True)`
+reads, so a run dir from a stranger never executes code. It carries its model recipe, vocabulary,
+class weights and input transforms: a run dir is self-describing (docs/CONTRACTS.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import build_model
+from .vocab import Vocabulary
+
+FORMAT = "mmit-interp/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked; the message names file and model."""
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through a temp file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """JSON written atomically (temp + rename)."""
+    data = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable).encode()
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / torch.compile wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, model_kwargs: dict,
+                    vocab: Vocabulary, transforms: dict, class_weights: torch.Tensor | None = None,
+                    config: dict | None = None, metrics: dict | None = None,
+                    train_state: dict | None = None) -> None:
+    """Save a self-describing checkpoint atomically."""
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    ckpt = {
+        "format": FORMAT,
+        "model": {"name": model_name, "kwargs": dict(model_kwargs)},
+        "state_dict": state,
+        "vocab": list(vocab.names),
+        "class_weights": None if class_weights is None else class_weights.detach().cpu().float(),
+        "transforms": dict(transforms),
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+        "train_state": train_state,
+    }
+    atomic_write_bytes(Path(path), lambda f: torch.save(ckpt, f))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run dir's `checkpoints/best.pt` (else `last.pt`)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / "checkpoints" / name).is_file():
+                return p / "checkpoints" / name
+        raise CheckpointError(f"{p}: run dir has no checkpoints/best.pt or last.pt")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    return p
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict safely (`weights_only=True`) and check its format."""
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable weights-only checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an mmit-interp checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}); "
+                              "for the authors' released weights use load_authors_state_dict")
+    return ckpt
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, expected: str) -> None:
+    """`load_state_dict(strict=True)` whose error names the checkpoint's model and the target."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shape = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or extra or shape:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if extra:
+            detail.append(f"{len(extra)} unexpected keys (e.g. {extra[0]})")
+        if shape:
+            k = sorted(shape)[0]
+            detail.append(f"{len(shape)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)} "
+                          f"vs model {tuple(own[k].shape)})")
+        raise CheckpointError(f"{source} holds weights for {expected}, which do not fit the model "
+                              f"{type(model).__name__}: {'; '.join(detail)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", expect: str | None = None
+               ) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint (or run dir) describes; returns `(model.eval(), meta)`.
+
+    `expect` names the model the caller wants; a checkpoint of another model is an error naming both.
+    """
+    ckpt = read_checkpoint(path)
+    name, kwargs = ckpt["model"]["name"], ckpt["model"]["kwargs"]
+    if expect is not None and expect != name:
+        raise CheckpointError(f"{resolve_checkpoint(path)} is a {name!r} checkpoint, not {expect!r}")
+    vocab = Vocabulary(ckpt["vocab"])
+    model = build_model(name, len(vocab), **kwargs)
+    load_state_checked(model, ckpt["state_dict"], source=str(resolve_checkpoint(path)), expected=repr(name))
+    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "train_state")}
+    meta["vocab"] = vocab
+    meta["path"] = str(resolve_checkpoint(path))
+    meta["sha256"] = file_sha256(resolve_checkpoint(path))
+    return model.to(device).eval(), meta
+
+
+def load_authors_state_dict(model: nn.Module, path: str | Path) -> None:
+    """Load the M-MiT authors' released `resnet3d50` weights (`module.` prefix, `last_linear`)."""
+    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    raw = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    state = {}
+    for k, v in raw.items():
+        k = k.removeprefix("module.")
+        if k.startswith("last_linear."):
+            k = "fc." + k[len("last_linear."):]
+        state[k] = v
+    load_state_checked(model, state, source=str(path), expected="the authors' resnet3d50")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Content hash of a file (cache keys: a retrained checkpoint gets a new key)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

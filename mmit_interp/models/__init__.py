@@ -1,0 +1,59 @@
+"""Model registry: `build_model(name, num_classes, **kwargs)` (see docs/CONTRACTS.md)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .fusion import FusionNet
+from .inflate import inflate_from_file, inflate_state_dict
+from .resnet3d import VideoResNet, i3d_r18, i3d_r50, resnet3d50
+from .soundnet import SoundNet, soundnet
+
+
+def fusion(*, num_classes: int, visual: str = "i3d_r18", audio: str = "soundnet",
+           visual_kwargs: dict | None = None, audio_kwargs: dict | None = None, dropout: float = 0.0) -> FusionNet:
+    """Fusion of a registered visual and audio trunk with one linear head."""
+    v = build_model(visual, num_classes, **(visual_kwargs or {}))
+    a = build_model(audio, num_classes, **(audio_kwargs or {}))
+    return FusionNet(v, a, num_classes=num_classes, dropout=dropout)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "i3d_r18": i3d_r18,
+    "i3d_r50": i3d_r50,
+    "resnet3d50": resnet3d50,
+    "soundnet": soundnet,
+    "fusion": fusion,
+}
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    return sorted(MODELS)
+
+
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build a registered model; unknown names and keyword arguments are errors."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    if num_classes < 1:
+        raise ValueError("num_classes must be >= 1")
+    return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of any registered model for a dataset batch (picks the inputs its modality needs)."""
+    kind = getattr(model, "modality", "video")
+    if kind == "video":
+        return model(batch["video"])
+    if kind == "audio":
+        return model(batch["audio"])
+    if kind == "fusion":
+        return model(batch["video"], batch["audio"], batch["has_audio"].float())
+    raise ValueError(f"model modality {kind!r} is not supported")
+
+
+__all__ = ["MODELS", "build_model", "list_models", "forward_batch", "VideoResNet", "SoundNet", "FusionNet",
+           "i3d_r18", "i3d_r50", "resnet3d50", "soundnet", "fusion", "inflate_state_dict", "inflate_from_file"]
