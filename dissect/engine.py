@@ -1,0 +1,345 @@
+"""The exact streaming Network Dissection engine (DESIGN 8).
+
+Two passes over the data, features recomputed rather than stored:
+pass 1 keeps each unit's running top-(floor(qN)+1) raw values (exact threshold T_u) and the top
+images by per-image max activation; pass 2 upsamples (bilinear, align_corners=False) only the maps
+whose raw maximum exceeds T_u, thresholds them strictly and tallies I[u,l], G[l] and both
+activation denominators with integer scatter/bincount operations. Several layers share each pass;
+shards of a ``torchrun`` job merge their states exactly (all integer sums / exact top-k unions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dissect.capture import capture_activations
+from dissect.stats import LabelBatch, Tally, TopKImages, TopKQuantile, quantile_rank
+
+TIME_MODES = ("frames", "mean")
+DENOMINATORS = ("lite", "original")
+
+
+def to_samples(x: torch.Tensor, time: str = "mean") -> tuple[torch.Tensor, int]:
+    """Turn a layer output into 2-D maps ``(M, U, h, w)`` and the number of samples per image.
+
+    4-D ``(N, U, h, w)`` passes through. 5-D video ``(N, U, T, h, w)``: ``time="mean"`` averages over
+    time (one sample per clip); ``time="frames"`` makes every time step a sample of its own, scored
+    against the same masks (M = N*T, sample n*T + t).
+    """
+    if x.dim() == 4:
+        return x, 1
+    if x.dim() == 5:
+        if time == "mean":
+            return x.mean(2), 1
+        if time == "frames":
+            n, u, t, h, w = x.shape
+            return x.permute(0, 2, 1, 3, 4).reshape(n * t, u, h, w), t
+        raise ValueError(f"time must be one of {TIME_MODES}, got {time!r}")
+    raise ValueError(f"cannot dissect a layer output of shape {tuple(x.shape)}: need (N,U,h,w) or (N,U,T,h,w)")
+
+
+@dataclass
+class LayerResult:
+    """Everything dissection learnt about one layer on one concept set (plain tensors + names)."""
+
+    layer: str
+    thresholds: torch.Tensor
+    tally: Tally
+    top_images: TopKImages
+    primary: torch.Tensor
+    label_names: list[str]
+    categories: list[str]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def units(self) -> int:
+        """Number of units in the layer."""
+        return self.thresholds.shape[0]
+
+    def iou(self, denominator: str = "lite") -> torch.Tensor:
+        """IoU (units, labels + 1) under ``"lite"`` (NetDissect-Lite) or ``"original"`` denominators."""
+        return self.tally.iou(self.primary, denominator)
+
+    def unit_table(self, denominator: str = "lite", iou_threshold: float = 0.04, runner_ups: int = 3) -> list[dict]:
+        """One row per unit: best label over all labels, its category c(l), IoU, runner-ups, per-category bests."""
+        iou = self.iou(denominator)
+        iou[:, 0] = -1.0
+        iou[:, self.primary < 0] = -1.0
+        order = torch.argsort(iou, dim=1, descending=True, stable=True)
+        rows = []
+        prim = self.primary.tolist()
+        for u in range(self.units):
+            best = int(order[u, 0])
+            row = {
+                "layer": self.layer,
+                "unit": u,
+                "category": self.categories[prim[best]],
+                "label": self.label_names[best],
+                "label_number": best,
+                "iou": float(iou[u, best]),
+                "interpretable": bool(iou[u, best] >= iou_threshold),
+                "threshold": float(self.thresholds[u]),
+                "runner_ups": "; ".join(
+                    f"{self.label_names[int(l)]} ({self.categories[prim[int(l)]]}) {float(iou[u, l]):.4f}"
+                    for l in order[u, 1 : 1 + runner_ups]
+                    if iou[u, l] >= 0
+                ),
+            }
+            for ci, cat in enumerate(self.categories):
+                cols = (self.primary == ci).nonzero().view(-1)
+                if len(cols):
+                    j = int(cols[torch.argmax(iou[u, cols])])
+                    row[f"{cat}_label"], row[f"{cat}_iou"] = self.label_names[j], float(iou[u, j])
+                else:
+                    row[f"{cat}_label"], row[f"{cat}_iou"] = "", 0.0
+            rows.append(row)
+        return rows
+
+    def state_dict(self) -> dict:
+        """Plain state for the cache."""
+        return {
+            "layer": self.layer,
+            "thresholds": self.thresholds.cpu(),
+            "tally": self.tally.state_dict(),
+            "top_images": self.top_images.state_dict(),
+            "primary": self.primary.cpu(),
+            "label_names": list(self.label_names),
+            "categories": list(self.categories),
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def from_state_dict(cls, s: dict) -> "LayerResult":
+        """Rebuild from ``state_dict()``."""
+        return cls(
+            s["layer"], s["thresholds"], Tally.from_state_dict(s["tally"]), TopKImages.from_state_dict(s["top_images"]),
+            s["primary"], s["label_names"], s["categories"], s["settings"],
+        )
+
+
+def _all_merge(obj, make: Callable[[dict], object]):
+    """Merge a stat object across torch.distributed ranks (in rank order, exact); no-op when single."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, obj.state_dict())
+    merged = make(states[0])
+    for s in states[1:]:
+        merged.merge(make(s))
+    return merged
+
+
+def dissect_stream(
+    batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]],
+    num_images: int,
+    num_labels: int,
+    primary: torch.Tensor,
+    label_names: list[str],
+    categories: list[str],
+    *,
+    quantile: float = 0.005,
+    time: str = "mean",
+    top_k: int = 12,
+    chunk: int = 1024,
+    device: torch.device | str = "cpu",
+    settings: dict | None = None,
+) -> dict[str, LayerResult]:
+    """Dissect every layer that ``batches()`` yields features for; ``batches`` is called once per pass.
+
+    Each batch is ``({layer: output tensor}, labels)`` with ``labels`` a ``BrodenDataset.collate``
+    dict (``pixel``, ``plane_cat``, ``whole``, ``whole_cat``, ``index`` = global image index).
+    ``num_images`` counts all images over every shard (it fixes the quantile rank k).
+    """
+    if time not in TIME_MODES:
+        raise ValueError(f"time must be one of {TIME_MODES}, got {time!r}")
+    quants: dict[str, TopKQuantile] = {}
+    tops: dict[str, TopKImages] = {}
+    with torch.no_grad():
+        for feats, labels in batches():
+            for name, x in feats.items():
+                s, rep = to_samples(x.to(device).float(), time)
+                m, u, h, w = s.shape
+                if name not in quants:
+                    k = quantile_rank(quantile, num_images * rep * h * w) + 1
+                    quants[name] = TopKQuantile(u, k, device)
+                    tops[name] = TopKImages(u, top_k, device)
+                quants[name].add(s.permute(1, 0, 2, 3).reshape(u, -1))
+                tops[name].add(s.amax((2, 3)).view(-1, rep, u).amax(1), labels["index"])
+    quants = {n: _all_merge(q, lambda st: TopKQuantile.from_state_dict(st, device)) for n, q in quants.items()}
+    tops = {n: _all_merge(t, lambda st: TopKImages.from_state_dict(st, device)) for n, t in tops.items()}
+    thresholds = {n: q.threshold() for n, q in quants.items()}
+
+    tallies = {n: Tally(q.units, num_labels, len(categories), device) for n, q in quants.items()}
+    with torch.no_grad():
+        for feats, labels in batches():
+            lb = LabelBatch(labels, len(categories), device)
+            for name, x in feats.items():
+                s, rep = to_samples(x.to(device).float(), time)
+                tallies[name].add_labels(lb, rep)
+                _tally_layer(tallies[name], s, rep, thresholds[name], lb, chunk)
+    tallies = {n: _all_merge(t, lambda st: Tally.from_state_dict(st, device)) for n, t in tallies.items()}
+    prim = torch.as_tensor(primary, dtype=torch.long)
+    return {
+        n: LayerResult(n, thresholds[n].cpu(), tallies[n], tops[n], prim, label_names, categories, dict(settings or {}))
+        for n in quants
+    }
+
+
+def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch, chunk: int) -> None:
+    """Upsample and threshold only the crossing (sample, unit) maps, in chunks, and tally them."""
+    crossing = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
+    for start in range(0, len(crossing[0]), chunk):
+        mi, ui = crossing[0][start : start + chunk], crossing[1][start : start + chunk]
+        up = F.interpolate(s[mi, ui][:, None], size=lb.seg_size, mode="bilinear", align_corners=False)
+        active = up.view(len(mi), -1) > thr[ui][:, None]
+        tally.add(active, ui, torch.div(mi, rep, rounding_mode="floor"), lb)
+
+
+# ----------------------------------------------------------------------------- models and caching
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over a model's state_dict names, shapes and bytes (the cache's checkpoint hash)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def concept_set_fingerprint(root: str | os.PathLike) -> str:
+    """SHA-256 over a concept set's resolved path and its CSV tables."""
+    root = Path(root).resolve()
+    h = hashlib.sha256(str(root).encode())
+    for f in sorted(root.glob("*.csv")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(checkpoint: str, layer: str, concept_set: str, settings: dict) -> str:
+    """Key of a cached layer result: every argument that changes it."""
+    blob = json.dumps({"ckpt": checkpoint, "layer": layer, "cs": concept_set, **settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _shard(n: int) -> list[int]:
+    """This rank's strided share of ``range(n)`` under torch.distributed (all of it when single)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return list(range(dist.get_rank(), n, dist.get_world_size()))
+    return list(range(n))
+
+
+def _is_main() -> bool:
+    """True on rank 0 or when not distributed."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def run_dissection(
+    model: nn.Module,
+    layers: Sequence[str],
+    concept_sets: Sequence[str | os.PathLike],
+    *,
+    categories: Sequence[str] | None = None,
+    quantile: float = 0.005,
+    time: str = "mean",
+    frames: int | None = None,
+    size: int | tuple[int, int] | None = None,
+    input_adapter: Callable[[torch.Tensor], tuple] | None = None,
+    batch_size: int = 16,
+    workers: int = 0,
+    top_k: int = 12,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    checkpoint_hash: str | None = None,
+    use_snippets: bool = True,
+    progress: bool = True,
+) -> dict[str, dict[str, LayerResult]]:
+    """Dissect ``layers`` of ``model`` on each concept-set folder; returns ``{concept set: {layer: result}}``.
+
+    ``frames=T`` feeds a video model (N, 3, T, H, W) clips (snippet or T still copies); leave it
+    None for 2-D models. ``input_adapter(images)`` returns the model's positional inputs (default
+    ``(images,)``). Results are cached in ``cache_dir`` under a key of checkpoint hash, layer,
+    concept set and settings; under ``torchrun`` each rank takes a strided shard.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from broden_actions.broden import BrodenDataset
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    adapter = input_adapter or (lambda x: (x,))
+    ckpt = checkpoint_hash or model_fingerprint(model)
+    settings = {"quantile": quantile, "time": time, "frames": frames, "size": size, "top_k": top_k,
+                "categories": list(categories) if categories else None, "snippets": use_snippets}
+    out: dict[str, dict[str, LayerResult]] = {}
+    for cs in concept_sets:
+        ds = BrodenDataset(cs, size=size, frames=frames, categories=list(categories) if categories else None,
+                           use_snippets=use_snippets)
+        csid = concept_set_fingerprint(cs)
+        keys = {layer: cache_key(ckpt, layer, csid, settings) for layer in layers}
+        cached = {}
+        if cache_dir is not None:
+            for layer, key in keys.items():
+                p = Path(cache_dir) / f"{key}.pt"
+                if p.is_file():
+                    cached[layer] = LayerResult.from_state_dict(torch.load(p, weights_only=False))
+        todo = [layer for layer in layers if layer not in cached]
+        results = dict(cached)
+        if todo:
+            loader = DataLoader(Subset(ds, _shard(len(ds))), batch_size=batch_size, num_workers=workers,
+                                collate_fn=ds.collate, shuffle=False)
+            names = [""] * (ds.broden.num_labels + 1)
+            for num, lab in ds.broden.labels.items():
+                names[num] = lab.name
+            full_prim = ds.broden.primary_categories()
+            cat_pos = {c: i for i, c in enumerate(ds.categories)}
+            prim = torch.tensor([cat_pos.get(ds.broden.categories[c], -1) if c >= 0 else -1 for c in full_prim])
+            was_training = model.training
+            model.eval()
+
+            def batches():
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(loader.dataset), unit="img", disable=not (progress and _is_main()),
+                           desc=f"dissect {Path(cs).name}")
+                try:
+                    for batch in loader:
+                        with capture_activations(model, todo) as acts:
+                            model(*adapter(batch["image"].to(device)))
+                        bar.update(len(batch["index"]))
+                        yield dict(acts), batch
+                finally:
+                    bar.close()
+
+            try:
+                fresh = dissect_stream(batches, len(ds), ds.broden.num_labels, prim, names, list(ds.categories),
+                                       quantile=quantile, time=time, top_k=top_k, device=device,
+                                       settings={**settings, "concept_set": str(cs), "checkpoint": ckpt})
+            finally:
+                model.train(was_training)
+            if cache_dir is not None and _is_main():
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                for layer, res in fresh.items():
+                    tmp = Path(cache_dir) / f"{keys[layer]}.pt.tmp"
+                    torch.save(res.state_dict(), tmp)
+                    tmp.replace(Path(cache_dir) / f"{keys[layer]}.pt")
+            results.update(fresh)
+        out[str(cs)] = {layer: results[layer] for layer in layers}
+    return out

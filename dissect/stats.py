@@ -1,0 +1,229 @@
+"""Streaming statistics for Network Dissection as small mergeable objects (STYLE 5).
+
+Each object has ``add(...)``, ``merge(other)``, named read-outs and ``state_dict()`` /
+``from_state_dict()`` of plain tensors, which gives caching, resuming and exact distributed merges.
+
+Threshold definition (DESIGN 8): for a unit with N raw values (every spatial position of every
+sample), sorted descending v_1 >= ... >= v_N, and k = floor(q N), T = v_{k+1}, i.e.
+``np.sort(a)[N - 1 - k]``. Then exactly k values (fewer only under ties) satisfy a > T, so
+P(a > T) = floor(qN)/N. Keeping the running top k+1 values per unit makes it exact and streaming.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+
+
+def quantile_rank(quantile: float, n: int) -> int:
+    """k = floor(q * n) computed in exact decimal arithmetic (so 0.005 * 200 is exactly 1)."""
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
+    return int(Fraction(str(quantile)) * n)
+
+
+class TopKQuantile:
+    """Exact per-unit upper quantile by keeping each unit's running top ``k`` values (float32)."""
+
+    def __init__(self, units: int, k: int, device: torch.device | str = "cpu"):
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        self.units, self.k = units, k
+        self.values = torch.empty((units, 0), dtype=torch.float32, device=device)
+        self.count = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add a batch of values shaped (units, n)."""
+        if x.shape[0] != self.units:
+            raise ValueError(f"expected {self.units} units, got {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            return
+        both = torch.cat([self.values, x.detach().to(self.values.device, torch.float32)], dim=1)
+        self.values = torch.topk(both, min(self.k, both.shape[1]), dim=1, sorted=True).values
+        self.count += x.shape[1]
+
+    def merge(self, other: "TopKQuantile") -> None:
+        """Merge another shard's state (exact: the top k of a union is the top k of the top ks)."""
+        if (other.units, other.k) != (self.units, self.k):
+            raise ValueError("cannot merge TopKQuantile states of different shapes")
+        count = self.count + other.count
+        self.add(other.values.to(self.values.device))
+        self.count = count
+
+    def threshold(self) -> torch.Tensor:
+        """T_u per unit: the k-th largest value seen (the smallest one kept)."""
+        if self.values.shape[1] < self.k:
+            raise RuntimeError(f"only {self.values.shape[1]} values seen per unit, need {self.k}")
+        return self.values[:, self.k - 1].clone()
+
+    def state_dict(self) -> dict:
+        """Plain-tensor state."""
+        return {"values": self.values.cpu(), "count": torch.tensor(self.count), "k": torch.tensor(self.k)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "TopKQuantile":
+        """Rebuild from ``state_dict()``."""
+        obj = cls(state["values"].shape[0], int(state["k"]), device)
+        obj.values = state["values"].to(device).clone()
+        obj.count = int(state["count"])
+        return obj
+
+
+class TopKImages:
+    """Per-unit running top-k images by a score (per-image max activation); ties go to lower index."""
+
+    def __init__(self, units: int, k: int, device: torch.device | str = "cpu"):
+        self.units, self.k = units, k
+        self.scores = torch.empty((units, 0), dtype=torch.float32, device=device)
+        self.images = torch.empty((units, 0), dtype=torch.long, device=device)
+
+    def add(self, scores: torch.Tensor, images: torch.Tensor) -> None:
+        """Add scores shaped (n_images, units) for global image indices (n_images,)."""
+        s = torch.cat([self.scores, scores.detach().to(self.scores.device, torch.float32).T], dim=1)
+        i = torch.cat([self.images, images.to(self.images.device).view(1, -1).expand(self.units, -1)], dim=1)
+        order = torch.argsort(i, dim=1, stable=True)  # index ascending, then stable score sort
+        s, i = s.gather(1, order), i.gather(1, order)
+        order = torch.argsort(s, dim=1, descending=True, stable=True)[:, : self.k]
+        self.scores, self.images = s.gather(1, order), i.gather(1, order)
+
+    def merge(self, other: "TopKImages") -> None:
+        """Merge another shard's state exactly."""
+        if other.units != self.units:
+            raise ValueError("cannot merge TopKImages of different unit counts")
+        s = torch.cat([self.scores, other.scores.to(self.scores.device)], dim=1)
+        i = torch.cat([self.images, other.images.to(self.images.device)], dim=1)
+        self.scores = torch.empty((self.units, 0), dtype=torch.float32, device=s.device)
+        self.images = torch.empty((self.units, 0), dtype=torch.long, device=s.device)
+        order = torch.argsort(i, dim=1, stable=True)
+        s, i = s.gather(1, order), i.gather(1, order)
+        order = torch.argsort(s, dim=1, descending=True, stable=True)[:, : self.k]
+        self.scores, self.images = s.gather(1, order), i.gather(1, order)
+
+    def state_dict(self) -> dict:
+        """Plain-tensor state."""
+        return {"scores": self.scores.cpu(), "images": self.images.cpu(), "k": torch.tensor(self.k)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "TopKImages":
+        """Rebuild from ``state_dict()``."""
+        obj = cls(state["scores"].shape[0], int(state["k"]), device)
+        obj.scores, obj.images = state["scores"].to(device).clone(), state["images"].to(device).clone()
+        return obj
+
+
+class LabelBatch:
+    """Per-batch label tensors prepared once and shared by every layer's tally.
+
+    From a collated batch (``pixel (N, P, sh, sw)``, ``plane_cat``, ``whole``, ``whole_cat``) it
+    builds: ``lab (N, P, S)`` label numbers with duplicates across planes of a pixel, and labels that
+    are also whole-image labels of the image, set to 0 (a label's mask in an image is the union of
+    its planes; a whole-image label is the full mask); ``catpix (N, C, S)`` whether category c labels
+    pixel s; ``present (N, C)`` whether the image holds category c at all; ``whole_present (N, C)``.
+    """
+
+    def __init__(self, batch: dict, num_categories: int, device: torch.device | str = "cpu"):
+        pixel = batch["pixel"].to(device)
+        n, p = pixel.shape[:2]
+        self.n, self.seg_size = n, tuple(pixel.shape[2:])
+        self.S = pixel.shape[2] * pixel.shape[3]
+        lab = pixel.reshape(n, p, self.S).long()
+        plane_cat = batch["plane_cat"].to(device)
+        whole = batch["whole"].to(device)
+        whole_cat = batch["whole_cat"].to(device)
+        C = num_categories
+        onehot = torch.zeros((n, p, C), device=device)
+        valid = plane_cat >= 0
+        onehot[valid.nonzero(as_tuple=True) + (plane_cat[valid],)] = 1.0
+        self.catpix = torch.bmm(onehot.transpose(1, 2), (lab != 0).float()) > 0  # (N, C, S)
+        self.whole_present = torch.zeros((n, C), dtype=torch.bool, device=device)
+        wvalid = (whole > 0) & (whole_cat >= 0)
+        self.whole_present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
+        self.present = self.catpix.any(2) | self.whole_present
+        srt = torch.sort(lab, dim=1).values
+        srt[:, 1:][srt[:, 1:] == srt[:, :-1]] = 0
+        if whole.shape[1]:
+            srt[(srt.unsqueeze(-1) == whole.view(n, 1, 1, -1)).any(-1) & (srt > 0)] = 0
+        self.lab = srt
+        self.whole = torch.where(wvalid, whole, torch.zeros_like(whole))
+        self.index = batch["index"].to(device)
+
+
+class Tally:
+    """Exact integer tallies for one layer: I[u,l], G[l], activation areas A_lite/A_orig[u,c], A[u].
+
+    ``add`` takes thresholded, upsampled maps only for the (sample, unit) pairs whose raw map
+    crosses T_u (the others have no active pixel, since bilinear upsampling never exceeds the
+    raw maximum), so the cost follows the number of active pixels, not units x pixels.
+    """
+
+    def __init__(self, units: int, num_labels: int, num_categories: int, device: torch.device | str = "cpu"):
+        self.units, self.L, self.C = units, num_labels + 1, num_categories
+        z = dict(dtype=torch.long, device=device)
+        self.inter = torch.zeros((units, self.L), **z)
+        self.label_area = torch.zeros(self.L, **z)
+        self.act_lite = torch.zeros((units, num_categories), **z)
+        self.act_orig = torch.zeros((units, num_categories), **z)
+        self.act_total = torch.zeros(units, **z)
+        self.samples = torch.zeros((), **z)
+
+    def add_labels(self, lb: LabelBatch, repeats: int = 1) -> None:
+        """Add label areas G[l] for a batch; ``repeats`` samples per image (frames)."""
+        g = torch.bincount(lb.lab.reshape(-1), minlength=self.L)[: self.L]
+        g = g + torch.bincount(lb.whole.reshape(-1), minlength=self.L)[: self.L] * lb.S
+        g[0] = 0
+        self.label_area += g * repeats
+        self.samples += lb.n * repeats
+
+    def add(self, active: torch.Tensor, unit: torch.Tensor, image: torch.Tensor, lb: LabelBatch) -> None:
+        """Add thresholded maps ``active (n, S) bool`` of units ``unit (n,)`` on batch images ``image (n,)``."""
+        if active.shape[0] == 0:
+            return
+        n = active.shape[0]
+        area = active.sum(1)
+        self.act_total.index_add_(0, unit, area)
+        self.act_orig.index_add_(0, unit, area[:, None] * lb.present[image])
+        pix, s = active.nonzero(as_tuple=True)
+        img = image[pix]
+        labs = lb.lab[img, :, s]  # (n_active, P)
+        keys = (unit[pix][:, None] * self.L + labs).reshape(-1)
+        self.inter += torch.bincount(keys, minlength=self.units * self.L).view(self.units, self.L)
+        wl = lb.whole[image]  # (n, W)
+        if wl.shape[1]:
+            wkeys = (unit[:, None] * self.L + wl).reshape(-1)
+            self.inter.view(-1).index_add_(0, wkeys, area[:, None].expand(-1, wl.shape[1]).reshape(-1))
+        hits = torch.zeros((n, self.C), dtype=torch.long, device=active.device)
+        hits.index_add_(0, pix, lb.catpix[img, :, s].long())
+        overlap = (hits > 0) | lb.whole_present[image]
+        self.act_lite.index_add_(0, unit, area[:, None] * overlap)
+        self.inter[:, 0] = 0
+
+    def merge(self, other: "Tally") -> None:
+        """Merge another shard's tallies (integer sums: exact)."""
+        for k, v in other.state_dict().items():
+            getattr(self, k).add_(v.to(getattr(self, k).device))
+
+    def state_dict(self) -> dict:
+        """Plain-tensor state."""
+        keys = ["inter", "label_area", "act_lite", "act_orig", "act_total", "samples"]
+        return {k: getattr(self, k).cpu() for k in keys}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "Tally":
+        """Rebuild from ``state_dict()``."""
+        units, L = state["inter"].shape
+        obj = cls(units, L - 1, state["act_lite"].shape[1], device)
+        for k, v in state.items():
+            setattr(obj, k, v.to(device).clone())
+        return obj
+
+    def iou(self, primary: torch.Tensor, denominator: str = "lite") -> torch.Tensor:
+        """IoU[u,l] = I / (A[u, c(l)] + G[l] - I) in float64; 0 where c(l) is undefined or 0/0."""
+        act = {"lite": self.act_lite, "original": self.act_orig}[denominator].double()
+        prim = primary.to(act.device).long()
+        valid = prim >= 0
+        a = act[:, prim.clamp(min=0)]  # (U, L)
+        inter = self.inter.double()
+        den = a + self.label_area.double()[None] - inter
+        out = torch.where(den > 0, inter / den.clamp(min=1), torch.zeros_like(den))
+        return out * valid[None]

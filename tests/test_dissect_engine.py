@@ -1,0 +1,224 @@
+"""The streaming engine against a deliberately naive reference (loops, float64, np.sort quantile)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dissect.engine import dissect_stream, to_samples
+from dissect.stats import LabelBatch, Tally, TopKImages, TopKQuantile
+
+CATS = ["color", "part", "scene"]
+SEG = 16
+
+
+def naive_upsample(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """Bilinear, align_corners=False, written out per output pixel in float64."""
+    ih, iw = x.shape
+
+    def src(d, i, o):
+        s = max((d + 0.5) * i / o - 0.5, 0.0)
+        i0 = min(int(math.floor(s)), i - 1)
+        return i0, min(i0 + 1, i - 1), s - i0
+
+    out = np.zeros((oh, ow))
+    for y in range(oh):
+        y0, y1, ly = src(y, ih, oh)
+        for xx in range(ow):
+            x0, x1, lx = src(xx, iw, ow)
+            top = (1 - lx) * x[y0, x0] + lx * x[y0, x1]
+            bot = (1 - lx) * x[y1, x0] + lx * x[y1, x1]
+            out[y, xx] = (1 - ly) * top + ly * bot
+    return out
+
+
+def naive_dissect(feats, images, num_labels, primary, quantile):
+    """Reference: every image, every unit, every label in Python loops, float64 counts."""
+    n, u = feats.shape[:2]
+    C = len(CATS)
+    thr = np.zeros(u)
+    for j in range(u):
+        vals = np.sort(feats[:, j].astype(np.float64).ravel())
+        k = int(math.floor(quantile * len(vals) + 1e-9))
+        thr[j] = vals[len(vals) - 1 - k]
+    inter = np.zeros((u, num_labels + 1))
+    area = np.zeros(num_labels + 1)
+    lite = np.zeros((u, C))
+    orig = np.zeros((u, C))
+    for i in range(n):
+        img = images[i]
+        masks = {}  # label -> union mask
+        catmask = np.zeros((C, SEG, SEG), bool)
+        present = np.zeros(C, bool)
+        for plane, c in img["planes"]:
+            catmask[c] |= plane != 0
+            present[c] |= (plane != 0).any()
+            for lab in np.unique(plane):
+                if lab:
+                    masks[lab] = masks.get(lab, np.zeros((SEG, SEG), bool)) | (plane == lab)
+        for lab, c in img["whole"]:
+            masks[lab] = np.ones((SEG, SEG), bool)
+            catmask[c] = True
+            present[c] = True
+        for lab, m in masks.items():
+            area[lab] += m.sum()
+        for j in range(u):
+            act = naive_upsample(feats[i, j].astype(np.float64), SEG, SEG) > thr[j]
+            a = act.sum()
+            for lab, m in masks.items():
+                inter[j, lab] += (act & m).sum()
+            for c in range(C):
+                if present[c]:
+                    orig[j, c] += a
+                if (act & catmask[c]).any():
+                    lite[j, c] += a
+    res = {}
+    for name, den in (("lite", lite), ("original", orig)):
+        iou = np.zeros((u, num_labels + 1))
+        for j in range(u):
+            for lab in range(1, num_labels + 1):
+                if primary[lab] < 0:
+                    continue
+                d = den[j, primary[lab]] + area[lab] - inter[j, lab]
+                iou[j, lab] = inter[j, lab] / d if d > 0 else 0.0
+        res[name] = iou
+    return thr, inter, area, lite, orig, res
+
+
+def make_world(seed=0, n=13, u=7, h=4, w=4, num_labels=9):
+    """Random dyadic features (exact in float32 and float64) and random multi-plane masks."""
+    rng = np.random.default_rng(seed)
+    feats = (rng.integers(-40, 40, size=(n, u, h, w)) / 8.0).astype(np.float32)
+    feats[:, 0] += np.linspace(0, 3, h * w).reshape(h, w).astype(np.float32)  # a smoother unit
+    # labels 1-4 colour, 3-7 part (3 and 4 in both), 8-9 scene (whole-image)
+    images = []
+    for i in range(n):
+        planes = []
+        p = np.zeros((SEG, SEG), np.int32)
+        for lab in rng.choice([1, 2, 3, 4], size=2, replace=False):
+            y, x = rng.integers(0, SEG - 4, size=2)
+            p[y : y + rng.integers(2, 9), x : x + rng.integers(2, 9)] = lab
+        planes.append((p, 0))
+        for _ in range(rng.integers(0, 3)):
+            q = np.zeros((SEG, SEG), np.int32)
+            y, x = rng.integers(0, SEG - 4, size=2)
+            q[y : y + rng.integers(2, 12), x : x + rng.integers(2, 12)] = rng.choice([3, 4, 5, 6, 7])
+            planes.append((q, 1))
+        whole = [(int(rng.choice([8, 9])), 2)] if rng.random() < 0.6 else []
+        images.append({"planes": planes, "whole": whole})
+    primary = np.array([-1, 0, 0, 1, 0, 1, 1, 1, 2, 2])
+    return feats, images, num_labels, primary
+
+
+def collate(images, idx):
+    pmax = max(1, max(len(images[i]["planes"]) for i in idx))
+    wmax = max(1, max(len(images[i]["whole"]) for i in idx))
+    pixel = torch.zeros((len(idx), pmax, SEG, SEG), dtype=torch.int32)
+    plane_cat = torch.full((len(idx), pmax), -1)
+    whole = torch.zeros((len(idx), wmax), dtype=torch.long)
+    whole_cat = torch.full((len(idx), wmax), -1)
+    for b, i in enumerate(idx):
+        for k, (p, c) in enumerate(images[i]["planes"]):
+            pixel[b, k], plane_cat[b, k] = torch.from_numpy(p), c
+        for k, (lab, c) in enumerate(images[i]["whole"]):
+            whole[b, k], whole_cat[b, k] = lab, c
+    return {"pixel": pixel, "plane_cat": plane_cat, "whole": whole, "whole_cat": whole_cat,
+            "index": torch.tensor(idx)}
+
+
+def run_engine(feats, images, num_labels, primary, quantile, batch=5, time="mean"):
+    n = len(images)
+    ft = torch.from_numpy(feats)
+
+    def batches():
+        for s in range(0, n, batch):
+            idx = list(range(s, min(n, s + batch)))
+            yield {"L": ft[idx]}, collate(images, idx)
+
+    names = [f"l{i}" for i in range(num_labels + 1)]
+    return dissect_stream(batches, n, num_labels, torch.tensor(primary), names, CATS, quantile=quantile, time=time)["L"]
+
+
+@pytest.mark.parametrize("quantile", [0.005, 0.05, 0.2])
+def test_engine_matches_naive(quantile):
+    feats, images, L, primary = make_world()
+    res = run_engine(feats, images, L, primary, quantile)
+    thr, inter, area, lite, orig, iou = naive_dissect(feats, images, L, primary, quantile)
+    assert np.array_equal(res.thresholds.numpy().astype(np.float64), thr)
+    assert np.array_equal(res.tally.inter.numpy(), inter)
+    assert np.array_equal(res.tally.label_area.numpy(), area)
+    assert np.array_equal(res.tally.act_lite.numpy(), lite)
+    assert np.array_equal(res.tally.act_orig.numpy(), orig)
+    for den in ("lite", "original"):
+        ours = res.iou(den).numpy()
+        np.testing.assert_allclose(ours, iou[den], atol=1e-6, rtol=0)
+        table = res.unit_table(den)
+        ref = iou[den].copy()
+        ref[:, 0] = -1
+        for row in table:
+            assert row["label_number"] == int(np.argmax(ref[row["unit"]]))
+            assert abs(row["iou"] - ref[row["unit"]].max()) < 1e-6
+
+
+def test_active_share_matches_quantile():
+    feats, images, L, primary = make_world(seed=3, n=20)
+    ft = torch.from_numpy(feats)
+    res = run_engine(feats, images, L, primary, 0.05)
+    raw = ft.permute(1, 0, 2, 3).reshape(ft.shape[1], -1)
+    above = (raw > res.thresholds[:, None]).sum(1)
+    assert (above <= math.floor(0.05 * raw.shape[1])).all()
+
+
+def test_frames_mode_equals_flattened_images():
+    feats, images, L, primary = make_world(seed=1, n=6)
+    t = 3
+    rng = np.random.default_rng(5)
+    video = (rng.integers(-40, 40, size=(6, feats.shape[1], t, 4, 4)) / 8.0).astype(np.float32)
+    ours = run_engine(video, images, L, primary, 0.05, time="frames")
+    flat = video.transpose(0, 2, 1, 3, 4).reshape(6 * t, feats.shape[1], 4, 4)
+    rep_images = [images[i // t] for i in range(6 * t)]
+    thr, inter, area, lite, orig, _ = naive_dissect(flat, rep_images, L, primary, 0.05)
+    assert np.array_equal(ours.thresholds.numpy().astype(np.float64), thr)
+    assert np.array_equal(ours.tally.inter.numpy(), inter)
+    assert np.array_equal(ours.tally.label_area.numpy(), area)
+    assert np.array_equal(ours.tally.act_lite.numpy(), lite)
+    pooled = run_engine(video, images, L, primary, 0.05, time="mean")
+    thr_m = naive_dissect(video.mean(2), images, L, primary, 0.05)[0]
+    np.testing.assert_allclose(pooled.thresholds.numpy(), thr_m, rtol=1e-6)
+
+
+def test_to_samples_layouts():
+    x = torch.arange(2 * 3 * 4 * 5 * 5, dtype=torch.float32).view(2, 3, 4, 5, 5)
+    s, rep = to_samples(x, "frames")
+    assert rep == 4 and s.shape == (8, 3, 5, 5) and torch.equal(s[1 * 4 + 2], x[1, :, 2])
+    assert to_samples(x, "mean")[0].shape == (2, 3, 5, 5)
+    with pytest.raises(ValueError):
+        to_samples(x[0, 0], "mean")
+
+
+def test_stats_merge_and_state_roundtrip():
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 300, generator=rng)
+    whole, a, b = TopKQuantile(4, 7), TopKQuantile(4, 7), TopKQuantile(4, 7)
+    whole.add(x)
+    a.add(x[:, :120])
+    b.add(x[:, 120:])
+    a.merge(TopKQuantile.from_state_dict(b.state_dict()))
+    assert torch.equal(a.threshold(), whole.threshold()) and a.count == 300
+    assert torch.equal(whole.threshold(), torch.sort(x, 1, descending=True).values[:, 6])
+    s = torch.tensor([[1.0, 2.0], [3.0, 2.0], [3.0, 0.0]])
+    t1, t2 = TopKImages(2, 2), TopKImages(2, 2)
+    t1.add(s[:2], torch.tensor([0, 1]))
+    t2.add(s[2:], torch.tensor([2]))
+    t1.merge(t2)
+    assert t1.images.tolist() == [[1, 2], [0, 1]]
+    feats, images, L, primary = make_world(n=4)
+    lb = LabelBatch(collate(images, [0, 1, 2, 3]), 3)
+    t = Tally(7, L, 3)
+    t.add_labels(lb)
+    t2 = Tally.from_state_dict(t.state_dict())
+    t2.merge(t)
+    assert torch.equal(t2.label_area, 2 * t.label_area)
