@@ -1,0 +1,520 @@
+"""Results store: one SQLite database per run dir (`run/results.sqlite`), schema in docs/store.md.
+
+Analyses and dissection write here, the dashboard reads here. Every write is one transaction that
+first deletes the rows of the scope it replaces (e.g. one layer's ablation curve), then inserts:
+re-running an analysis replaces its rows, never duplicates them. Rows are keyed by `run_id`, one
+per checkpoint content hash (`sha256`), so results of a retrained checkpoint never mix with older
+ones; read helpers default to the most recently registered run. The module needs only the standard
+library (no torch import) so the web layer starts fast.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+SCHEMA_VERSION = 1
+DB_NAME = "results.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+  run_id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL UNIQUE, checkpoint TEXT NOT NULL,
+  model TEXT NOT NULL, model_kwargs TEXT NOT NULL, num_classes INTEGER NOT NULL,
+  transforms TEXT NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL, registered_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS classes (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, class_idx INTEGER NOT NULL, name TEXT NOT NULL,
+  PRIMARY KEY (run_id, class_idx));
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, split TEXT NOT NULL, name TEXT NOT NULL,
+  value REAL, PRIMARY KEY (run_id, split, name));
+CREATE TABLE IF NOT EXISTS class_ap (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, split TEXT NOT NULL, class_idx INTEGER NOT NULL,
+  ap REAL, PRIMARY KEY (run_id, split, class_idx));
+CREATE TABLE IF NOT EXISTS units (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer TEXT NOT NULL, concept_set TEXT NOT NULL,
+  unit INTEGER NOT NULL, category TEXT, label TEXT, iou REAL, interpretable INTEGER NOT NULL,
+  runner_ups TEXT NOT NULL, extra TEXT NOT NULL, PRIMARY KEY (run_id, layer, concept_set, unit));
+CREATE TABLE IF NOT EXISTS ablation (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer TEXT NOT NULL, split TEXT NOT NULL,
+  metric TEXT NOT NULL, p REAL NOT NULL, seed INTEGER NOT NULL, value REAL, rel REAL,
+  PRIMARY KEY (run_id, layer, split, metric, p, seed));
+CREATE TABLE IF NOT EXISTS selectivity (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, block TEXT NOT NULL, prob TEXT NOT NULL,
+  unit INTEGER NOT NULL, value REAL, PRIMARY KEY (run_id, block, prob, unit));
+CREATE TABLE IF NOT EXISTS relations (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, block TEXT NOT NULL, prob TEXT NOT NULL,
+  direction TEXT NOT NULL CHECK (direction IN ('unit_to_class', 'class_to_unit')),
+  source INTEGER NOT NULL, rank INTEGER NOT NULL, target INTEGER NOT NULL, score REAL,
+  PRIMARY KEY (run_id, block, prob, direction, source, rank));
+CREATE TABLE IF NOT EXISTS clips (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, clip_key TEXT NOT NULL, path TEXT NOT NULL,
+  n_frames INTEGER NOT NULL, has_audio INTEGER NOT NULL, out_dir TEXT NOT NULL, overlay_video TEXT,
+  params TEXT NOT NULL, analysed_at REAL NOT NULL, PRIMARY KEY (run_id, clip_key));
+CREATE TABLE IF NOT EXISTS clip_predictions (
+  run_id INTEGER NOT NULL, clip_key TEXT NOT NULL, rank INTEGER NOT NULL, class_idx INTEGER NOT NULL,
+  score REAL NOT NULL, PRIMARY KEY (run_id, clip_key, rank),
+  FOREIGN KEY (run_id, clip_key) REFERENCES clips ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS clip_files (
+  run_id INTEGER NOT NULL, clip_key TEXT NOT NULL, kind TEXT NOT NULL, class_idx INTEGER NOT NULL,
+  frame INTEGER NOT NULL, path TEXT NOT NULL, PRIMARY KEY (run_id, clip_key, kind, class_idx, frame),
+  FOREIGN KEY (run_id, clip_key) REFERENCES clips ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS concept_paths (
+  run_id INTEGER NOT NULL, clip_key TEXT NOT NULL, class_idx INTEGER NOT NULL, step INTEGER NOT NULL,
+  rank INTEGER NOT NULL, layer TEXT NOT NULL, unit INTEGER NOT NULL, parent INTEGER NOT NULL,
+  contribution REAL NOT NULL, PRIMARY KEY (run_id, clip_key, class_idx, step, parent, rank),
+  FOREIGN KEY (run_id, clip_key) REFERENCES clips ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS localisation (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, method TEXT NOT NULL,
+  score TEXT NOT NULL, class_idx INTEGER NOT NULL, frame INTEGER NOT NULL, value REAL, n INTEGER NOT NULL,
+  PRIMARY KEY (run_id, dataset, method, score, class_idx, frame));
+"""
+
+NOT_DISSECTED = "not dissected"
+RUNNER_UP_KEYS = ("runner_ups", "runners_up", "runner-ups", "runnerups")
+
+
+def _j(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_plain)
+
+
+def _plain(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "names"):  # Vocabulary
+        return list(o.names)
+    return str(o)
+
+
+def _num(v: Any) -> float | None:
+    """A finite float or None (SQLite has no NaN: NaN is stored as NULL)."""
+    if v is None:
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
+
+
+class StoreError(RuntimeError):
+    """A read or write that the store cannot satisfy (unknown run, bad record)."""
+
+
+class ResultsStore:
+    """The SQLite results store of one run dir; `ResultsStore(run_dir)` or a `.sqlite` path."""
+
+    def __init__(self, path: str | Path):
+        p = Path(path)
+        self.path = p / DB_NAME if p.is_dir() or p.suffix != ".sqlite" else p
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        with self.transaction() as c:
+            for stmt in filter(str.strip, SCHEMA.split(";")):
+                c.execute(stmt)
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception (which is re-raised)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---------------------------------------------------------------- runs
+    def register_run(self, meta: Mapping[str, Any]) -> int:
+        """Insert or refresh the run of a checkpoint (`load_model`'s meta) with its classes; returns run_id."""
+        vocab = meta["vocab"]
+        names = list(vocab.names) if hasattr(vocab, "names") else list(vocab)
+        model = meta.get("model", {})
+        with self.transaction() as c:
+            row = c.execute("SELECT run_id FROM runs WHERE sha256 = ?", (meta["sha256"],)).fetchone()
+            vals = (str(meta.get("path", "")), model.get("name", ""), _j(model.get("kwargs", {})), len(names),
+                    _j(meta.get("transforms", {})), _j(meta.get("config", {})), _j(meta.get("metrics", {})),
+                    time.time())
+            if row:
+                run_id = int(row["run_id"])
+                c.execute("UPDATE runs SET checkpoint=?, model=?, model_kwargs=?, num_classes=?, transforms=?, "
+                          "config=?, metrics=?, registered_at=? WHERE run_id=?", (*vals, run_id))
+            else:
+                run_id = int(c.execute("INSERT INTO runs (sha256, checkpoint, model, model_kwargs, num_classes, "
+                                       "transforms, config, metrics, registered_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                                       (meta["sha256"], *vals)).lastrowid)
+            c.execute("DELETE FROM classes WHERE run_id = ?", (run_id,))
+            c.executemany("INSERT INTO classes VALUES (?,?,?)", [(run_id, i, n) for i, n in enumerate(names)])
+        return run_id
+
+    def run_id(self, run_id: int | None = None) -> int:
+        """`run_id` checked, or the most recently registered run's id."""
+        if run_id is not None:
+            if self.conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise StoreError(f"{self.path}: no run {run_id}")
+            return int(run_id)
+        row = self.conn.execute("SELECT run_id FROM runs ORDER BY registered_at DESC, run_id DESC LIMIT 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no run registered yet (analyse or dissect the run first)")
+        return int(row["run_id"])
+
+    def runs(self) -> list[dict]:
+        """Every registered run (JSON columns decoded), newest first."""
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY registered_at DESC, run_id DESC").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            for k in ("model_kwargs", "transforms", "config", "metrics"):
+                d[k] = json.loads(d[k])
+            out.append(d)
+        return out
+
+    def classes(self, run_id: int | None = None) -> list[str]:
+        """Class names in index order."""
+        rid = self.run_id(run_id)
+        return [r["name"] for r in self.conn.execute(
+            "SELECT name FROM classes WHERE run_id = ? ORDER BY class_idx", (rid,))]
+
+    # ---------------------------------------------------------------- evaluation
+    def write_eval(self, metrics: Mapping[str, Any], *, split: str = "val", run_id: int | None = None) -> None:
+        """Store `metrics.evaluate(...)`'s scalars and its per-class AP for one split (replaces that split)."""
+        rid = self.run_id(run_id)
+        scalars = [(rid, split, k, _num(v)) for k, v in metrics.items()
+                   if k != "per_class_ap" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        aps = [(rid, split, i, _num(v)) for i, v in enumerate(metrics.get("per_class_ap", []))]
+        with self.transaction() as c:
+            c.execute("DELETE FROM metrics WHERE run_id = ? AND split = ?", (rid, split))
+            c.execute("DELETE FROM class_ap WHERE run_id = ? AND split = ?", (rid, split))
+            c.executemany("INSERT INTO metrics VALUES (?,?,?,?)", scalars)
+            c.executemany("INSERT INTO class_ap VALUES (?,?,?,?)", aps)
+
+    def metrics(self, split: str = "val", run_id: int | None = None) -> dict[str, float | None]:
+        """Scalar metrics of one split (NaN read back as None)."""
+        rid = self.run_id(run_id)
+        return {r["name"]: r["value"] for r in self.conn.execute(
+            "SELECT name, value FROM metrics WHERE run_id = ? AND split = ? ORDER BY name", (rid, split))}
+
+    def class_ap(self, split: str = "val", run_id: int | None = None) -> list[dict]:
+        """Per-class AP rows `{class_idx, name, ap}` (ap None for a class without positives)."""
+        rid = self.run_id(run_id)
+        return [dict(r) for r in self.conn.execute(
+            "SELECT a.class_idx, c.name, a.ap FROM class_ap a JOIN classes c USING (run_id, class_idx) "
+            "WHERE a.run_id = ? AND a.split = ? ORDER BY a.class_idx", (rid, split))]
+
+    # ---------------------------------------------------------------- units (dissection)
+    def write_units(self, layer: str, concept_set: str, records: Iterable[Mapping[str, Any]], *,
+                    min_iou: float = 0.04, run_id: int | None = None) -> int:
+        """Replace one (layer, concept set)'s unit labels with dissection records; returns the count.
+
+        A record needs `unit`, `category`, `label`, `iou`; runner-ups (`runner_ups`) and any other
+        keys are kept (JSON). `interpretable` is the record's own flag if present, else iou >= min_iou.
+        """
+        rid = self.run_id(run_id)
+        rows = []
+        for rec in records:
+            missing = [k for k in ("unit", "category", "label", "iou") if k not in rec]
+            if missing:
+                raise StoreError(f"dissection record for layer {layer!r} lacks {', '.join(missing)}: {dict(rec)}")
+            ru_key = next((k for k in RUNNER_UP_KEYS if k in rec), None)
+            extra = {k: v for k, v in rec.items()
+                     if k not in ("unit", "category", "label", "iou", "interpretable", ru_key)}
+            iou = _num(rec["iou"])
+            interp = rec.get("interpretable", iou is not None and iou >= min_iou)
+            rows.append((rid, layer, concept_set, int(rec["unit"]), rec["category"], rec["label"], iou,
+                         int(bool(interp)), _j(rec[ru_key] if ru_key else []), _j(extra)))
+        with self.transaction() as c:
+            c.execute("DELETE FROM units WHERE run_id = ? AND layer = ? AND concept_set = ?", (rid, layer, concept_set))
+            c.executemany("INSERT INTO units VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        return len(rows)
+
+    def layers(self, run_id: int | None = None) -> list[dict]:
+        """Dissected (layer, concept_set) pairs with unit and interpretable-unit counts."""
+        rid = self.run_id(run_id)
+        return [dict(r) for r in self.conn.execute(
+            "SELECT layer, concept_set, COUNT(*) AS n_units, SUM(interpretable) AS n_interpretable FROM units "
+            "WHERE run_id = ? GROUP BY layer, concept_set ORDER BY layer, concept_set", (rid,))]
+
+    def units(self, layer: str, concept_set: str | None = None, *, category: str | None = None,
+              search: str | None = None, interpretable_only: bool = False, order_by: str = "iou",
+              run_id: int | None = None) -> list[dict]:
+        """Unit rows of a layer, filterable by concept set, category, label substring; sorted by a column."""
+        rid = self.run_id(run_id)
+        if order_by not in ("iou", "unit", "label", "category"):
+            raise StoreError(f"cannot order units by {order_by!r}")
+        sql = "SELECT * FROM units WHERE run_id = ? AND layer = ?"
+        args: list[Any] = [rid, layer]
+        for col, val in (("concept_set", concept_set), ("category", category)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        if search:
+            sql += " AND label LIKE ?"
+            args.append(f"%{search}%")
+        if interpretable_only:
+            sql += " AND interpretable = 1"
+        sql += f" ORDER BY {order_by} {'DESC' if order_by == 'iou' else 'ASC'}, unit"
+        return [_unit_row(r) for r in self.conn.execute(sql, args)]
+
+    def unit(self, layer: str, unit: int, concept_set: str | None = None, run_id: int | None = None) -> dict | None:
+        """One unit's best label row (highest IoU over concept sets unless one is named), or None."""
+        rid = self.run_id(run_id)
+        sql = "SELECT * FROM units WHERE run_id = ? AND layer = ? AND unit = ?"
+        args: list[Any] = [rid, layer, int(unit)]
+        if concept_set is not None:
+            sql += " AND concept_set = ?"
+            args.append(concept_set)
+        r = self.conn.execute(sql + " ORDER BY iou DESC LIMIT 1", args).fetchone()
+        return _unit_row(r) if r else None
+
+    def unit_labels(self, layers: Sequence[str], concept_set: str | None = None,
+                    run_id: int | None = None) -> dict[int, dict]:
+        """unit -> best label row, taken from the first of `layers` (aliases of one tensor) that was dissected."""
+        rid = self.run_id(run_id)
+        for layer in layers:
+            sql = "SELECT * FROM units WHERE run_id = ? AND layer = ?"
+            args: list[Any] = [rid, layer]
+            if concept_set is not None:
+                sql += " AND concept_set = ?"
+                args.append(concept_set)
+            best: dict[int, dict] = {}
+            for r in self.conn.execute(sql + " ORDER BY iou ASC", args):  # later (higher IoU) rows win
+                best[r["unit"]] = _unit_row(r)
+            if best:
+                return best
+        return {}
+
+    def category_counts(self, layer: str, concept_set: str | None = None, run_id: int | None = None) -> dict[str, int]:
+        """Number of interpretable units per category (the block-wise concept-count plot)."""
+        rid = self.run_id(run_id)
+        sql = "SELECT category, COUNT(*) AS n FROM units WHERE run_id = ? AND layer = ? AND interpretable = 1"
+        args: list[Any] = [rid, layer]
+        if concept_set is not None:
+            sql += " AND concept_set = ?"
+            args.append(concept_set)
+        return {r["category"]: r["n"] for r in self.conn.execute(sql + " GROUP BY category ORDER BY n DESC", args)}
+
+    # ---------------------------------------------------------------- ablation
+    def write_ablation(self, layer: str, rows: Iterable[Mapping[str, Any]], *, split: str = "val",
+                       run_id: int | None = None) -> None:
+        """Replace one layer's ablation sweep: rows `{metric, p, seed, value, rel}`."""
+        rid = self.run_id(run_id)
+        vals = [(rid, layer, split, r["metric"], float(r["p"]), int(r["seed"]), _num(r["value"]), _num(r["rel"]))
+                for r in rows]
+        with self.transaction() as c:
+            c.execute("DELETE FROM ablation WHERE run_id = ? AND layer = ? AND split = ?", (rid, layer, split))
+            c.executemany("INSERT INTO ablation VALUES (?,?,?,?,?,?,?,?)", vals)
+
+    def ablation_curves(self, layer: str | None = None, *, split: str = "val",
+                        run_id: int | None = None) -> dict[str, dict[str, dict[str, list[float]]]]:
+        """`{layer: {metric: {p, mean, std, min, max, n}}}`: relative value over seeds per p (std: population)."""
+        rid = self.run_id(run_id)
+        sql = "SELECT layer, metric, p, rel FROM ablation WHERE run_id = ? AND split = ?"
+        args: list[Any] = [rid, split]
+        if layer is not None:
+            sql += " AND layer = ?"
+            args.append(layer)
+        groups: dict[tuple[str, str, float], list[float]] = {}
+        for r in self.conn.execute(sql + " ORDER BY layer, metric, p, seed", args):
+            groups.setdefault((r["layer"], r["metric"], r["p"]), []).append(
+                float("nan") if r["rel"] is None else r["rel"])
+        out: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for (lay, met, p), v in groups.items():
+            d = out.setdefault(lay, {}).setdefault(met, {"p": [], "mean": [], "std": [], "min": [], "max": [], "n": []})
+            m = sum(v) / len(v)
+            d["p"].append(p)
+            d["mean"].append(m)
+            d["std"].append(math.sqrt(sum((x - m) ** 2 for x in v) / len(v)))
+            d["min"].append(min(v))
+            d["max"].append(max(v))
+            d["n"].append(len(v))
+        return out
+
+    # ---------------------------------------------------------------- selectivity and relations
+    def write_selectivity(self, block: str, values: Sequence[float], *, prob: str = "softmax",
+                          run_id: int | None = None) -> None:
+        """Replace one block's per-unit selectivity (index = unit) for a probability kind."""
+        rid = self.run_id(run_id)
+        with self.transaction() as c:
+            c.execute("DELETE FROM selectivity WHERE run_id = ? AND block = ? AND prob = ?", (rid, block, prob))
+            c.executemany("INSERT INTO selectivity VALUES (?,?,?,?,?)",
+                          [(rid, block, prob, i, _num(v)) for i, v in enumerate(values)])
+
+    def selectivity(self, block: str, *, prob: str = "softmax", run_id: int | None = None) -> list[float | None]:
+        """Per-unit selectivity of one block (index = unit)."""
+        rid = self.run_id(run_id)
+        return [r["value"] for r in self.conn.execute(
+            "SELECT value FROM selectivity WHERE run_id = ? AND block = ? AND prob = ? ORDER BY unit", (rid, block, prob))]
+
+    def selectivity_blocks(self, *, prob: str = "softmax", run_id: int | None = None) -> list[dict]:
+        """Per block: mean and std (population) of unit selectivity and unit count, in network order."""
+        rid = self.run_id(run_id)
+        rows = self.conn.execute(
+            "SELECT block, AVG(value) AS mean, AVG(value * value) AS sq, COUNT(*) AS n FROM selectivity "
+            "WHERE run_id = ? AND prob = ? GROUP BY block", (rid, prob)).fetchall()
+        out = [{"block": r["block"], "mean": r["mean"], "n": r["n"],
+                "std": math.sqrt(max(r["sq"] - r["mean"] ** 2, 0.0)) if r["mean"] is not None else None} for r in rows]
+        return sorted(out, key=lambda d: _block_order(d["block"]))
+
+    def write_relations(self, block: str, direction: str, table: Mapping[int, Sequence[tuple[int, float]]], *,
+                        prob: str = "softmax", run_id: int | None = None) -> None:
+        """Replace one block's relation table: `{source: [(target, score), ...] best first}`.
+
+        direction `unit_to_class` (source unit, target class) or `class_to_unit` (source class, target unit).
+        """
+        rid = self.run_id(run_id)
+        rows = [(rid, block, prob, direction, int(s), k, int(t), _num(v))
+                for s, lst in table.items() for k, (t, v) in enumerate(lst)]
+        with self.transaction() as c:
+            c.execute("DELETE FROM relations WHERE run_id = ? AND block = ? AND prob = ? AND direction = ?",
+                      (rid, block, prob, direction))
+            c.executemany("INSERT INTO relations VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def relations(self, block: str, direction: str, source: int | None = None, *, prob: str = "softmax",
+                  run_id: int | None = None) -> dict[int, list[tuple[int, float]]]:
+        """`{source: [(target, score), ...]}` best first, for all sources or one."""
+        rid = self.run_id(run_id)
+        sql = "SELECT source, target, score FROM relations WHERE run_id = ? AND block = ? AND prob = ? AND direction = ?"
+        args: list[Any] = [rid, block, prob, direction]
+        if source is not None:
+            sql += " AND source = ?"
+            args.append(int(source))
+        out: dict[int, list[tuple[int, float]]] = {}
+        for r in self.conn.execute(sql + " ORDER BY source, rank", args):
+            out.setdefault(r["source"], []).append((r["target"], r["score"]))
+        return out
+
+    # ---------------------------------------------------------------- analysed clips
+    def write_clip(self, clip_key: str, *, path: str, n_frames: int, has_audio: bool, out_dir: str,
+                   predictions: Sequence[tuple[int, float]], files: Iterable[tuple[str, int, int, str]],
+                   overlay_video: str | None = None, params: Mapping[str, Any] | None = None,
+                   run_id: int | None = None) -> None:
+        """Replace one analysed clip: predictions `[(class_idx, score)]` best first, files
+        `[(kind, class_idx, frame, path)]` (class_idx -1 / frame -1 where not applicable)."""
+        rid = self.run_id(run_id)
+        with self.transaction() as c:
+            c.execute("DELETE FROM clips WHERE run_id = ? AND clip_key = ?", (rid, clip_key))  # cascades
+            c.execute("INSERT INTO clips VALUES (?,?,?,?,?,?,?,?,?)",
+                      (rid, clip_key, str(path), int(n_frames), int(bool(has_audio)), str(out_dir),
+                       None if overlay_video is None else str(overlay_video), _j(dict(params or {})), time.time()))
+            c.executemany("INSERT INTO clip_predictions VALUES (?,?,?,?,?)",
+                          [(rid, clip_key, k, int(ci), float(s)) for k, (ci, s) in enumerate(predictions)])
+            c.executemany("INSERT INTO clip_files VALUES (?,?,?,?,?,?)",
+                          [(rid, clip_key, kind, int(ci), int(fr), str(p)) for kind, ci, fr, p in files])
+
+    def clips(self, run_id: int | None = None) -> list[dict]:
+        """Analysed clips (newest first) with their top prediction."""
+        rid = self.run_id(run_id)
+        return [dict(r) for r in self.conn.execute(
+            "SELECT k.clip_key, k.path, k.n_frames, k.has_audio, k.analysed_at, p.class_idx AS top_class, "
+            "c.name AS top_name, p.score AS top_score FROM clips k LEFT JOIN clip_predictions p "
+            "ON p.run_id = k.run_id AND p.clip_key = k.clip_key AND p.rank = 0 LEFT JOIN classes c "
+            "ON c.run_id = k.run_id AND c.class_idx = p.class_idx WHERE k.run_id = ? ORDER BY k.analysed_at DESC",
+            (rid,))]
+
+    def clip(self, clip_key: str, run_id: int | None = None) -> dict | None:
+        """One analysed clip: row, predictions `[{class_idx, name, score}]` and files `{kind: {class: [paths by frame]}}`."""
+        rid = self.run_id(run_id)
+        r = self.conn.execute("SELECT * FROM clips WHERE run_id = ? AND clip_key = ?", (rid, clip_key)).fetchone()
+        if r is None:
+            return None
+        d = dict(r)
+        d["params"] = json.loads(d["params"])
+        d["has_audio"] = bool(d["has_audio"])
+        d["predictions"] = [dict(p) for p in self.conn.execute(
+            "SELECT p.class_idx, c.name, p.score FROM clip_predictions p JOIN classes c USING (run_id, class_idx) "
+            "WHERE p.run_id = ? AND p.clip_key = ? ORDER BY p.rank", (rid, clip_key))]
+        files: dict[str, dict[int, list[str]]] = {}
+        for f in self.conn.execute("SELECT kind, class_idx, frame, path FROM clip_files WHERE run_id = ? AND "
+                                   "clip_key = ? ORDER BY kind, class_idx, frame", (rid, clip_key)):
+            files.setdefault(f["kind"], {}).setdefault(f["class_idx"], []).append(f["path"])
+        d["files"] = files
+        return d
+
+    # ---------------------------------------------------------------- concept paths
+    def write_concept_path(self, clip_key: str, class_idx: int, steps: Iterable[Mapping[str, Any]], *,
+                           run_id: int | None = None) -> None:
+        """Replace the concept path of (clip, class): rows `{step, rank, layer, unit, parent, contribution}`
+        (step 0: units driving the class, parent -1; step 1: units driving step-0 unit `parent`).
+        The clip must have been written with `write_clip` first."""
+        rid = self.run_id(run_id)
+        rows = [(rid, clip_key, int(class_idx), int(s["step"]), int(s["rank"]), s["layer"], int(s["unit"]),
+                 int(s["parent"]), float(s["contribution"])) for s in steps]
+        with self.transaction() as c:
+            c.execute("DELETE FROM concept_paths WHERE run_id = ? AND clip_key = ? AND class_idx = ?",
+                      (rid, clip_key, int(class_idx)))
+            c.executemany("INSERT INTO concept_paths VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def concept_path(self, clip_key: str, class_idx: int, *, label_layers: Mapping[str, Sequence[str]] | None = None,
+                     run_id: int | None = None) -> list[dict]:
+        """Concept path rows with each unit's current dissection label (or "not dissected").
+
+        `label_layers` maps a path layer to the dissected layer names that are the same tensor
+        (e.g. `layer4` -> `["layer4", "layer4.1"]`); by default only the layer's own name.
+        """
+        rid = self.run_id(run_id)
+        rows = [dict(r) for r in self.conn.execute(
+            "SELECT step, rank, layer, unit, parent, contribution FROM concept_paths WHERE run_id = ? AND "
+            "clip_key = ? AND class_idx = ? ORDER BY step, parent, rank", (rid, clip_key, int(class_idx)))]
+        labels = {lay: self.unit_labels((label_layers or {}).get(lay, [lay]), run_id=rid)
+                  for lay in {r["layer"] for r in rows}}
+        for r in rows:
+            u = labels[r["layer"]].get(r["unit"])
+            r.update(label=u["label"] if u else NOT_DISSECTED, category=u["category"] if u else None,
+                     iou=u["iou"] if u else None)
+        return rows
+
+    # ---------------------------------------------------------------- localisation
+    def write_localisation(self, dataset: str, rows: Iterable[Mapping[str, Any]], *, run_id: int | None = None) -> None:
+        """Replace a dataset's localisation scores: rows `{method, score, class_idx, frame, value, n}`
+        (class_idx -1: all classes; frame -1: all frames)."""
+        rid = self.run_id(run_id)
+        vals = [(rid, dataset, r["method"], r["score"], int(r["class_idx"]), int(r["frame"]), _num(r["value"]),
+                 int(r["n"])) for r in rows]
+        with self.transaction() as c:
+            c.execute("DELETE FROM localisation WHERE run_id = ? AND dataset = ?", (rid, dataset))
+            c.executemany("INSERT INTO localisation VALUES (?,?,?,?,?,?,?,?)", vals)
+
+    def localisation(self, dataset: str | None = None, run_id: int | None = None) -> list[dict]:
+        """Localisation rows (all datasets unless one is named)."""
+        rid = self.run_id(run_id)
+        sql = "SELECT * FROM localisation WHERE run_id = ?"
+        args: list[Any] = [rid]
+        if dataset is not None:
+            sql += " AND dataset = ?"
+            args.append(dataset)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY dataset, method, score, class_idx, frame", args)]
+
+
+def _unit_row(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    d["runner_ups"] = json.loads(d["runner_ups"])
+    d["extra"] = json.loads(d["extra"])
+    d["interpretable"] = bool(d["interpretable"])
+    return d
+
+
+def _block_order(name: str) -> tuple:
+    """Sort key putting `stem` first and `layerS.B` in network order."""
+    if name == "stem":
+        return (0, 0, 0)
+    parts = name.replace("layer", "").split(".")
+    try:
+        return (1, *(int(p) for p in parts), 0)[:3]
+    except ValueError:
+        return (2, 0, 0)
