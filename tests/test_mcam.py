@@ -1,0 +1,82 @@
+"""mCAM (DESIGN 7): per-clip normalisation, suppression below delta, owner = argmax, 5x5 Gaussian."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmit_interp.mcam import KERNEL_SIZE, gaussian_kernel, max_of_cams, mcam, normalise, smooth, suppress_similar
+from mmit_interp.render import class_boundaries, mcam_overlay, side_by_side, write_video
+
+
+@pytest.fixture
+def maps():
+    return torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(0)) * 5 - 1
+
+
+def test_normalise_per_clip(maps):
+    n = normalise(maps)
+    for s in range(4):
+        m = maps[s].numpy()
+        np.testing.assert_allclose(n[s].numpy(), (m - m.min()) / (m.max() - m.min()), rtol=1e-5, atol=1e-6)
+    assert normalise(torch.ones(1, 2, 3, 3)).abs().sum() == 0
+
+
+def test_suppression_and_owner_follow_the_definition(maps):
+    delta = 0.1
+    n = normalise(maps).numpy()
+    sup = suppress_similar(torch.from_numpy(n), delta).numpy()
+    diff = np.abs(n[:, None] - n[None])  # (S, S, ...)
+    diff[np.arange(4), np.arange(4)] = np.inf
+    near = (diff < delta).any(1)
+    assert near.any() and (~near).any()
+    assert (sup[near] == 0).all()  # both maps zero where two differ by < delta
+    np.testing.assert_array_equal(sup[~near], n[~near])  # untouched elsewhere
+    out = mcam(maps, torch.arange(4), delta=delta, sigma=1.1)
+    peak = sup.max(0)
+    owner_ref = np.where(peak > 0, sup.argmax(0), -1)
+    np.testing.assert_array_equal(out.owner.numpy(), owner_ref)
+    np.testing.assert_allclose(out.intensity.numpy(), smooth(torch.from_numpy(peak), 1.1).numpy(), atol=1e-6)
+
+
+def test_kernel_is_5x5_gaussian():
+    k = gaussian_kernel(1.1).numpy()
+    assert k.shape == (KERNEL_SIZE, KERNEL_SIZE) == (5, 5)
+    assert k.sum() == pytest.approx(1.0) and k[2, 2] == k.max()
+    g = np.exp(-((np.arange(5) - 2) ** 2) / (2 * 1.1 ** 2))
+    np.testing.assert_allclose(k, np.outer(g, g) / np.outer(g, g).sum(), rtol=1e-6)
+    img = np.zeros((1, 9, 9), np.float32)
+    img[0, 4, 4] = 1
+    out = smooth(torch.from_numpy(img), 1.1).numpy()[0]
+    assert (out[2:7, 2:7] > 0).all() and out[[0, 1, 7, 8]].sum() == 0 and out[:, [0, 1, 7, 8]].sum() == 0
+    np.testing.assert_allclose(out[2:7, 2:7], k, rtol=1e-6)
+    cv2 = pytest.importorskip("cv2")
+    x = np.random.default_rng(0).random((20, 20)).astype(np.float32)
+    ref = cv2.GaussianBlur(x, (5, 5), 1.1, borderType=cv2.BORDER_REFLECT_101)
+    np.testing.assert_allclose(smooth(torch.from_numpy(x)[None], 1.1).numpy()[0], ref, atol=1e-5)
+
+
+def test_max_of_cams_baseline(maps):
+    b = max_of_cams(maps, torch.arange(4))
+    n = normalise(maps)
+    assert torch.equal(b.intensity, n.max(0).values) and torch.equal(b.owner, n.argmax(0))
+
+
+def test_render_overlay_boundaries_and_video(tmp_path):
+    t, h, w = 3, 32, 32
+    frames = np.full((t, h, w, 3), 100, np.uint8)
+    owner = np.full((h, w), -1)
+    owner[:, :16], owner[:, 16:] = 0, 1
+    inten = np.ones((h, w), np.float32)
+    b = class_boundaries(owner)
+    assert b[:, 15:17].all() and b.sum() == 2 * h
+    img = mcam_overlay(frames[0], inten, owner, ["a", "b"], labels=False)
+    assert (img[5, 15] == (40, 90, 255)).all() and img[5, 2, 0] > img[5, 2, 2]  # blue edge, red region
+    strip = side_by_side(frames[0], np.zeros((2, h, w)), ["a", "b"])
+    assert strip.shape == (h, 2 * w + 4, 3)
+    mp4 = write_video([img] * 4, tmp_path / "o.mp4", fps=4)
+    gif = write_video([img] * 4, tmp_path / "o.gif", fps=4)
+    import av
+    with av.open(str(mp4)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 4
+    assert gif.stat().st_size > 0
