@@ -1,0 +1,174 @@
+"""`analyze_clip`: the one-clip service behind `mmit-cam` and the dashboard's upload page.
+
+Decode the clip as the checkpoint's transforms say, one forward pass for predictions and every
+selected class's CAM (`cam.cam_for`), mCAM, then write per-frame images and an overlay video, record
+the clip in the run's results store and return a JSON-able dict. Models are cached per checkpoint
+(path, size, mtime) so a long-running server loads each once.
+
+Files under `out_dir` (default `RUN/cams/<clip_key>/`, `clip_key` = first 16 hex digits of the
+clip file's SHA-256, so re-analysing a clip replaces its files and store rows):
+`frame_{t}.jpg` (the sampled frame at display size), `cam_{c}_{t}.jpg` (class c's CAM blended over
+frame t), `heat_{c}_{t}.png` (class c's CAM alone as RGBA, alpha = normalised CAM: a browser can
+change opacity and toggle classes by stacking these over `frame_{t}.jpg`), `mcam_{t}.jpg`,
+`strip_{t}.jpg` (per-class overlays side by side), `overlay.mp4` (or `.gif`: the mCAM overlay at
+the clip's own pace) and `result.json` (the returned dict).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .cam import cam_for
+from .checkpoint import load_model, resolve_checkpoint
+from .dataset import ClipTransform, load_clip
+from .mcam import mcam, normalise
+from .render import colormap_lut, mcam_overlay, resize_frames, side_by_side, write_video
+from .store import ResultsStore
+from .video import probe
+
+_CACHE: dict[tuple, tuple[torch.nn.Module, dict]] = {}
+_LOCK = threading.Lock()
+
+
+def cached_model(run: str | Path) -> tuple[torch.nn.Module, dict]:
+    """`load_model(run)` memoised by checkpoint path, size and modification time."""
+    ck = resolve_checkpoint(run)
+    st = ck.stat()
+    key = (str(ck.resolve()), st.st_size, st.st_mtime_ns)
+    with _LOCK:
+        if key not in _CACHE:
+            for k in [k for k in _CACHE if k[0] == key[0]]:
+                del _CACHE[k]
+            _CACHE[key] = load_model(ck)
+        return _CACHE[key]
+
+
+def run_root(run: str | Path) -> Path:
+    """The run dir of a run dir or a checkpoint path (`run/checkpoints/x.pt` -> `run`)."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
+
+
+def clip_key(path: str | Path) -> str:
+    """First 16 hex digits of the clip file's SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _img(path: Path, rgb: np.ndarray) -> str:
+    """Write an RGB(A) image: JPEG (quality 92) or PNG (fast compression) by suffix; returns the path."""
+    code = cv2.COLOR_RGBA2BGRA if rgb.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+    opts = [cv2.IMWRITE_JPEG_QUALITY, 92] if path.suffix == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, code), opts):
+        raise OSError(f"cannot write {path}")
+    return str(path)
+
+
+def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path | None = None, *,
+                 top_k: int = 5, classes: Sequence[int | str] | None = None, threshold: float | None = None,
+                 delta: float = 0.05, sigma: float = 1.1, colormap: str = "jet", opacity: float = 0.5,
+                 display_size: int | None = None, video_format: str = "mp4", n_predictions: int = 10,
+                 record: bool = True) -> dict[str, Any]:
+    """Predictions, per-class CAM and mCAM frame images and an overlay video for one clip (see module doc).
+
+    Classes: named (`classes`, indices or names), else those with sigmoid score >= `threshold`,
+    else the `top_k`. `display_size` (default max(model input size, 256)) is the side of the square
+    frames drawn. Scores are sigmoid(logit), the logit is returned too.
+    """
+    t0 = time.perf_counter()
+    model, meta = cached_model(run_dir)
+    vocab = meta["vocab"]
+    kind = getattr(model, "modality", "video")
+    if kind == "audio":
+        raise ValueError(f"{meta['path']}: an audio-only model has no frames to draw CAMs on")
+    tf = ClipTransform.from_dict(meta["transforms"])
+    clip = load_clip(clip_path, tf, want_audio=kind == "fusion")
+    disp = int(display_size or max(tf.size, 256))
+    names_idx = None if classes is None else [c if isinstance(c, int) else vocab.index(c) for c in classes]
+    extra = {}
+    if kind == "fusion":
+        extra = dict(audio=clip["audio"][None], audio_mask=torch.tensor([float(clip["has_audio"])]))
+    n_t = clip["video"].shape[1]
+    res = cam_for(model)(clip["video"][None], classes=names_idx, top_k=top_k, threshold=threshold,
+                         size=(n_t, disp, disp), **extra)
+    t_model = time.perf_counter() - t0
+    sel = res.classes[0].tolist()
+    logits = res.logits[0]
+    probs = torch.sigmoid(logits)
+    order = probs.argsort(descending=True)[: min(n_predictions, len(vocab))].tolist()
+    norm = normalise(res.maps[0])
+    mc = mcam(norm, res.classes[0], delta=delta, sigma=sigma, normalised=True)
+
+    root = run_root(run_dir)
+    key = clip_key(clip_path)
+    out = Path(out_dir) if out_dir is not None else root / "cams" / key
+    out.mkdir(parents=True, exist_ok=True)
+    frames = resize_frames(clip["frames"], disp)
+    heat = norm.numpy()
+    inten, owner = mc.intensity.numpy(), mc.owner.numpy()
+    sel_names = [vocab.names[c] for c in sel]
+    heat_u8 = (heat * 255).round().astype(np.uint8)
+    rgb = colormap_lut(colormap)[heat_u8]  # (S, T, H, W, 3)
+    blended = (frames[None].astype(np.float32) * (1 - opacity) + rgb * opacity).round().astype(np.uint8)
+    files: list[tuple[str, int, int, str]] = []
+    mcam_frames = []
+    for t in range(n_t):
+        files.append(("frame", -1, t, _img(out / f"frame_{t}.jpg", frames[t])))
+        for j, c in enumerate(sel):
+            files.append(("cam", c, t, _img(out / f"cam_{c}_{t}.jpg", blended[j, t])))
+            files.append(("heat", c, t, _img(out / f"heat_{c}_{t}.png", np.concatenate([rgb[j, t], heat_u8[j, t, ..., None]], -1))))
+        m = mcam_overlay(frames[t], inten[t], owner[t], sel_names, opacity=max(opacity, 0.6))
+        mcam_frames.append(m)
+        files.append(("mcam", -1, t, _img(out / f"mcam_{t}.jpg", m)))
+        files.append(("strip", -1, t, _img(out / f"strip_{t}.jpg",
+                                           side_by_side(frames[t], heat[:, t], sel_names, colormap=colormap,
+                                                        opacity=opacity))))
+    video = write_video(mcam_frames, out / f"overlay.{video_format}", fps=_clip_fps(clip_path, n_t))
+    files.append(("video", -1, -1, str(video)))
+    params = dict(top_k=top_k, classes=names_idx, threshold=threshold, delta=delta, sigma=sigma,
+                  colormap=colormap, opacity=opacity, display_size=disp, frames=n_t, size=tf.size)
+    result = {
+        "clip_key": key, "clip": str(clip_path), "run": str(root), "checkpoint": meta["path"],
+        "model": meta["model"]["name"], "has_audio": bool(clip["has_audio"]), "n_frames": n_t,
+        "frame_indices": [int(i) for i in clip["frame_indices"]],
+        "predictions": [{"class_idx": c, "name": vocab.names[c], "score": float(probs[c]), "logit": float(logits[c])}
+                        for c in order],
+        "cam_classes": [{"class_idx": c, "name": vocab.names[c], "score": float(probs[c])} for c in sel],
+        "frames": [f for k, _, _, f in files if k == "frame"],
+        "cam_frames": {str(c): [f for k, cc, _, f in files if k == "cam" and cc == c] for c in sel},
+        "heat_frames": {str(c): [f for k, cc, _, f in files if k == "heat" and cc == c] for c in sel},
+        "mcam_frames": [f for k, _, _, f in files if k == "mcam"],
+        "strip_frames": [f for k, _, _, f in files if k == "strip"],
+        "mcam_owner_share": {vocab.names[c]: float((owner == j).mean()) for j, c in enumerate(sel)},
+        "overlay_video": str(video), "out_dir": str(out), "params": params,
+        "timings": {"model_s": round(t_model, 4), "total_s": round(time.perf_counter() - t0, 4)},
+    }
+    if record:
+        with ResultsStore(root) as store:
+            rid = store.register_run(meta)
+            store.write_clip(key, path=str(clip_path), n_frames=n_t, has_audio=bool(clip["has_audio"]), out_dir=str(out),
+                             predictions=[(c, float(probs[c])) for c in order], files=files,
+                             overlay_video=str(video), params=params, run_id=rid)
+    result["timings"]["total_s"] = round(time.perf_counter() - t0, 4)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _clip_fps(path: str | Path, n_frames: int) -> float:
+    """Frame rate that plays the sampled frames over the clip's own duration."""
+    info = probe(path)
+    dur = info.duration or (info.n_frames / info.fps if info.fps else 0.0)
+    return max(n_frames / dur, 1.0) if dur > 0 else 8.0
