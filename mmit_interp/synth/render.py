@@ -88,17 +88,19 @@ def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | N
     m = mask.astype(bool)
     if not m.any():
         return
-    dx = (np.arange(x0, x1, dtype=np.float32) - cx)[None, :]
-    dy = (np.arange(y0, y1, dtype=np.float32) - cy)[:, None]
-    u = (ca * dx + sa * dy) / (r * sx)
-    v = (-sa * dx + ca * dy) / (r * sy)
-    pat = texture_pattern(texture, u, v)
-    col = np.where(pat[..., None], shade(rgb), np.asarray(rgb, np.float32)) * bright
     patch = frame[y0:y1, x0:x1]
-    patch[m] = alpha * col[m] + (1.0 - alpha) * patch[m]
+    if texture == "plain":
+        pat = None
+        col = np.asarray(rgb, np.float32) * np.float32(bright)
+    else:
+        dx = (np.arange(x0, x1, dtype=np.float32) - cx)[None, :]
+        dy = (np.arange(y0, y1, dtype=np.float32) - cy)[:, None]
+        pat = texture_pattern(texture, (ca * dx + sa * dy) / (r * sx), (-sa * dx + ca * dy) / (r * sy))
+        col = (np.where(pat[..., None], shade(rgb), np.asarray(rgb, np.float32)) * np.float32(bright))[m]
+    patch[m] = col if alpha >= 1.0 else alpha * col + (1.0 - alpha) * patch[m]
     if alpha >= 0.3:
         owner[y0:y1, x0:x1][m] = idx
-        if pattern_out is not None:
+        if pattern_out is not None and pat is not None:
             pattern_out[y0:y1, x0:x1][m] = pat[m]
 
 
@@ -122,7 +124,7 @@ def scene_background(scene: str, rng: np.random.Generator, h: int, w: int) -> np
     horizon = rng.uniform(0.3, 0.45)
     if scene == "sky":
         clouds = np.clip(_smooth(rng, h, w, 5) * 2.2 - 1.2, 0, 1)
-        img = _mix(sky, np.array([225, 228, 232], np.float32), clouds * 0.8)
+        img = _mix(sky, np.array([200, 208, 222], np.float32), clouds * 0.8)
     elif scene == "meadow":
         grass = np.array([90, 130, 80], np.float32) + (_smooth(rng, h, w, 8)[..., None] - 0.5) * 40
         img = np.where((y > horizon)[..., None], grass, sky)
@@ -131,7 +133,7 @@ def scene_background(scene: str, rng: np.random.Generator, h: int, w: int) -> np
         sand = _mix(np.array([205, 180, 135], np.float32), np.array([180, 150, 110], np.float32), dunes)
         img = np.where((y > horizon - 0.08)[..., None], sand, sky)
     elif scene == "night":
-        img = _mix(np.array([30, 32, 62], np.float32), np.array([50, 55, 95], np.float32), y)
+        img = _mix(np.array([38, 42, 80], np.float32), np.array([60, 66, 112], np.float32), y)
         stars = rng.random((h, w)) < 0.012
         img[stars] = rng.uniform(150, 220)
     elif scene == "room":
@@ -335,7 +337,7 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
     if rng.random() < config.occlusion:
         width, at = rng.uniform(0.1, 0.18) * s, rng.uniform(0.25, 0.75) * s
         vertical = rng.random() < 0.5
-        occluder = (vertical, int(at - width / 2), int(at + width / 2), np.clip(rng.normal(70, 12, 3), 30, 110))
+        occluder = (vertical, int(at - width / 2), int(at + width / 2), np.array([100, 100, 85]) + rng.uniform(-8, 8, 3))
 
     frames = np.empty((n_t, s, s, 3), np.float32)
     owner = np.empty((s, s), np.int8)

@@ -140,8 +140,9 @@ class SynthConfig:
         return self.bias_strength > 0 and self.bias_action in self.class_names
 
     def to_dict(self) -> dict:
-        """JSON-ready copy of the configuration (for world.json)."""
+        """JSON-ready copy of the world-defining configuration (for world.json; ``workers`` left out)."""
         d = dataclasses.asdict(self)
+        del d["workers"]
         d["classes"] = list(self.class_names)
         d["actions_per_clip"] = list(self.actions_per_clip)
         return d
