@@ -1,0 +1,403 @@
+"""Dashboard API and pages through FastAPI's TestClient: every route, every bad upload, path traversal."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mmit_interp.store import ResultsStore
+from webapp.deps import get_analyzer
+from webapp.jobs import JobQueue, QueueFull
+from webapp.main import create_app
+from webapp.settings import Settings, SettingsError, load_settings, name_runs
+from webapp.uploads import UploadRejected, copy_capped
+from webapp_support import CLASSES, make_data, make_run, tiny_clip, wav_bytes
+
+LOCAL = ("127.0.0.1", 50000)
+
+
+def settings_for(*runs: Path, **kw) -> Settings:
+    """Settings serving `runs` with test-sized limits."""
+    return Settings(runs=tuple(runs), run_names=name_runs(tuple(runs)), **{"max_duration_s": 4.0, **kw})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """A data folder, an analysed run, a bare run (no store) and clips."""
+    root = tmp_path_factory.mktemp("webapp")
+    data = make_data(root / "data")
+    run = make_run(root / "runs" / "tiny", data)
+    bare = make_run(root / "runs" / "bare", None, analysed=False)
+    (bare / "eval.json").unlink()
+    clip = tiny_clip(root / "clip.mp4")
+    return {"root": root, "data": data, "run": run, "bare": bare, "clip": clip}
+
+
+@pytest.fixture(scope="module")
+def client(world) -> TestClient:
+    """A client of an app serving both runs, requests coming from 127.0.0.1."""
+    app = create_app(settings_for(world["run"], world["bare"]))
+    with TestClient(app, client=LOCAL) as c:
+        yield c
+
+
+def wait_done(client: TestClient, url: str, timeout: float = 60.0) -> dict:
+    """Poll a clip's API until its job is no longer queued or running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = client.get(url).json()
+        if d["state"] not in ("queued", "running"):
+            return d
+        time.sleep(0.1)
+    raise AssertionError(f"{url} still running after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def analysed(client, world) -> dict:
+    """The generated clip uploaded through the API and analysed by the real service."""
+    r = client.post("/api/runs/tiny/clips", files={"file": ("my clip.mp4", world["clip"].read_bytes(), "video/mp4")})
+    assert r.status_code == 202, r.text
+    d = wait_done(client, r.json()["api"])
+    assert d["state"] == "done", d
+    return d
+
+
+# ------------------------------------------------------------------ settings and start-up
+def test_settings_from_env_and_file(world, tmp_path, monkeypatch):
+    runs_dir = world["run"].parent
+    s = load_settings({"MMIT_RUNS": str(runs_dir), "MMIT_MAX_UPLOAD_MB": "2", "MMIT_UPLOAD_TOKEN": "t"})
+    assert set(s.run_names) == {"tiny", "bare"} and s.max_upload_bytes == 2 * 2**20 and s.upload_token == "t"
+    s = load_settings({"MMIT_RUNS": os.pathsep.join([str(world["run"]), str(world["bare"])])})
+    assert list(s.run_names) == ["tiny", "bare"]
+    cfg = tmp_path / "dash.json"
+    cfg.write_text(json.dumps({"runs": [str(world["run"])], "max_duration_s": 9}))
+    s = load_settings({"MMIT_WEBAPP_CONFIG": str(cfg)})
+    assert list(s.run_names) == ["tiny"] and s.max_duration_s == 9
+    with pytest.raises(SettingsError, match="not a directory"):
+        load_settings({"MMIT_RUNS": str(tmp_path / "nope")})
+    with pytest.raises(SettingsError, match="neither a run dir"):
+        load_settings({"MMIT_RUNS": str(tmp_path)})
+    with pytest.raises(SettingsError, match="must be a number"):
+        load_settings({"MMIT_RUNS": str(world["run"]), "MMIT_MAX_UPLOAD_MB": "lots"})
+    with pytest.raises(SettingsError, match="unknown keys"):
+        cfg.write_text(json.dumps({"runz": []}))
+        load_settings({"MMIT_WEBAPP_CONFIG": str(cfg)})
+    monkeypatch.chdir(tmp_path)  # the default demo folder is missing: no error, no runs
+    assert load_settings({}).runs == ()
+
+
+def test_serve_refuses_public_bind_without_token(monkeypatch):
+    from webapp.__main__ import serve
+
+    monkeypatch.delenv("MMIT_UPLOAD_TOKEN", raising=False)
+    monkeypatch.setenv("MMIT_RUNS", "")
+    with pytest.raises(SettingsError, match="refusing to bind 0.0.0.0"):
+        serve("0.0.0.0", 8123)
+
+
+def test_no_run_page_says_how_to_make_one():
+    with TestClient(create_app(Settings()), client=LOCAL) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and "make demo" in r.text and "MMIT_RUNS" in r.text
+        assert c.get("/api/runs").json()["runs"] == []
+        assert c.get("/runs/tiny").status_code == 404
+
+
+# ------------------------------------------------------------------ runs
+def test_home_lists_runs(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "/runs/tiny" in r.text and "/runs/bare" in r.text
+    assert client.get("/api/runs").json()["runs"][0]["model"] == "i3d_r18"
+
+
+def test_run_page_metrics_table_curves_and_escaping(client, world):
+    r = client.get("/runs/tiny")
+    assert r.status_code == 200
+    for name in ("mAP per sample", "mAP per class", "mAP micro", "hit@1", "hit@5", "wlsep", "i3d_r18"):
+        assert name in r.text
+    assert 'id="class-ap"' in r.text and "<polyline" in r.text
+    assert "<script>alert(1)" not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+    d = client.get("/api/runs/tiny").json()
+    assert [m["key"] for m in d["metrics"]] == ["hit@1", "hit@5", "map_sample", "map_class", "map_micro"]
+    assert d["per_class_ap"][3]["ap"] is None  # NaN (no positives) -> null, never invalid JSON
+    assert len(d["epochs"]) == 3 and d["curves"]["metrics"]["lines"]
+
+
+def test_bare_run_says_which_commands_are_missing(client, world):
+    r = client.get("/runs/bare")
+    assert r.status_code == 200 and f"mmit-train --evaluate {world['bare']}" in r.text
+    for page in ("/runs/bare/units", "/runs/bare/analysis"):
+        r = client.get(page)
+        assert r.status_code == 200 and "Not computed yet" in r.text and "mmit-" in r.text
+    assert client.get("/api/runs/bare/units").json()["missing"][0]["command"].startswith("mmit-dissect")
+
+
+def test_unknown_run_404_html_and_json(client):
+    assert client.get("/runs/nope", headers={"accept": "text/html"}).status_code == 404
+    r = client.get("/api/runs/nope")
+    assert r.status_code == 404 and "no run named" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ clips
+def test_upload_analysis_page_files_and_permalink(client, analysed, world):
+    sha, perm = analysed["sha256"], analysed["permalink"]
+    assert perm == f"/runs/tiny/clips/{sha}"
+    assert [p["name"] for p in analysed["predictions"]] and analysed["n_frames"] == 4
+    assert analysed["has_audio"] is True  # the clip has a sound track
+    f = analysed["frames"]
+    assert len(f["base"]) == len(f["mcam"]) == 4 and set(f["heat"]) == set(f["cam"]) and f["strip"]
+    for url in (f["base"][0], f["mcam"][-1], next(iter(f["heat"].values()))[0], analysed["video"][0]):
+        assert client.get(url).status_code == 200, url
+    page = client.get(perm)
+    assert page.status_code == 200 and 'id="scrub"' in page.text and "why this class?" in page.text
+    assert "has an audio track" in page.text and "my clip.mp4" in page.text
+    assert "&lt;script&gt;" in page.text and "<script>alert(1)" not in page.text
+    assert (world["run"] / "uploads" / f"{sha}.mp4").is_file()  # content-addressed
+
+
+def test_same_clip_is_analysed_once(client, analysed, world):
+    jobs_before = client.get("/api/health").json()["jobs"]
+    r = client.post("/api/runs/tiny/clips", files={"file": ("other-name.bin", world["clip"].read_bytes(), "x/y")})
+    assert r.status_code == 200 and r.json()["state"] == "done" and r.json()["sha256"] == analysed["sha256"]
+    assert client.get("/api/health").json()["jobs"] == jobs_before
+    r = client.post("/runs/tiny/clips", files={"file": ("again.mp4", world["clip"].read_bytes(), "video/mp4")},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == analysed["permalink"]
+
+
+def test_clips_page_lists_analysed_and_validation(client, analysed):
+    r = client.get("/runs/tiny/clips")
+    assert r.status_code == 200 and analysed["permalink"] in r.text and 'id="val-index"' in r.text
+    d = client.get("/api/runs/tiny/clips").json()
+    assert d["validation"]["total"] == 3 and d["analysed"][0]["sha256"] == analysed["sha256"]
+
+
+def test_validation_clip_shows_ground_truth(client):
+    d = client.get("/api/runs/tiny/clips").json()["validation"]["clips"][0]
+    r = client.post("/runs/tiny/clips/validation", data={"index": d["index"]}, follow_redirects=False)
+    assert r.status_code == 303
+    v = wait_done(client, "/api" + r.headers["location"])
+    assert v["state"] == "done" and v["ground_truth"] == sorted(d["labels"])
+    assert all(p["truth"] == (p["name"] in d["labels"]) for p in v["predictions"])
+    assert "Ground truth" in client.get(r.headers["location"]).text
+    assert client.post("/api/runs/tiny/clips/validation", data={"index": 99}).status_code == 404
+
+
+def test_clip_pages_404_and_bad_key(client):
+    assert client.get("/api/runs/tiny/clips/" + "0" * 64).status_code == 404
+    assert client.get("/api/runs/tiny/clips/not-a-hash").status_code == 422
+    assert client.get("/runs/tiny/clips/" + "0" * 64, headers={"accept": "text/html"}).status_code == 404
+    assert client.get("/api/jobs/j999999").status_code == 404
+
+
+def test_job_status_route(client, world):
+    clip = tiny_clip(world["root"] / "job.mp4", seed=5, audio=False)
+    r = client.post("/api/runs/tiny/clips", files={"file": ("job.mp4", clip.read_bytes(), "video/mp4")})
+    status = r.json()["status"]
+    j = client.get(status).json()
+    assert j["state"] in ("queued", "running", "done") and 0 <= j["progress"] <= 1
+    d = wait_done(client, r.json()["api"])
+    assert d["state"] == "done" and d["has_audio"] is False
+    assert client.get(status).json()["result"]["sha256"] == r.json()["sha256"]
+
+
+def test_failed_analysis_is_reported_and_can_be_retried(world):
+    def broken(*a, **k):
+        raise RuntimeError("model exploded")
+
+    app = create_app(settings_for(world["run"]))
+    app.dependency_overrides[get_analyzer] = lambda: broken
+    clip = tiny_clip(world["root"] / "fail.mp4", seed=9)
+    with TestClient(app, client=LOCAL) as c:
+        r = c.post("/api/runs/tiny/clips", files={"file": ("f.mp4", clip.read_bytes(), "video/mp4")})
+        d = wait_done(c, r.json()["api"])
+        assert d["state"] == "failed" and "model exploded" in d["error"]
+        page = c.get(r.json()["permalink"])
+        assert page.status_code == 200 and "model exploded" in page.text
+        app.dependency_overrides.clear()
+        again = c.post(f"/api/runs/tiny/clips/{r.json()['sha256']}/analyse")
+        assert again.status_code == 202
+        assert wait_done(c, r.json()["api"])["state"] == "done"
+        assert c.get("/api/health").json()["ok"]
+
+
+# ------------------------------------------------------------------ bad uploads
+def bad_uploads(world) -> dict[str, tuple[bytes, int]]:
+    """Each refused upload case -> (content, expected status); names say .mp4 to prove content is checked."""
+    good = world["clip"].read_bytes()
+    long_clip = tiny_clip(world["root"] / "long.mp4", seconds=6.0, fps=4, size=16, audio=False).read_bytes()
+    return {"empty": (b"", 400), "truncated": (good[: len(good) // 2], 422),
+            "not_video": (b"this is plain text, not a video\n" * 64, 415),
+            "audio_only": (wav_bytes(world["root"] / "tone.wav").read_bytes(), 415),
+            "too_long": (long_clip, 422)}
+
+
+def test_every_bad_upload_is_a_clear_4xx_and_the_server_keeps_serving(client, world):
+    for code, (content, status) in bad_uploads(world).items():
+        r = client.post("/api/runs/tiny/clips", files={"file": ("clip.mp4", content, "video/mp4")})
+        assert r.status_code == status, (code, r.text)
+        assert r.json()["error"] == code and len(r.json()["detail"]) > 20
+        page = client.post("/runs/tiny/clips", files={"file": ("clip.mp4", content, "video/mp4")})
+        assert page.status_code == status and "Upload refused" in page.text and f'data-code="{code}"' in page.text
+    r = client.post("/api/runs/tiny/clips", data={"x": "1"})
+    assert r.status_code == 400 and r.json()["error"] == "no_file"
+    assert client.get("/api/health").json()["ok"]
+    assert not list((world["run"] / "uploads").glob(".upload-*"))  # no temp files left behind
+
+
+def test_too_large_and_decode_timeout(world):
+    app = create_app(settings_for(world["run"], max_upload_mb=0.01, decode_timeout_s=1e-6))
+    with TestClient(app, client=LOCAL) as c:
+        r = c.post("/api/runs/tiny/clips", files={"file": ("big.mp4", b"\0" * 200_000, "video/mp4")})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        page = c.post("/runs/tiny/clips", files={"file": ("big.mp4", b"\0" * 200_000, "video/mp4")})
+        assert page.status_code == 413 and "Upload refused" in page.text
+        small = tiny_clip(world["root"] / "small.mp4", seconds=1.0, size=16, audio=False).read_bytes()
+        assert len(small) < 10_000
+        r = c.post("/api/runs/tiny/clips", files={"file": ("s.mp4", small, "video/mp4")})
+        assert r.status_code == 422 and r.json()["error"] == "decode_timeout"
+        assert c.get("/api/health").status_code == 200
+    with pytest.raises(UploadRejected) as e:  # a stream without Content-Length is cut at the limit too
+        copy_capped(io.BytesIO(b"x" * 5000), world["root"] / "cap", 4096)
+    assert e.value.status == 413 and not list((world["root"] / "cap").iterdir())
+
+
+def test_upload_token_and_remote_clients(world):
+    clip = world["clip"].read_bytes()
+    with TestClient(create_app(settings_for(world["run"])), client=("10.1.2.3", 4000)) as c:
+        r = c.post("/api/runs/tiny/clips", files={"file": ("c.mp4", clip, "video/mp4")})
+        assert r.status_code == 403 and r.json()["error"] == "remote"
+        assert c.get("/runs/tiny").status_code == 200  # reading stays open
+    with TestClient(create_app(settings_for(world["run"], upload_token="s3cret")), client=("10.1.2.3", 4000)) as c:
+        assert c.post("/api/runs/tiny/clips", files={"file": ("c.mp4", clip, "video/mp4")}).status_code == 401
+        bad = c.post("/api/runs/tiny/clips", files={"file": ("c.mp4", clip, "video/mp4")},
+                     headers={"X-Upload-Token": "wrong"})
+        assert bad.status_code == 401
+        ok = c.post("/api/runs/tiny/clips", files={"file": ("c.mp4", clip, "video/mp4")}, data={"token": "s3cret"})
+        assert ok.status_code in (200, 202)
+        assert c.get("/api/settings").json()["upload_token"] is True and "s3cret" not in c.get("/api/settings").text
+
+
+# ------------------------------------------------------------------ files
+@pytest.mark.parametrize("path", ["..%2fbare%2fconfig.json", "%2e%2e%2f%2e%2e%2fbare%2fconfig.json", "..%2f..%2fetc%2fpasswd",
+                                  "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd", "cams/../../../../etc/passwd",
+                                  "results.sqlite", "checkpoints/best.pt", "nope.png", "uploads"])
+def test_path_traversal_and_unserved_files_are_404(client, path):
+    r = client.get(f"/files/tiny/{path}")
+    assert r.status_code == 404, (path, r.status_code)
+
+
+def test_symlink_out_of_the_run_is_404(client, world):
+    link = world["run"] / "escape.json"
+    if not link.exists():
+        link.symlink_to(world["bare"] / "config.json")
+    assert client.get("/files/tiny/escape.json").status_code == 404
+    assert client.get("/files/tiny/config.json").status_code == 200
+    assert client.get("/files/nope/config.json").status_code == 404
+
+
+# ------------------------------------------------------------------ units
+def test_units_table_header_filter_search_sort(client):
+    r = client.get("/runs/tiny/units/layer4?concept_set=broden")
+    assert r.status_code == 200 and "units interpretable" in r.text and 'id="units-table"' in r.text
+    assert "polka &lt;dots&gt;" in r.text
+    d = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden"}).json()
+    n_int = sum(u["interpretable"] for u in d["units"])
+    assert d["n_units"] == 32 and d["n_interpretable"] == n_int
+    assert f"{n_int} of 32 units interpretable, {d['n_concepts']} concepts" in r.text
+    ious = [u["iou"] for u in d["units"]]
+    assert ious == sorted(ious, reverse=True)
+    by_unit = client.get("/api/runs/tiny/units/layer4", params={"sort": "unit"}).json()["units"]
+    assert [u["unit"] for u in by_unit] == sorted(u["unit"] for u in by_unit)
+    tex = client.get("/api/runs/tiny/units/layer4", params={"category": "texture", "concept_set": "broden"}).json()
+    assert tex["units"] and {u["category"] for u in tex["units"]} == {"texture"}
+    found = client.get("/api/runs/tiny/units/layer4", params={"q": "polka"}).json()["units"]
+    assert found and all("polka" in u["label"] for u in found)
+    assert set(d["categories"]) == {"object", "texture", "color", "scene"}
+    assert client.get("/api/runs/tiny/units").json()["layer"] in ("layer3", "layer4")
+    assert client.get("/runs/tiny/units/layer9").status_code == 404
+
+
+def test_unit_page(client):
+    r = client.get("/runs/tiny/units/layer4/2")
+    assert r.status_code == 200 and "broden+actions" in r.text and "/runs/tiny/units/layer4/3" in r.text
+    d = client.get("/api/runs/tiny/units/layer4/2").json()
+    assert {s["concept_set"] for s in d["concept_sets"]} == {"broden", "broden+actions"}
+    assert d["gallery"] and client.get(d["gallery"][0]).status_code == 200
+    assert d["drives"][0]["name"] == CLASSES[2] and d["block"] == "layer4.1"
+    assert d["selectivity"]["value"] is not None and d["concept_sets"][0]["runner_ups"]
+    assert d["neighbours"]["previous"] == 1 and d["neighbours"]["next"] == 3
+    assert client.get("/runs/tiny/units/layer4/999").status_code == 404
+    assert client.get("/api/runs/tiny/units/layer4/999").status_code == 404
+
+
+# ------------------------------------------------------------------ analyses and concept path
+def test_analysis_page(client):
+    r = client.get("/runs/tiny/analysis")
+    assert r.status_code == 200 and 'id="table3"' in r.text and 'id="counts"' in r.text and "<polyline" in r.text
+    d = client.get("/api/runs/tiny/analysis").json()
+    assert d["ablation"][0]["layer"] == "layer4" and d["ablation"][0]["rows"]
+    assert [b["block"] for b in d["selectivity"]["softmax"]] == ["layer3.1", "layer4.1"]
+    assert {(t["layer"], t["concept_set"]) for t in d["table3"]} >= {("layer4", "broden"), ("layer4", "broden+actions")}
+    assert not d["missing"]
+
+
+def test_concept_path_view(client, analysed, world):
+    sha, c = analysed["sha256"], analysed["predictions"][0]["class_idx"]
+    url = f"/runs/tiny/clips/{sha}/why/{c}"
+    before = client.get("/api" + url).json()
+    assert before["missing"] and "concept-path" in before["missing"][0]["command"]
+    with ResultsStore(world["run"]) as st:
+        st.write_concept_path(analysed["clip_key"], c, [
+            {"step": 0, "rank": 0, "layer": "layer4", "unit": 5, "parent": -1, "contribution": 0.7},
+            {"step": 1, "rank": 0, "layer": "layer3", "unit": 2, "parent": 5, "contribution": 0.4}])
+    d = client.get("/api" + url).json()
+    assert d["path"][0]["unit"] == 5 and d["path"][0]["label"] != "not dissected"
+    assert d["path"][0]["children"][0]["label"] == "stripes-2"
+    page = client.get(url)
+    assert page.status_code == 200 and "/runs/tiny/units/layer4/5" in page.text and "stripes-2" in page.text
+
+
+def test_openapi_documents_every_api_route(client):
+    spec = client.get("/openapi.json").json()
+    paths = set(spec["paths"])
+    for p in ("/api/runs", "/api/runs/{run}", "/api/runs/{run}/clips", "/api/runs/{run}/clips/{sha}",
+              "/api/runs/{run}/clips/{sha}/why/{class_idx}", "/api/jobs/{job_id}", "/api/runs/{run}/units/{layer}",
+              "/api/runs/{run}/units/{layer}/{unit}", "/api/runs/{run}/analysis", "/api/health", "/api/settings"):
+        assert p in paths, p
+    assert client.get("/docs").status_code == 200
+    assert client.get("/static/clip.js").status_code == 200
+
+
+# ------------------------------------------------------------------ job queue
+def test_job_queue_bounded_dedup_failure_and_eviction():
+    q = JobQueue(maxsize=2, keep=3)
+    try:
+        import threading
+
+        gate = threading.Event()
+        first = q.submit("a", lambda p: gate.wait(5) and "A")
+        time.sleep(0.1)  # let the worker take "a"
+        assert q.submit("a", lambda p: "dup") is first
+        q.submit("b", lambda p: "B")
+        q.submit("c", lambda p: 1 / 0)
+        with pytest.raises(QueueFull):
+            q.submit("d", lambda p: "D")
+        gate.set()
+        deadline = time.time() + 5
+        while q.stats()["queued"] + q.stats()["running"] and time.time() < deadline:
+            time.sleep(0.02)
+        assert q.get(first.id).result == "A" and q.by_key("c").state == "failed"
+        assert "ZeroDivisionError" in q.by_key("c").error
+        for k in "defg":
+            q.submit(k, lambda p: k)
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert sum(q.stats()[s] for s in ("done", "failed")) <= 3  # old finished jobs forgotten
+    finally:
+        q.close()

@@ -1,0 +1,155 @@
+"""Fixtures' builders for the dashboard tests: a tiny run dir made with the real APIs, and clips.
+
+The run holds an untrained 4-class `i3d_r18` (width 8, 4 frames of 32x32), its config, per-epoch
+metrics, a final evaluation, and a results store filled through the store's own writers
+(dissection of `layer4` with two concept sets, ablation, selectivity, relations). One class name
+is HTML, to prove names are escaped.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmit_interp.checkpoint import atomic_write_json, load_model, save_checkpoint
+from mmit_interp.dataset import ClipTransform
+from mmit_interp.metrics import evaluate
+from mmit_interp.models import build_model
+from mmit_interp.store import ResultsStore
+from mmit_interp.vocab import Vocabulary
+from tinydata import make_tiny_mmit, write_clip
+
+CLASSES = ["juggling", "<script>alert(1)</script>", "dancing", "barking"]
+CATEGORIES = ["object", "texture", "color", "scene", "action"]
+
+
+def make_data(root: Path) -> Path:
+    """A 3-clip validation set in the M-MiT layout with the run's class names."""
+    make_tiny_mmit(root, n_train=1, n_val=3, n_classes=len(CLASSES), frames=8, size=32)
+    (root / "moments_categories.txt").write_text("".join(f"{n},{i}\n" for i, n in enumerate(CLASSES)))
+    return root
+
+
+def make_run(run: Path, data: Path | None, *, n_units: int | None = None, analysed: bool = True) -> Path:
+    """Write a run dir: checkpoint, config, metrics.jsonl, eval.json and (if `analysed`) a filled store."""
+    torch.manual_seed(0)
+    vocab = Vocabulary(CLASSES)
+    kwargs = {"width": 8}
+    model = build_model("i3d_r18", len(vocab), **kwargs)
+    tf = ClipTransform(frames=4, size=32)
+    config = {"data": str(data) if data else "/nonexistent/data", "out": str(run), "model": "i3d_r18",
+              "model_kwargs": kwargs, "loss": "wlsep", "class_weights": "auto",
+              "class_weights_resolved": "min_over_n", "frames": 4, "size": 32, "epochs": 3}
+    rng = np.random.default_rng(0)
+    y = (rng.random((24, len(vocab))) < 0.3).astype(np.float32)
+    y[:, 3] = 0  # a class without positives: its AP is NaN and must show as a dash
+    ev = evaluate(rng.random(y.shape), y)
+    save_checkpoint(run / "checkpoints" / "best.pt", model, model_name="i3d_r18", model_kwargs=kwargs, vocab=vocab,
+                    transforms=tf.to_dict(), config=config, metrics={k: v for k, v in ev.items() if k != "per_class_ap"})
+    atomic_write_json(run / "config.json", config)
+    (run / "moments_categories.txt").write_text("".join(f"{n},{i}\n" for i, n in enumerate(CLASSES)))
+    with open(run / "metrics.jsonl", "w") as f:
+        for e in range(1, 4):
+            f.write(json.dumps({"epoch": e, "train_loss": 1.0 / e, **{k: min(1.0, 0.2 * e + 0.05 * i) for i, k in
+                                enumerate(("hit@1", "hit@5", "map_sample", "map_class", "map_micro"))}}) + "\n")
+    atomic_write_json(run / "eval.json", {"split": "val", **ev})
+    if analysed:
+        fill_store(run, ev, n_units=n_units or 32)
+    return run
+
+
+def fill_store(run: Path, ev: dict, n_units: int) -> None:
+    """Results as the analyses and dissection would write them, through the store's writers."""
+    import cv2
+
+    _, meta = load_model(run)
+    rng = np.random.default_rng(1)
+    gallery = run / "dissect" / "layer4"
+    gallery.mkdir(parents=True, exist_ok=True)
+    with ResultsStore(run) as st:
+        st.register_run(meta)
+        st.write_eval(ev)
+        for cs, cats in (("broden", CATEGORIES[:4]), ("broden+actions", CATEGORIES)):
+            records = []
+            for u in range(n_units):
+                cat = cats[u % len(cats)]
+                img = None
+                if u < 4 and cs == "broden":
+                    img = gallery / f"unit_{u:04d}.png"
+                    cv2.imwrite(str(img), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+                records.append({"unit": u, "category": cat, "label": f"{cat}-{u % 7}" if u % 5 else "polka <dots>",
+                                "iou": float(rng.uniform(0.0, 0.2)),
+                                "runner_ups": [{"label": f"{cats[(u + 1) % len(cats)]}-{k}", "category": cats[(u + 1) % len(cats)],
+                                                "iou": 0.01 * k} for k in range(3)],
+                                **({"gallery": str(img.relative_to(run))} if img else {})})
+            st.write_units("layer4", cs, records)
+        st.write_units("layer3", "broden", [{"unit": u, "category": "texture", "label": f"stripes-{u}",
+                                             "iou": 0.05 + 0.01 * u} for u in range(8)])
+        st.write_ablation("layer4", [{"metric": m, "p": p, "seed": s, "value": 0.5 * (1 - p), "rel": 1 - p + 0.01 * s}
+                                     for m in ("map_sample", "map_class") for p in (0.0, 0.25, 0.5, 1.0) for s in (0, 1)])
+        for b, v in (("layer3.1", 0.3), ("layer4.1", 0.6)):
+            st.write_selectivity(b, list(rng.uniform(v - 0.1, v + 0.1, n_units)))
+        st.write_relations("layer4.1", "unit_to_class", {u: [(u % 4, 0.9), ((u + 1) % 4, 0.5)] for u in range(n_units)})
+
+
+def tiny_clip(path: Path, *, seconds: float = 3.0, fps: int = 8, size: int = 48, seed: int = 0,
+              audio: bool = True) -> Path:
+    """A generated mp4: a bright square moving over noise, with a tone when `audio`."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fps)
+    x = rng.integers(60, 120, (n, size, size, 3), dtype=np.uint8)
+    for t in range(n):
+        c = int((size - 12) * t / max(1, n - 1))
+        x[t, 10:22, c:c + 12] = (230, 30, 30)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(22050 * seconds)) / 22050) if audio else None
+    write_clip(path, x, fps=fps, audio=tone)
+    return path
+
+
+def wav_bytes(path: Path, seconds: float = 1.0) -> Path:
+    """A mono 16-bit WAV file (audio only, no video stream)."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes((np.sin(2 * np.pi * 440 * t) * 12000).astype(np.int16).tobytes())
+    return path
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving an app on 127.0.0.1 in a thread, for the browser and load tests."""
+
+    def __init__(self, app, port: int | None = None):
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,0 +1,87 @@
+"""From an accepted clip to a queued analysis job, shared by the upload form and the JSON API.
+
+Uploads are kept content-addressed in `run/uploads/<sha256>.<ext>` with a sidecar
+`<sha256>.json` (source, probe info, ground truth when known); the analysis writes to
+`run/cams/<sha256>/` and the results store, so the same bytes are analysed once per run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from mmit_interp.checkpoint import atomic_write_json
+
+from .jobs import Job, JobQueue, Progress
+from .settings import Settings
+from .uploads import StoredClip, copy_capped, store_clip
+
+UPLOADS = "uploads"
+CAMS = "cams"
+
+
+def sidecar_path(run: Path, sha: str) -> Path:
+    """Where an upload's metadata lives."""
+    return run / UPLOADS / f"{sha}.json"
+
+
+def result_path(run: Path, sha: str) -> Path:
+    """Where the clip analysis service leaves its returned dict (`out_dir/result.json`)."""
+    return run / CAMS / sha / "result.json"
+
+
+def accept(src: BinaryIO, run: Path, settings: Settings, *, source: str = "upload",
+           filename: str | None = None, labels: list[str] | None = None, rel: str | None = None) -> StoredClip:
+    """Size-check, hash, decode-check and keep a clip; write its sidecar (refusals raise `UploadRejected`)."""
+    dest = run / UPLOADS
+    tmp, sha, size = copy_capped(src, dest, settings.max_upload_bytes)
+    clip = store_clip(tmp, sha, size, dest, settings.max_duration_s, settings.decode_timeout_s)
+    side = sidecar_path(run, sha)
+    old = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
+    info = clip.info
+    meta = {"sha256": sha, "size": size, "file": clip.path.name, "n_frames": info.n_frames, "fps": info.fps,
+            "width": info.width, "height": info.height, "has_audio": info.has_audio, "duration": info.duration,
+            "frames_decoded": clip.frames_decoded,
+            "source": old.get("source", source), "filename": old.get("filename", filename),
+            "labels": old.get("labels") if old.get("labels") is not None else labels,
+            "rel": old.get("rel", rel)}
+    if meta != old:
+        atomic_write_json(side, meta)
+    return clip
+
+
+def accept_path(path: Path, run: Path, settings: Settings, *, labels: list[str], rel: str) -> StoredClip:
+    """Accept a clip of the run's validation set (same checks and storage as an upload)."""
+    with open(path, "rb") as f:
+        return accept(f, run, settings, source="validation set", filename=path.name, labels=labels, rel=rel)
+
+
+def submit(run_name: str, run: Path, sha: str, jobs: JobQueue, analyzer: Callable[..., dict[str, Any]],
+           top_k: int) -> Job | None:
+    """Queue the analysis of an accepted clip; None when its result already exists (analysed once)."""
+    key = f"{run}:{sha}"
+    current = jobs.by_key(key)
+    if current is not None and current.state in ("queued", "running"):
+        return current
+    if result_path(run, sha).is_file():
+        return None
+    clip = run / UPLOADS / json.loads(sidecar_path(run, sha).read_text(encoding="utf-8"))["file"]
+    out_dir = run / CAMS / sha
+
+    def work(progress: Progress) -> dict:
+        """Run the clip analysis service (it writes its files, `result.json` and the store rows)."""
+        progress(0.1, "analysing: predictions, per-class CAMs and mCAM frames")
+        result = analyzer(run, clip, out_dir, top_k=top_k)
+        return {"sha256": sha, "run": run_name, "clip_key": result.get("clip_key"), "timings": result.get("timings")}
+
+    return jobs.submit(key, work)
+
+
+def job_view(run_name: str, sha: str, job: Job | None, jobs: JobQueue) -> dict:
+    """Status of a clip's analysis for pages and the API (`done` when the result exists)."""
+    base = {"run": run_name, "sha256": sha, "permalink": f"/runs/{run_name}/clips/{sha}",
+            "api": f"/api/runs/{run_name}/clips/{sha}"}
+    if job is None:
+        return {**base, "state": "done", "progress": 1.0, "message": "analysed", "job": None}
+    return {**base, "state": job.state, "progress": job.progress, "message": job.message, "error": job.error,
+            "job": job.public(jobs.position(job)), "status": f"/api/jobs/{job.id}"}

@@ -1,0 +1,84 @@
+"""The dashboard app: `uvicorn webapp.main:app` (or `python -m webapp`, which binds 127.0.0.1).
+
+Builds the FastAPI app from the settings read at start-up and includes the routers; every page
+has its data under `/api/...` (OpenAPI at `/docs`).
+"""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .jobs import JobQueue
+from .routers import analysis, api, clips, files, runs, units
+from .settings import Settings, load_settings
+from .templating import templates
+from .uploads import UploadRejected
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A dashboard app serving the runs named by `settings` (read from the environment by default)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.jobs.close()
+
+    app = FastAPI(title="mmit-interp dashboard", version="1",
+                  description="Multi-label video action models: runs, clip CAMs, unit dissection, analyses.",
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.jobs = JobQueue(maxsize=settings.queue_size, keep=settings.keep_jobs)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for r in (runs.router, clips.router, units.router, analysis.router, files.router, api.router):
+        app.include_router(r)
+
+    @app.middleware("http")
+    async def refuse_oversize(request: Request, call_next):
+        """Refuse a body whose declared length is over the upload limit before reading it."""
+        limit = request.app.state.settings
+        length = request.headers.get("content-length", "")
+        if request.method == "POST" and length.isdigit() and int(length) > limit.max_upload_bytes + (1 << 16):
+            exc = UploadRejected(413, "too_large", f"the upload is larger than the {limit.max_upload_mb:g} MB "
+                                                   "limit (MMIT_MAX_UPLOAD_MB)")
+            return await upload_refused(request, exc)
+        return await call_next(request)
+
+    @app.exception_handler(UploadRejected)
+    async def upload_refused(request: Request, exc: UploadRejected) -> Response:
+        """A refused upload: JSON for the API, the clips page with the message for the form."""
+        if wants_json(request):
+            return JSONResponse(exc.public(), status_code=exc.status)
+        name = request.path_params.get("run") or request.url.path.split("/")[2]
+        run_dir = request.app.state.settings.run_names.get(name)
+        if run_dir is None:
+            return templates.TemplateResponse(request, "error.html", {"status": exc.status, "detail": exc.message},
+                                              status_code=exc.status)
+        ctx = {**clips.clips_context(name, run_dir), "error": exc.message, "error_code": exc.code}
+        return templates.TemplateResponse(request, "clips.html", ctx, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def html_or_json_error(request: Request, exc: HTTPException) -> Response:
+        """JSON errors for the API and files, a page for browsers."""
+        if wants_json(request):
+            return await http_exception_handler(request, exc)
+        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
+                                          status_code=exc.status_code)
+
+    return app
+
+
+def wants_json(request: Request) -> bool:
+    """API and file routes answer errors in JSON; pages answer with an HTML page."""
+    return request.url.path.startswith(("/api/", "/files/"))
+
+
+app = create_app()
