@@ -2,9 +2,10 @@
 
 Two passes over the data, features recomputed rather than stored:
 pass 1 keeps each unit's running top-(floor(qN)+1) raw values (exact threshold T_u) and the top
-images by per-image max activation; pass 2 upsamples (bilinear, align_corners=False) only the maps
-whose raw maximum exceeds T_u, thresholds them strictly and tallies I[u,l], G[l] and both
-activation denominators with integer scatter/bincount operations. Several layers share each pass;
+images by per-image max activation; pass 2 evaluates the bilinear (align_corners=False) upsampling
+only where it can exceed T_u (maps whose raw maximum crosses it, and within them the cells with a
+corner above it), thresholds strictly and tallies I[u,l], G[l] and both activation denominators
+with integer scatter operations on the sparse active pixels. Several layers share each pass;
 shards of a ``torchrun`` job merge their states exactly (all integer sums / exact top-k unions).
 """
 
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dissect.capture import capture_activations
@@ -151,7 +151,6 @@ def dissect_stream(
     quantile: float = 0.005,
     time: str = "mean",
     top_k: int = 12,
-    chunk: int = 1024,
     device: torch.device | str = "cpu",
     settings: dict | None = None,
 ) -> dict[str, LayerResult]:
@@ -181,13 +180,17 @@ def dissect_stream(
     thresholds = {n: q.threshold() for n, q in quants.items()}
 
     tallies = {n: Tally(q.units, num_labels, len(categories), device) for n, q in quants.items()}
+    blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
             lb = LabelBatch(labels, len(categories), device)
             for name, x in feats.items():
                 s, rep = to_samples(x.to(device).float(), time)
+                geom = tuple(s.shape[2:]) + lb.seg_size
+                if geom not in blocks:
+                    blocks[geom] = BilinearBlocks(*geom, device=device)
                 tallies[name].add_labels(lb, rep)
-                _tally_layer(tallies[name], s, rep, thresholds[name], lb, chunk)
+                _tally_layer(tallies[name], s, rep, thresholds[name], lb, blocks[geom])
     tallies = {n: _all_merge(t, lambda st: Tally.from_state_dict(st, device)) for n, t in tallies.items()}
     prim = torch.as_tensor(primary, dtype=torch.long)
     return {
@@ -196,14 +199,95 @@ def dissect_stream(
     }
 
 
-def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch, chunk: int) -> None:
-    """Upsample and threshold only the crossing (sample, unit) maps, in chunks, and tally them."""
-    crossing = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
-    for start in range(0, len(crossing[0]), chunk):
-        mi, ui = crossing[0][start : start + chunk], crossing[1][start : start + chunk]
-        up = F.interpolate(s[mi, ui][:, None], size=lb.seg_size, mode="bilinear", align_corners=False)
-        active = up.view(len(mi), -1) > thr[ui][:, None]
-        tally.add(active, ui, torch.div(mi, rep, rounding_mode="floor"), lb)
+class BilinearBlocks:
+    """Bilinear (align_corners=False) upsampling from (h, w) to (sh, sw), evaluated only where needed.
+
+    Each output pixel lies in one raw cell, between rows (a, a1) and columns (b, b1) clamped at the
+    border as PyTorch does, where the map is bilinear; a bilinear function on a rectangle peaks at
+    one of its corners. So: cells whose four raw corners are all <= T are skipped; the rest are cut
+    into tiles of at most ``tile`` x ``tile`` pixels, tiles whose four corner pixels are all <= T are
+    skipped, and only the remaining pixels are evaluated (float64) and thresholded. Pass-2 cost then
+    follows the active area instead of units x mask pixels.
+    """
+
+    def __init__(self, h: int, w: int, sh: int, sw: int, tile: int = 4, device: torch.device | str = "cpu"):
+        self.h, self.w, self.sh, self.sw = h, w, sh, sw
+        self.a1, self.ry, self.ry_ok, self.wy, self.wy_end, self.ty_ok = self._axis(h, sh, tile, device)
+        self.b1, self.rx, self.rx_ok, self.wx, self.wx_end, self.tx_ok = self._axis(w, sw, tile, device)
+
+    @staticmethod
+    def _axis(inp: int, out: int, tile: int, device):
+        """Per raw cell and tile: output indices, validity, weights of the next raw sample, end weights."""
+        cells: list[list[tuple[int, float]]] = [[] for _ in range(inp)]
+        for d in range(out):
+            src = max((d + 0.5) * inp / out - 0.5, 0.0)
+            i0 = min(int(src), inp - 1)
+            cells[i0].append((d, src - i0))
+        tiles = [[c[i : i + tile] for i in range(0, len(c), tile)] for c in cells]
+        nt = max(1, max(len(t) for t in tiles))
+        idx = torch.zeros((inp, nt, tile), dtype=torch.long)
+        ok = torch.zeros((inp, nt, tile), dtype=torch.bool)
+        lam = torch.zeros((inp, nt, tile), dtype=torch.float64)
+        end = torch.zeros((inp, nt, 2), dtype=torch.float64)
+        t_ok = torch.zeros((inp, nt), dtype=torch.bool)
+        for a, ts in enumerate(tiles):
+            for j, t in enumerate(ts):
+                t_ok[a, j] = True
+                end[a, j, 0], end[a, j, 1] = t[0][1], t[-1][1]
+                for k, (d, lm) in enumerate(t):
+                    idx[a, j, k], ok[a, j, k], lam[a, j, k] = d, True, lm
+        nxt = torch.clamp(torch.arange(inp) + 1, max=inp - 1)
+        return tuple(v.to(device) for v in (nxt, idx, ok, lam, end, t_ok))
+
+    def cell_max(self, x: torch.Tensor) -> torch.Tensor:
+        """Max of each cell's four corners: (n, h, w) -> (n, h, w)."""
+        r = torch.maximum(x, x[:, self.a1])
+        return torch.maximum(r, r[:, :, self.b1])
+
+    def active(self, x: torch.Tensor, thr: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """Active pixels (upsampled > thr) of maps ``x (n, h, w)`` with per-map ``thr (n,)``.
+
+        Returns ``(map index, flat pixel index y*sw + x)`` of every pixel whose value is > thr.
+        """
+        hot_m, hot_a, hot_b = (self.cell_max(x) > thr[:, None, None]).nonzero(as_tuple=True)
+        maps, pixels = [], []
+        for s in range(0, len(hot_m), chunk):
+            m, a, b = hot_m[s : s + chunk], hot_a[s : s + chunk], hot_b[s : s + chunk]
+            a1, b1 = self.a1[a], self.b1[b]
+            c00, c01 = x[m, a, b].double(), x[m, a, b1].double()
+            c10, c11 = x[m, a1, b].double(), x[m, a1, b1].double()
+            t = thr[m].double()
+            # tile bounds: the bilinear value at each tile's four corner pixels
+            nx, ny = self.wx_end.shape[1], self.wy_end.shape[1]
+            xe = self.wx_end[b].view(-1, 1, 2 * nx)
+            top = c00[:, None, None] + xe * (c01 - c00)[:, None, None]
+            bot = c10[:, None, None] + xe * (c11 - c10)[:, None, None]
+            corner = top + self.wy_end[a].view(-1, 2 * ny, 1) * (bot - top)  # (n, 2Ty, 2Tx)
+            bound = corner.view(-1, ny, 2, nx, 2).amax((2, 4))
+            hot = (bound > t[:, None, None]) & self.ty_ok[a][:, :, None] & self.tx_ok[b][:, None, :]
+            k, ty, tx = hot.nonzero(as_tuple=True)
+            ak, bk = a[k], b[k]
+            wxk = self.wx[bk, tx]  # (nt, tile)
+            top = c00[k, None] + wxk * (c01 - c00)[k, None]
+            bot = c10[k, None] + wxk * (c11 - c10)[k, None]
+            val = top[:, None, :] + self.wy[ak, ty][:, :, None] * (bot - top)[:, None, :]  # (nt, tile, tile)
+            ry, rx = self.ry[ak, ty], self.rx[bk, tx]  # (nt, tile): output rows / columns
+            hit = (val > t[k][:, None, None]) & self.ry_ok[ak, ty][:, :, None] & self.rx_ok[bk, tx][:, None, :]
+            pix = ry[:, :, None] * self.sw + rx[:, None, :]
+            pixels.append(pix[hit])
+            maps.append(m[k][:, None, None].expand_as(hit)[hit])
+        if not maps:
+            empty = torch.empty(0, dtype=torch.long, device=x.device)
+            return empty, empty
+        return torch.cat(maps), torch.cat(pixels)
+
+
+def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch,
+                 blocks: BilinearBlocks) -> None:
+    """Tally the (sample, unit) maps whose raw maximum crosses T_u (no other map has active pixels)."""
+    mi, ui = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
+    pix_map, pix_s = blocks.active(s[mi, ui], thr[ui])
+    tally.add(ui, torch.div(mi, rep, rounding_mode="floor"), pix_map, pix_s, lb)
 
 
 # ----------------------------------------------------------------------------- models and caching

@@ -116,7 +116,7 @@ class LabelBatch:
     """Per-batch label tensors prepared once and shared by every layer's tally.
 
     From a collated batch (``pixel (N, P, sh, sw)``, ``plane_cat``, ``whole``, ``whole_cat``) it
-    builds: ``lab (N, P, S)`` label numbers with duplicates across planes of a pixel, and labels that
+    builds: ``lab (N*S, P)`` label numbers (row ``b*S + s``) with duplicates across planes of a pixel, and labels that
     are also whole-image labels of the image, set to 0 (a label's mask in an image is the union of
     its planes; a whole-image label is the full mask); ``catpix (N, C, S)`` whether category c labels
     pixel s; ``present (N, C)`` whether the image holds category c at all; ``whole_present (N, C)``.
@@ -127,24 +127,26 @@ class LabelBatch:
         n, p = pixel.shape[:2]
         self.n, self.seg_size = n, tuple(pixel.shape[2:])
         self.S = pixel.shape[2] * pixel.shape[3]
-        lab = pixel.reshape(n, p, self.S).long()
+        lab = pixel.reshape(n, p, self.S).int()
         plane_cat = batch["plane_cat"].to(device)
         whole = batch["whole"].to(device)
         whole_cat = batch["whole_cat"].to(device)
         C = num_categories
-        onehot = torch.zeros((n, p, C), device=device)
-        valid = plane_cat >= 0
-        onehot[valid.nonzero(as_tuple=True) + (plane_cat[valid],)] = 1.0
-        self.catpix = torch.bmm(onehot.transpose(1, 2), (lab != 0).float()) > 0  # (N, C, S)
+        nz = lab != 0
+        self.catpix = torch.stack([(nz & (plane_cat == c)[..., None]).any(1) for c in range(C)], 1)  # (N, C, S)
         self.whole_present = torch.zeros((n, C), dtype=torch.bool, device=device)
         wvalid = (whole > 0) & (whole_cat >= 0)
         self.whole_present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
         self.present = self.catpix.any(2) | self.whole_present
-        srt = torch.sort(lab, dim=1).values
-        srt[:, 1:][srt[:, 1:] == srt[:, :-1]] = 0
-        if whole.shape[1]:
-            srt[(srt.unsqueeze(-1) == whole.view(n, 1, 1, -1)).any(-1) & (srt > 0)] = 0
-        self.lab = srt
+        planes = list(lab.unbind(1))
+        for k in range(1, p):  # a label repeated on a later plane of the same pixel counts once
+            dup = torch.stack([planes[k] == planes[j] for j in range(k)]).any(0)
+            planes[k] = torch.where(dup, 0, planes[k])
+        for j in range(whole.shape[1]):  # a whole-image label already covers every pixel
+            w = whole[:, j].int().view(n, 1)
+            planes = [torch.where(q == w, 0, q) for q in planes]
+        self.lab = torch.stack(planes, 2).view(n * self.S, p)  # (N*S, P): row b*S + s
+        self.catflat = self.catpix.transpose(1, 2).reshape(n * self.S, C).to(torch.int32)
         self.whole = torch.where(wvalid, whole, torch.zeros_like(whole))
         self.index = batch["index"].to(device)
 
@@ -152,9 +154,8 @@ class LabelBatch:
 class Tally:
     """Exact integer tallies for one layer: I[u,l], G[l], activation areas A_lite/A_orig[u,c], A[u].
 
-    ``add`` takes thresholded, upsampled maps only for the (sample, unit) pairs whose raw map
-    crosses T_u (the others have no active pixel, since bilinear upsampling never exceeds the
-    raw maximum), so the cost follows the number of active pixels, not units x pixels.
+    ``add`` takes the active pixels of thresholded, upsampled maps as sparse lists, so its cost
+    follows the number of active pixels, not units x pixels.
     """
 
     def __init__(self, units: int, num_labels: int, num_categories: int, device: torch.device | str = "cpu"):
@@ -175,25 +176,25 @@ class Tally:
         self.label_area += g * repeats
         self.samples += lb.n * repeats
 
-    def add(self, active: torch.Tensor, unit: torch.Tensor, image: torch.Tensor, lb: LabelBatch) -> None:
-        """Add thresholded maps ``active (n, S) bool`` of units ``unit (n,)`` on batch images ``image (n,)``."""
-        if active.shape[0] == 0:
+    def add(self, unit: torch.Tensor, image: torch.Tensor, pix_map: torch.Tensor, pix_s: torch.Tensor,
+            lb: LabelBatch) -> None:
+        """Add thresholded maps given sparsely: map j is unit ``unit[j]`` on batch image ``image[j]``;
+        its active pixels are the flat mask positions ``pix_s[i]`` with ``pix_map[i] == j``."""
+        n = unit.shape[0]
+        if n == 0:
             return
-        n = active.shape[0]
-        area = active.sum(1)
+        area = torch.bincount(pix_map, minlength=n)
         self.act_total.index_add_(0, unit, area)
         self.act_orig.index_add_(0, unit, area[:, None] * lb.present[image])
-        pix, s = active.nonzero(as_tuple=True)
-        img = image[pix]
-        labs = lb.lab[img, :, s]  # (n_active, P)
-        keys = (unit[pix][:, None] * self.L + labs).reshape(-1)
-        self.inter += torch.bincount(keys, minlength=self.units * self.L).view(self.units, self.L)
+        flat = image[pix_map] * lb.S + pix_s
+        keys = ((unit.int() * self.L)[pix_map][:, None] + lb.lab[flat]).reshape(-1)  # int32: U*L < 2**31
+        self.inter += torch.bincount(keys, minlength=self.inter.numel()).view_as(self.inter)
         wl = lb.whole[image]  # (n, W)
         if wl.shape[1]:
             wkeys = (unit[:, None] * self.L + wl).reshape(-1)
             self.inter.view(-1).index_add_(0, wkeys, area[:, None].expand(-1, wl.shape[1]).reshape(-1))
-        hits = torch.zeros((n, self.C), dtype=torch.long, device=active.device)
-        hits.index_add_(0, pix, lb.catpix[img, :, s].long())
+        hits = torch.zeros((n, self.C), dtype=torch.int32, device=unit.device)
+        hits.index_add_(0, pix_map, lb.catflat[flat])
         overlap = (hits > 0) | lb.whole_present[image]
         self.act_lite.index_add_(0, unit, area[:, None] * overlap)
         self.inter[:, 0] = 0
