@@ -1,0 +1,165 @@
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright): upload, overlay, units.
+
+Screenshots go to `test-artifacts/screenshots/` (the chosen ones are copied to docs/img/).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from webapp.main import create_app
+from webapp.settings import Settings, name_runs
+from webapp_support import LiveServer, make_data, make_run, tiny_clip
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make browser-deps)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """uvicorn on 127.0.0.1 serving a tiny analysed run (256 dissected units)."""
+    root = tmp_path_factory.mktemp("browser")
+    run = make_run(root / "runs" / "tiny", make_data(root / "data"), n_units=256)
+    app = create_app(Settings(runs=(run,), run_names=name_runs((run,))))
+    with LiveServer(app) as s:
+        s.root = root
+        yield s
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page at a desktop size; console errors fail the test."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, errors
+
+
+def shot(page, name: str, full: bool = True) -> None:
+    """Save a screenshot (whole page, or the viewport) as a test artefact."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full)
+
+
+def test_upload_overlay_scrub_opacity_toggle(page, server):
+    clip = tiny_clip(server.root / "upload.mp4", seconds=3.0, size=64)
+    page.goto(server.url + "/runs/tiny/clips")
+    page.set_input_files("#clip-file", str(clip))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#scrub", timeout=60_000)  # the wait page follows the job, then opens the permalink
+    assert "/runs/tiny/clips/" in page.url
+    preds = page.locator("#preds button.cls")
+    assert preds.count() >= 1 and page.locator(".score").first.inner_text()
+    page.wait_for_function("document.getElementById('overlay').naturalWidth > 0 && "
+                           "document.getElementById('base').naturalWidth > 0")
+    shot(page, "clip_mcam")
+
+    scrub = page.locator("#scrub")
+    scrub.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text("#frame-no").startswith("3 /")
+    assert page.get_attribute("#base", "src").endswith("frame_2.jpg")
+    assert page.get_attribute("#overlay", "src").endswith("mcam_2.jpg")
+
+    page.locator("#opacity").focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowLeft")
+    assert page.inner_text("#opacity-val") == "0.50"
+    assert page.eval_on_selector("#layers", "e => e.style.opacity") == "0.5"
+
+    first = preds.first
+    cls = first.get_attribute("data-class")
+    first.click()
+    assert first.get_attribute("aria-pressed") == "true"
+    assert page.is_hidden("#overlay") and page.is_visible(f"img.heat[data-class='{cls}']")
+    assert page.get_attribute(f"img.heat[data-class='{cls}']", "src").endswith(f"heat_{cls}_2.png")
+    assert first.inner_text() in page.inner_text("#showing")
+    page.wait_for_function(f"document.querySelector(\"img.heat[data-class='{cls}']\").naturalWidth > 0")
+    shot(page, "clip_class_cam")
+    page.click("#show-mcam")
+    assert page.is_visible("#overlay") and page.is_hidden(f"img.heat[data-class='{cls}']")
+    page.click("#play")
+    page.wait_for_function("document.getElementById('frame-no').textContent.startsWith('4 /') || "
+                           "document.getElementById('frame-no').textContent.startsWith('1 /')")
+    page.click("#play")
+    assert page.locator("#cams img.cam").count() == preds.count()
+
+
+def test_bad_upload_message_in_the_page(page, server):
+    bad = server.root / "notes.mp4"
+    bad.write_text("not a video at all\n" * 50)
+    page.goto(server.url + "/runs/tiny/clips")
+    page.set_input_files("#clip-file", str(bad))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-error")
+    assert "not a video" in page.inner_text("#upload-error")
+    shot(page, "upload_refused")
+
+
+def test_units_sort_filter_search_and_open_unit(page, server):
+    page.goto(server.url + "/runs/tiny/units/layer4?concept_set=broden")
+    assert "of 256 units interpretable" in page.inner_text("#units-header")
+    rows = page.locator("#units-table tbody tr:not([hidden])")
+    assert rows.count() == 256
+    page.select_option("#f-category", "texture")
+    cats = page.eval_on_selector_all("#units-table tbody tr:not([hidden]) td:nth-child(3)", "els => els.map(e => e.textContent)")
+    assert cats and set(cats) == {"texture"} and page.inner_text("#shown-count") == f"{len(cats)} shown"
+    page.select_option("#f-category", "")
+    page.fill("#f-search", "polka")
+    labels = page.eval_on_selector_all("#units-table tbody tr:not([hidden]) td:nth-child(2)", "els => els.map(e => e.textContent)")
+    assert labels and all("polka" in t for t in labels)
+    page.fill("#f-search", "")
+    page.select_option("#f-sort", "unit")
+    units = page.eval_on_selector_all("#units-table tbody tr td:first-child", "els => els.map(e => +e.textContent)")
+    assert units == sorted(units)
+    page.click("#units-table thead th:nth-child(4)")  # IoU header: descending
+    ious = page.eval_on_selector_all("#units-table tbody tr td:nth-child(4)", "els => els.map(e => +e.dataset.value)")
+    assert ious == sorted(ious, reverse=True)
+    shot(page, "units", full=False)
+    page.locator("#units-table tbody tr a").first.click()
+    page.wait_for_selector("#unit-label")
+    assert "/runs/tiny/units/layer4/" in page.url and page.locator("#gallery img, #neighbours a").count() > 0
+    shot(page, "unit")
+
+
+def test_run_and_analysis_pages(page, server):
+    page.goto(server.url + "/runs/tiny")
+    assert page.locator("svg polyline").count() >= 2
+    page.click("#class-ap thead th:nth-child(3)")
+    aps = page.eval_on_selector_all("#class-ap tbody td:nth-child(3)", "els => els.map(e => +e.dataset.value)")
+    assert aps == sorted(aps, reverse=True)
+    shot(page, "run")
+    page.goto(server.url + "/runs/tiny/analysis")
+    assert page.is_visible("#table3") and page.locator("svg polyline").count() >= 3
+    shot(page, "analysis")
+
+
+def test_no_run_page(browser):
+    with LiveServer(create_app(Settings())) as s:
+        pg = browser.new_page()
+        pg.goto(s.url)
+        assert "make demo" in pg.inner_text("pre.cmd")
+        shot(pg, "no_run")
+        pg.close()
