@@ -218,6 +218,27 @@ class BrodenWriter:
         stem = name if name is not None else f"{split}/{idx:06d}"
         if stem in self._names or not stem or "," in stem or ";" in stem:
             raise ValueError(f"image name {stem!r} is empty, invalid or already used")
+        sh, sw = self.seg_size
+        checked: dict[str, list[np.ndarray]] = {}
+        areas: dict[str, dict[int, float]] = {}
+        for cat, planes in pixel.items():
+            planes = [np.asarray(p) for p in planes]
+            for p in planes:
+                if p.shape != (sh, sw) or not np.issubdtype(p.dtype, np.integer):
+                    raise ValueError(f"{cat} mask must be an integer array of shape {(sh, sw)}, got {p.dtype} {p.shape}")
+            if planes:
+                stack = np.stack(planes).astype(np.int64)
+                for lab in (int(v) for v in np.unique(stack) if v != 0):
+                    self._check_label(lab, cat)
+                    areas.setdefault(cat, {})[lab] = float((stack == lab).any(0).sum()) / (sh * sw)
+                checked[cat] = planes
+        cells: dict[str, list] = {}
+        for cat, labs in whole.items():
+            for lab in (int(v) for v in labs if int(v) != 0):
+                self._check_label(lab, cat)
+                areas.setdefault(cat, {})[lab] = 1.0
+                cells.setdefault(cat, []).append(lab)
+
         self._names.add(stem)
         rel = f"{stem}.jpg"
         (self.root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -226,37 +247,14 @@ class BrodenWriter:
         if img.shape[:2] != (ih, iw):
             pil = pil.resize((iw, ih), Image.BILINEAR)
         pil.save(self.root / "images" / rel, quality=self.jpeg_quality)
-
-        sh, sw = self.seg_size
-        cells: dict[str, list] = {}
-        areas: dict[str, dict[int, float]] = {}
-        for cat, planes in pixel.items():
-            planes = [np.asarray(p) for p in planes]
-            if not planes:
-                continue
-            for p in planes:
-                if p.shape != (sh, sw) or not np.issubdtype(p.dtype, np.integer):
-                    raise ValueError(f"{cat} mask must be an integer array of shape {(sh, sw)}, got {p.dtype} {p.shape}")
-            stack = np.stack(planes).astype(np.int64)
-            present = [int(v) for v in np.unique(stack) if v != 0]
-            for lab in present:
-                self._check_label(lab, cat)
-                areas.setdefault(cat, {})[lab] = float((stack == lab).any(0).sum()) / (sh * sw)
+        for cat, planes in checked.items():
             paths = []
             for k, p in enumerate(planes):
                 suffix = f"_{cat}" if len(planes) == 1 else f"_{cat}_{k + 1}"
                 prel = f"{stem}{suffix}.png"
                 Image.fromarray(encode_label_plane(p)).save(self.root / "images" / prel)
                 paths.append(prel)
-            cells[cat] = paths
-        for cat, labs in whole.items():
-            for lab in labs:
-                lab = int(lab)
-                if lab == 0:
-                    continue
-                self._check_label(lab, cat)
-                areas.setdefault(cat, {})[lab] = 1.0
-                cells.setdefault(cat, []).append(lab)
+            cells[cat] = paths + cells.get(cat, [])
         self._rows.append(
             {"image": rel, "split": split, "ih": ih, "iw": iw, "sh": sh, "sw": sw, "cells": cells, "areas": areas}
         )

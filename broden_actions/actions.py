@@ -1,0 +1,228 @@
+"""Action regions as a Broden category, and merging concept sets without copying images.
+
+``build_action_regions`` turns ``boxes.csv`` (``image,action,x1,y1,x2,y2``, pixel coordinates in
+the frame, several rows per image) and the frames into a Broden concept set with one category,
+``action``: per image, one mask plane per action at the seg size (the union of that action's
+boxes), label numbers appended after a base set's. The frames are referenced in place, by a
+path relative to the new folder's ``images/``; only the small mask PNGs are written.
+
+``merge_concept_sets`` writes a new concept-set folder holding the categories of several sets.
+Its ``index.csv`` points at the original images and masks by relative path (``../../...``), and
+its tables are combined from the sources' tables, so nothing is re-read, rewritten or copied.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from broden_actions.broden import (
+    INDEX_FIXED,
+    Broden,
+    BrodenFormatError,
+    encode_label_plane,
+    load_broden,
+    write_broden_tables,
+)
+
+BOX_COLUMNS = ["image", "action", "x1", "y1", "x2", "y2"]
+
+
+def read_boxes(path: str | os.PathLike) -> list[dict]:
+    """Parse ``boxes.csv`` into ``[{image, action, x1, y1, x2, y2, line}]`` with file:line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrodenFormatError(path, None, "file not found")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [h.strip() for h in rows[0]][:6] != BOX_COLUMNS:
+        raise BrodenFormatError(path, 1, f"header must be {','.join(BOX_COLUMNS)}")
+    out = []
+    for i, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != 6:
+            raise BrodenFormatError(path, i, f"expected 6 cells ({','.join(BOX_COLUMNS)}), got {len(row)}")
+        image, action = row[0].strip(), row[1].strip()
+        if not image or not action:
+            raise BrodenFormatError(path, i, "empty image or action")
+        try:
+            x1, y1, x2, y2 = (float(c) for c in row[2:])
+        except ValueError:
+            raise BrodenFormatError(path, i, f"box coordinates must be numbers, got {row[2:]}") from None
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+            raise BrodenFormatError(path, i, f"box ({x1}, {y1}, {x2}, {y2}) needs x1 < x2 and y1 < y2")
+        out.append({"image": image, "action": action, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "line": i})
+    return out
+
+
+def box_mask(box: dict, frame_hw: tuple[int, int], seg_size: tuple[int, int]) -> np.ndarray:
+    """Seg-grid mask of a frame box: cells whose centre (in frame pixels) lies in [x1,x2) x [y1,y2).
+
+    A box smaller than one cell still marks the cell holding its centre.
+    """
+    (fh, fw), (sh, sw) = frame_hw, seg_size
+    cy = (np.arange(sh) + 0.5) * fh / sh
+    cx = (np.arange(sw) + 0.5) * fw / sw
+    m = ((cy >= box["y1"]) & (cy < box["y2"]))[:, None] & ((cx >= box["x1"]) & (cx < box["x2"]))[None, :]
+    if not m.any():
+        yy = min(sh - 1, int((box["y1"] + box["y2"]) / 2 * sh / fh))
+        xx = min(sw - 1, int((box["x1"] + box["x2"]) / 2 * sw / fw))
+        m[yy, xx] = True
+    return m
+
+
+def build_action_regions(
+    boxes_csv: str | os.PathLike,
+    frames_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    base: str | os.PathLike | Broden | None = None,
+    seg_size: tuple[int, int] | None = None,
+    split: str = "train",
+    category: str = "action",
+) -> Path:
+    """Write an ``action`` concept set from boxes + frames; label numbers follow ``base``'s labels.
+
+    ``seg_size`` defaults to the base set's mask size (its first row), else 112 x 112. An action
+    whose name is already a base label keeps that label's number (Broden: one name, one number).
+    """
+    boxes = read_boxes(boxes_csv)
+    frames_dir, out = Path(frames_dir), Path(out)
+    base_set = load_broden(base) if base is not None and not isinstance(base, Broden) else base
+    if seg_size is None:
+        seg_size = (base_set.rows[0].sh, base_set.rows[0].sw) if base_set is not None and base_set.rows else (112, 112)
+    sh, sw = seg_size
+    names = {lab.name: num for num, lab in base_set.labels.items()} if base_set is not None else {}
+    next_num = (base_set.num_labels if base_set is not None else 0) + 1
+    numbers: dict[str, int] = {}
+    by_image: dict[str, list[dict]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for b in boxes:
+        if b["image"] not in sizes:
+            fp = frames_dir / b["image"]
+            if not fp.is_file():
+                raise BrodenFormatError(boxes_csv, b["line"], f"unknown image {b['image']!r}: {fp} not found")
+            w, h = Image.open(fp).size
+            sizes[b["image"]] = (h, w)
+        h, w = sizes[b["image"]]
+        if b["x1"] < 0 or b["y1"] < 0 or b["x2"] > w or b["y2"] > h:
+            raise BrodenFormatError(
+                boxes_csv, b["line"], f"box ({b['x1']}, {b['y1']}, {b['x2']}, {b['y2']}) lies outside the {w}x{h} image {b['image']!r}"
+            )
+        if b["action"] not in numbers:
+            if b["action"] in names:
+                numbers[b["action"]] = names[b["action"]]
+            else:
+                numbers[b["action"]] = next_num
+                next_num += 1
+        by_image.setdefault(b["image"], []).append(b)
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for image, bs in by_image.items():
+        h, w = sizes[image]
+        planes: dict[str, np.ndarray] = {}
+        for b in bs:
+            planes[b["action"]] = planes.get(b["action"], np.zeros((sh, sw), bool)) | box_mask(b, (h, w), seg_size)
+        stem = Path(image).with_suffix("").as_posix()
+        paths, areas = [], {}
+        for action, m in planes.items():
+            num = numbers[action]
+            rel = f"{stem}_{category}_{num}.png"
+            (out / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(encode_label_plane(m.astype(np.int32) * num)).save(out / "images" / rel)
+            paths.append(rel)
+            areas[num] = float(m.sum()) / (sh * sw)
+        frame_rel = Path(os.path.relpath((frames_dir / image).resolve(), (out / "images").resolve())).as_posix()
+        rows.append({"image": frame_rel, "split": split, "ih": h, "iw": w, "sh": sh, "sw": sw,
+                     "cells": {category: paths}, "areas": {category: areas}})
+    labels = [(num, name, [category]) for name, num in sorted(numbers.items(), key=lambda kv: kv[1])]
+    write_broden_tables(out, [category], labels, rows)
+    return out
+
+
+def merge_concept_sets(sources: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write a concept set holding every category of ``sources`` (e.g. Broden + actions) by reference.
+
+    Images and masks stay where they are (index paths are rewritten relative to ``out/images``);
+    a row for the same image file in two sources becomes one row. A label number used by two
+    sources must carry the same name there. ``frequency`` and ``coverage`` are summed from the
+    sources' tables (exact when the sources' images are distinct, as for Broden + action frames).
+    """
+    out = Path(out)
+    sets = [load_broden(s) for s in sources]
+    categories: list[str] = []
+    for s in sets:
+        categories += [c for c in s.categories if c not in categories]
+    for s, src in zip(sets, sources):
+        if Path(src).resolve() == out.resolve():
+            raise ValueError(f"merge output {out} must differ from its source {src}")
+    labels: dict[int, dict] = {}
+    for s in sets:
+        for num, lab in s.labels.items():
+            cur = labels.setdefault(num, {"name": lab.name, "cats": {}, "frequency": 0, "coverage": 0.0})
+            if cur["name"] != lab.name:
+                raise BrodenFormatError(
+                    s.root / "label.csv", None,
+                    f"label number {num} is {lab.name!r} here but {cur['name']!r} in another source; build the "
+                    "action set with base=<the other set> so its numbers are appended",
+                )
+            for c, k in lab.categories.items():
+                cur["cats"][c] = cur["cats"].get(c, 0) + k
+            cur["frequency"] += lab.frequency
+            cur["coverage"] += lab.coverage
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    img_root = (out / "images").resolve()
+    merged: dict[str, dict] = {}
+    for s in sets:
+        src_images = (s.root / "images").resolve()
+        for r in s.rows:
+            key = os.path.normpath(str(src_images / r.image))
+            row = merged.setdefault(key, {"image": Path(os.path.relpath(key, img_root)).as_posix(), "split": r.split,
+                                          "ih": r.ih, "iw": r.iw, "sh": r.sh, "sw": r.sw, "cells": {}})
+            for c, paths in r.pixel.items():
+                row["cells"].setdefault(c, []).extend(
+                    Path(os.path.relpath(src_images / p, img_root)).as_posix() for p in paths
+                )
+            for c, nums in r.whole.items():
+                row["cells"].setdefault(c, []).extend(str(n) for n in nums)
+    with open(out / "index.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(INDEX_FIXED + categories)
+        for row in merged.values():
+            w.writerow([row[k] for k in INDEX_FIXED] + [";".join(row["cells"].get(c, [])) for c in categories])
+    with open(out / "label.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
+        for num in sorted(labels):
+            lab = labels[num]
+            cats = ";".join(f"{c}({k})" for c, k in lab["cats"].items())
+            w.writerow([num, lab["name"], cats, lab["frequency"], f"{lab['coverage']:.6f}", ""])
+    with open(out / "category.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["name", "first", "last", "count", "frequency"])
+        for c in categories:
+            nums = sorted({cl.number for s in sets if c in s.categories for cl in s.category_labels[c]})
+            freq = sum(1 for row in merged.values() if row["cells"].get(c))
+            w.writerow([c, nums[0] if nums else 0, nums[-1] if nums else 0, len(nums), freq])
+    for c in categories:
+        stats: dict[int, list] = {}
+        for s in sets:
+            if c in s.categories:
+                for cl in s.category_labels[c]:
+                    st = stats.setdefault(cl.number, [cl.name, 0, 0.0])
+                    st[1] += cl.frequency
+                    st[2] += cl.coverage
+        with open(out / f"c_{c}.csv", "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["code", "number", "name", "frequency", "coverage"])
+            for code, num in enumerate(sorted(stats), start=1):
+                name, fr, cov = stats[num]
+                w.writerow([code, num, name, fr, f"{cov:.6f}"])
+    return out
