@@ -31,7 +31,7 @@ from .checkpoint import load_model, resolve_checkpoint
 from .dataset import ClipTransform, load_clip
 from .mcam import mcam, normalise
 from .render import colormap_lut, mcam_overlay, resize_frames, side_by_side, write_video
-from .store import ResultsStore
+from .store import ResultsStore, run_root
 from .video import probe
 
 _CACHE: dict[tuple, tuple[torch.nn.Module, dict]] = {}
@@ -49,14 +49,6 @@ def cached_model(run: str | Path) -> tuple[torch.nn.Module, dict]:
                 del _CACHE[k]
             _CACHE[key] = load_model(ck)
         return _CACHE[key]
-
-
-def run_root(run: str | Path) -> Path:
-    """The run dir of a run dir or a checkpoint path (`run/checkpoints/x.pt` -> `run`)."""
-    p = Path(run)
-    if p.is_dir():
-        return p
-    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
 
 
 def clip_key(path: str | Path) -> str:

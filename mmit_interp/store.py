@@ -98,6 +98,14 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def run_root(run: str | Path) -> Path:
+    """The run dir of a run dir or a checkpoint path (`run/checkpoints/x.pt` -> `run`)."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
+
+
 class StoreError(RuntimeError):
     """A read or write that the store cannot satisfy (unknown run, bad record)."""
 

@@ -1,0 +1,215 @@
+"""`mmit-cam` and `mmit-analyze` command lines (heavy imports happen inside the commands: `--help` is fast)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",") if v.strip()]
+
+
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+def _class_list(s: str | None) -> list[int | str] | None:
+    if not s:
+        return None
+    return [int(v) if v.strip().isdigit() else v.strip() for v in s.split(",") if v.strip()]
+
+
+def cam_parser() -> argparse.ArgumentParser:
+    """Arguments of `mmit-cam`."""
+    p = argparse.ArgumentParser(prog="mmit-cam", description="Per-class CAMs and mCAM of one clip: frame images, "
+                                "an overlay video, predictions (recorded in the run's results store).")
+    p.add_argument("clip", help="video file")
+    p.add_argument("--run", required=True, help="run dir or checkpoint file")
+    p.add_argument("--top-k", type=int, default=5, help="CAMs of the k best classes (default 5)")
+    p.add_argument("--classes", help="comma-separated class names or indices (instead of --top-k)")
+    p.add_argument("--threshold", type=float, help="CAMs of classes with sigmoid score >= this (instead of --top-k)")
+    p.add_argument("--out", help="output folder (default RUN/cams/<clip hash>)")
+    p.add_argument("--delta", type=float, default=0.05, help="mCAM: suppress where two maps differ by less (0.05)")
+    p.add_argument("--sigma", type=float, default=1.1, help="mCAM: sigma of the 5x5 Gaussian (1.1)")
+    p.add_argument("--colormap", default="jet", help="matplotlib colormap of per-class CAMs (jet)")
+    p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
+    p.add_argument("--display-size", type=int, help="side of drawn frames (default max(input size, 256))")
+    p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="overlay video format")
+    p.add_argument("--no-record", action="store_true", help="do not record the clip in the results store")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    return p
+
+
+def cam_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `mmit-cam`."""
+    a = cam_parser().parse_args(argv)
+    from .clip_analysis import analyze_clip
+
+    try:
+        r = analyze_clip(a.run, a.clip, a.out, top_k=a.top_k, classes=_class_list(a.classes), threshold=a.threshold,
+                         delta=a.delta, sigma=a.sigma, colormap=a.colormap, opacity=a.opacity,
+                         display_size=a.display_size, video_format=a.format, record=not a.no_record)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"mmit-cam: error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(f"{r['clip']}  ({r['n_frames']} frames, {'with' if r['has_audio'] else 'no'} audio, model {r['model']})")
+    cam_ids = {c["class_idx"] for c in r["cam_classes"]}
+    shown = r["predictions"][: max(a.top_k, 5)]
+    for i, p in enumerate(shown, 1):
+        print(f"{i:3d}. {'*' if p['class_idx'] in cam_ids else ' '} {p['name']:<30s} {p['score']:.4f}  "
+              f"(logit {p['logit']:+.3f})")
+    for c in r["cam_classes"]:
+        if all(p["class_idx"] != c["class_idx"] for p in shown):
+            print(f"   ... * {c['name']:<30s} {c['score']:.4f}")
+    print(f"* = CAM drawn. Files in {r['out_dir']}; overlay video {r['overlay_video']} "
+          f"({r['timings']['total_s']:.2f} s)")
+    return 0
+
+
+def analyze_parser() -> argparse.ArgumentParser:
+    """Arguments of `mmit-analyze` and its verbs."""
+    p = argparse.ArgumentParser(prog="mmit-analyze", description="Representation analyses of a trained run; "
+                                "results go to RUN/results.sqlite.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("ablation", help="zero a random fraction p of a block's units, re-evaluate (Fig. 9)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--block", default="layer4", help="block or stage (stage = its last block); default layer4")
+    s.add_argument("--data", help="data set folder (default: the run's training data)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--ps", type=_floats, default=None, help="comma-separated fractions (default 0,0.1,...,1)")
+    s.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    s.add_argument("--max-clips", type=int)
+
+    s = sub.add_parser("selectivity", help="unit selectivity per residual block (Fig. 10, eq. 5) + unit/class relations")
+    s.add_argument("--run", required=True)
+    s.add_argument("--blocks", help="comma-separated blocks (default: every residual block)")
+    s.add_argument("--prob", choices=("softmax", "sigmoid"), default="softmax")
+    s.add_argument("--top", type=int, default=10, help="relations kept per unit / class")
+
+    s = sub.add_parser("relations", help="unit -> classes or class -> units of a block")
+    s.add_argument("--run", required=True)
+    s.add_argument("--block", default="layer4")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--unit", type=int)
+    g.add_argument("--class", dest="class_", help="class name or index")
+    s.add_argument("--top", type=int, default=10)
+
+    s = sub.add_parser("concept-path", help="block-4 units driving a class for a clip, block-3 units driving those")
+    s.add_argument("clip")
+    s.add_argument("--run", required=True)
+    s.add_argument("--class", dest="class_", help="class name or index (default: top prediction)")
+    s.add_argument("--top-upper", type=int, default=5)
+    s.add_argument("--top-lower", type=int, default=3)
+
+    s = sub.add_parser("localisation", help="pointing game and energy-in-box of CAM / max-of-CAMs / mCAM")
+    s.add_argument("--run", required=True)
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--world", help="synthetic world folder (truth.jsonl)")
+    g.add_argument("--boxes", help="CSV clip,frame,action,x1,y1,x2,y2")
+    s.add_argument("--videos-root", help="root of the CSV's clip paths (default: the CSV's folder)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--max-clips", type=int)
+    s.add_argument("--delta", type=float, default=0.05)
+    s.add_argument("--sigma", type=float, default=1.1)
+
+    s = sub.add_parser("figures", help="ablation / selectivity / per-class AP figures (SVG + PNG) across runs")
+    s.add_argument("--run", required=True, nargs="+", help="one or more run dirs")
+    s.add_argument("--out", required=True)
+    s.add_argument("--metric", default="map_sample")
+    s.add_argument("--prob", choices=("softmax", "sigmoid"), default="softmax")
+    return p
+
+
+def analyze_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `mmit-analyze`."""
+    a = analyze_parser().parse_args(argv)
+    try:
+        return _VERBS[a.verb](a)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"mmit-analyze {a.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _ablation(a: argparse.Namespace) -> int:
+    from .ablation import DEFAULT_PS, run_ablation, summarise
+
+    r = run_ablation(a.run, block=a.block, data=a.data, split=a.split, ps=a.ps or DEFAULT_PS, seeds=a.seeds,
+                     max_clips=a.max_clips)
+    print(f"block {r['block']} ({r['n_units']} units), {r['n_clips']} clips; unablated: "
+          + "  ".join(f"{k} {v:.4f}" for k, v in r["baseline"].items()))
+    for met, c in summarise(r["rows"]).items():
+        print(f"{met:<11s} " + "  ".join(f"p={p:.2f}: {m:.3f}+-{s:.3f}" for p, m, s in zip(c["p"], c["mean"], c["std"])))
+    return 0
+
+
+def _selectivity(a: argparse.Namespace) -> int:
+    from .selectivity import run_selectivity
+
+    blocks = [b for b in a.blocks.split(",") if b] if a.blocks else None
+    for r in run_selectivity(a.run, blocks=blocks, prob=a.prob, top=a.top):
+        print(f"{r['block']:<10s} {len(r['units']):5d} units  mean selectivity ({a.prob}) {r['mean']:.4f}")
+    return 0
+
+
+def _relations(a: argparse.Namespace) -> int:
+    from .clip_analysis import cached_model
+    from .relations import relation_tables
+    from .selectivity import block_selectivity, input_like
+
+    model, meta = cached_model(a.run)
+    vocab = meta["vocab"]
+    r = block_selectivity(model, a.block, input_like(model, meta["transforms"]))
+    u2c, c2u = relation_tables(r["logits"], r["baseline_logits"], top=a.top)
+    if a.unit is not None:
+        print(f"{r['block']} unit {a.unit} -> classes (logit rise when only this unit is on):")
+        for c, v in u2c[a.unit]:
+            print(f"  {vocab.names[c]:<30s} {v:+.4f}")
+    else:
+        c = int(a.class_) if a.class_.isdigit() else vocab.index(a.class_)
+        print(f"class {vocab.names[c]} -> {r['block']} units (logit rise when only the unit is on):")
+        for u, v in c2u[c]:
+            print(f"  unit {u:5d} {v:+.4f}")
+    return 0
+
+
+def _concept_path(a: argparse.Namespace) -> int:
+    from .relations import clip_concept_path
+
+    cls = None if a.class_ is None else (int(a.class_) if a.class_.isdigit() else a.class_)
+    r = clip_concept_path(a.run, a.clip, cls, top_upper=a.top_upper, top_lower=a.top_lower)
+    print(f"concept path of {r['class']!r} for {r['clip']}:")
+    for row in r["path"]:
+        if row["step"] == 0:
+            print(f"  {row['layer']} unit {row['unit']:4d}  {row['contribution']:+.4f}  {row['label']}")
+            for sub in (x for x in r["path"] if x["step"] == 1 and x["parent"] == row["unit"]):
+                print(f"      <- {sub['layer']} unit {sub['unit']:4d}  {sub['contribution']:+.4f}  {sub['label']}")
+    return 0
+
+
+def _localisation(a: argparse.Namespace) -> int:
+    from .localisation import run_localisation
+
+    r = run_localisation(a.run, world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
+                         max_clips=a.max_clips, delta=a.delta, sigma=a.sigma)
+    print(f"{r['dataset']}: {r['n_clips']} clips, {r['n_records']} (class, frame, method) records")
+    for m, s in r["summary"].items():
+        print(f"  {m:<8s} " + "  ".join(f"{k} {v:.4f}" for k, v in s.items()))
+    return 0
+
+
+def _figures(a: argparse.Namespace) -> int:
+    from .figures import run_figures
+
+    for p in run_figures(a.run, a.out, metric=a.metric, prob=a.prob):
+        print(p)
+    return 0
+
+
+_VERBS = {"ablation": _ablation, "selectivity": _selectivity, "relations": _relations,
+          "concept-path": _concept_path, "localisation": _localisation, "figures": _figures}

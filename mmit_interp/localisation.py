@@ -1,0 +1,185 @@
+"""Localisation scores of CAMs where true boxes exist: pointing game and energy inside the box.
+
+For each clip, the CAMs of its true actions that have a box in at least one sampled frame are
+computed in one pass (`cam.cam_for`, named classes) at the model's frame size, then each class gets
+one map per sampled frame under three methods:
+- `cam`: the class's own normalised CAM (no competition; the classic per-class view),
+- `cam_max`: plain max-of-CAMs, the class's map where it is the argmax of the normalised maps
+  (its value there, 0 elsewhere),
+- `mcam`: the same with mCAM (suppression below `delta`, smoothed intensity), DESIGN 7.
+Scores per (class, frame) where the class has a box: *pointing* = 1 if the map's maximum lies in a
+box of that class (first maximum in raster order; a map that is 0 everywhere misses), *energy* =
+share of the map's sum inside the boxes (0 for an all-zero map); *chance* = the boxes' share of the
+frame (the pointing score of a uniformly random point). Boxes are scaled from the video's pixel
+grid to the model's input grid (frames are resized without crop); a pixel is inside when its centre is.
+Results are averaged per class (frame -1), per sampled-frame index (class -1) and overall.
+"""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .mcam import max_of_cams, mcam
+
+METHODS = ("cam", "cam_max", "mcam")
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class ClipBoxes:
+    """True boxes of one clip: `boxes[action][frame] = [box, ...]` in the video's pixel grid `width x height`."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: dict[str, dict[int, list[Box]]] = field(default_factory=dict)
+
+
+def boxes_from_truth(world: str | Path, split: str = "val") -> list[ClipBoxes]:
+    """Boxes of a synthetic world's clips (`truth.jsonl`, loader `mmit_interp.synth.truth`)."""
+    from .synth.truth import load_truth
+
+    root = Path(world)
+    out = []
+    for t in load_truth(root):
+        if t.split != split:
+            continue
+        cb = ClipBoxes(root / "videos" / t.path, t.width, t.height)
+        for a in t.actors:
+            for f, b in enumerate(a.boxes or []):
+                if b is not None:
+                    cb.boxes.setdefault(a.action, {}).setdefault(f, []).append(tuple(map(float, b)))
+        if cb.boxes:
+            out.append(cb)
+    return out
+
+
+def boxes_from_csv(path: str | Path, videos_root: str | Path | None = None) -> list[ClipBoxes]:
+    """User boxes: CSV with header `clip,frame,action,x1,y1,x2,y2` (frame = 0-based index in the video,
+    pixel coordinates, x2/y2 exclusive); clip paths relative to `videos_root` (default: the CSV's folder)."""
+    from .video import probe
+
+    path = Path(path)
+    root = Path(videos_root) if videos_root else path.parent
+    clips: dict[str, ClipBoxes] = {}
+    with open(path, newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            try:
+                p = root / row["clip"]
+                if row["clip"] not in clips:
+                    info = probe(p)
+                    clips[row["clip"]] = ClipBoxes(p, info.width, info.height)
+                box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+                clips[row["clip"]].boxes.setdefault(row["action"], {}).setdefault(int(row["frame"]), []).append(box)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"{path}:{n}: bad box row ({e})") from None
+    return list(clips.values())
+
+
+def box_mask(boxes: Sequence[Box], width: int, height: int, size: int) -> np.ndarray:
+    """`(size, size)` bool: pixel centres of the resized frame inside any of the boxes."""
+    xs = (np.arange(size) + 0.5) * width / size
+    ys = (np.arange(size) + 0.5) * height / size
+    m = np.zeros((size, size), bool)
+    for x1, y1, x2, y2 in boxes:
+        m |= ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+    return m
+
+
+def pointing(heat: np.ndarray, mask: np.ndarray) -> float:
+    """1.0 if the map's (first) maximum lies in the mask, else 0.0; an all-zero map misses."""
+    if not heat.any():
+        return 0.0
+    return float(mask.flat[int(heat.argmax())])
+
+
+def energy(heat: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the map's (non-negative) sum inside the mask."""
+    tot = float(heat.sum())
+    return float(heat[mask].sum()) / tot if tot > 0 else 0.0
+
+
+def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigma: float) -> dict[str, np.ndarray]:
+    """Per-class maps `(S, T, H, W)` of each method from raw CAMs at frame resolution."""
+    base = max_of_cams(maps, classes)
+    mc = mcam(maps, classes, delta=delta, sigma=sigma)
+    s = torch.arange(maps.shape[0]).view(-1, 1, 1, 1)
+    return {"cam": base.maps.numpy(),
+            "cam_max": torch.where(base.owner[None] == s, base.intensity[None], 0.0).numpy(),
+            "mcam": torch.where(mc.owner[None] == s, mc.intensity[None], 0.0).numpy()}
+
+
+def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
+               sigma: float = 1.1) -> list[dict[str, Any]]:
+    """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes."""
+    from .cam import cam_for
+    from .dataset import load_clip
+
+    fusion = getattr(model, "modality", "video") == "fusion"
+    d = load_clip(clip.path, transform, want_audio=fusion)
+    idx = [int(i) for i in d["frame_indices"]]
+    actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
+    if not actions:
+        return []
+    classes = [vocab.index(a) for a in actions]
+    extra = dict(audio=d["audio"][None], audio_mask=torch.tensor([float(d["has_audio"])])) if fusion else {}
+    res = cam_for(model)(d["video"][None], classes=classes, **extra)
+    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma)
+    size = transform.size
+    out = []
+    for j, (a, c) in enumerate(zip(actions, classes)):
+        for t, fi in enumerate(idx):
+            if fi not in clip.boxes[a]:
+                continue
+            mask = box_mask(clip.boxes[a][fi], clip.width, clip.height, size)
+            for meth, mm in maps.items():
+                out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], mask),
+                            "energy": energy(mm[j, t], mask), "chance": float(mask.mean())})
+    return out
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store rows `{method, score, class_idx, frame, value, n}`: means per class, per frame and overall
+    (-1 = all); `chance` is reported as its own method with score `pointing`."""
+    acc: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        for key_c, key_f in ((r["class_idx"], -1), (-1, r["frame"]), (-1, -1)):
+            for sc in ("pointing", "energy"):
+                acc[(r["method"], sc, key_c, key_f)].append(r[sc])
+            if r["method"] == METHODS[0]:
+                acc[("chance", "pointing", key_c, key_f)].append(r["chance"])
+    return [{"method": m, "score": s, "class_idx": c, "frame": f, "value": float(np.mean(v)), "n": len(v)}
+            for (m, s, c, f), v in sorted(acc.items())]
+
+
+def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, boxes_csv: str | Path | None = None,
+                     videos_root: str | Path | None = None, split: str = "val", max_clips: int | None = None,
+                     delta: float = 0.05, sigma: float = 1.1, record: bool = True) -> dict[str, Any]:
+    """Localisation of a run's CAMs on a synthetic world's truth or a user boxes CSV; overall summary
+    `{method: {pointing, energy}}` plus the store rows."""
+    from .clip_analysis import cached_model
+    from .dataset import ClipTransform
+    from .store import ResultsStore, run_root
+
+    if (world is None) == (boxes_csv is None):
+        raise ValueError("give exactly one of world= (synthetic truth) or boxes_csv=")
+    clips = boxes_from_truth(world, split) if world is not None else boxes_from_csv(boxes_csv, videos_root)
+    clips = clips[:max_clips] if max_clips else clips
+    model, meta = cached_model(run_dir)
+    tf = ClipTransform.from_dict(meta["transforms"])
+    recs = [r for c in clips for r in score_clip(model, meta["vocab"], c, tf, delta=delta, sigma=sigma)]
+    rows = aggregate(recs)
+    summary = {m: {r["score"]: r["value"] for r in rows if r["method"] == m and r["class_idx"] == -1 and r["frame"] == -1}
+               for m in (*METHODS, "chance")}
+    dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
+    if record:
+        with ResultsStore(run_root(run_dir)) as st:
+            rid = st.register_run(meta)
+            st.write_localisation(dataset, rows, run_id=rid)
+    return {"dataset": dataset, "n_clips": len(clips), "n_records": len(recs), "summary": summary, "rows": rows}

@@ -1,0 +1,124 @@
+"""Unit <-> class relations and concept paths (DESIGN 9: "why juggling? polka dots").
+
+- Unit -> class: with only unit i on (its map = 1 everywhere, as in `selectivity`), the classes
+  whose logits rise most over the all-units-off output. Class -> unit: for class k, the units whose
+  solo activation gives k the highest logit (the same solo-unit logits, read by column).
+- Concept path of a clip and class c, on that clip's own activations:
+  step 0, the last block's (block-4) units k ranked by their exact share of the logit,
+  `W[c, k] * mean_{t,h,w} F4_k` (GAP + linear: the logit is their sum plus the bias; a fusion
+  model uses the visual slice of its head, the audio share is a separate constant);
+  step 1, for each of those units, the block-3 units j ranked by gradient x activation,
+  `sum_{t,h,w} (d mean(F4_k) / d F3_j) * F3_j` (first-order Taylor share; block 4's ReLUs and
+  BatchNorm shifts make an exact decomposition impossible, so this is the standard attribution,
+  computed for all chosen units in one batched backward). Each unit carries its dissection label
+  from the run's store (block or stage name) or "not dissected".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .store import NOT_DISSECTED
+from .trunk import resolve_block, stage_aliases, trunk_of
+
+
+def relation_tables(logits: torch.Tensor, baseline: torch.Tensor, top: int = 10
+                    ) -> tuple[dict[int, list[tuple[int, float]]], dict[int, list[tuple[int, float]]]]:
+    """From solo-unit logits `(K, C)` and the all-off logits `(C,)`: unit -> [(class, rise)] and
+    class -> [(unit, rise)], best first, `top` each."""
+    rise = logits - baseline
+    tc = rise.topk(min(top, rise.shape[1]), dim=1)
+    tu = rise.T.topk(min(top, rise.shape[0]), dim=1)
+    u2c = {u: list(zip(tc.indices[u].tolist(), tc.values[u].tolist())) for u in range(rise.shape[0])}
+    c2u = {c: list(zip(tu.indices[c].tolist(), tu.values[c].tolist())) for c in range(rise.shape[1])}
+    return u2c, c2u
+
+
+def _head_weight(model: nn.Module) -> torch.Tensor:
+    return model.fc.weight[:, : model.visual_dim] if getattr(model, "modality", "video") == "fusion" else model.fc.weight
+
+
+def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper: str = "layer4",
+                 lower: str = "layer3", top_upper: int = 5, top_lower: int = 3) -> list[dict[str, Any]]:
+    """Concept path rows `{step, rank, layer, unit, parent, contribution}` for one clip `(1, 3, T, H, W)`.
+
+    `upper` must be the block feeding the GAP + linear head; `lower` any earlier block.
+    """
+    trunk = trunk_of(model)
+    names = [n for n, _ in trunk.blocks()]
+    up, lo = resolve_block(model, upper), resolve_block(model, lower)
+    if up != names[-1]:
+        raise ValueError(f"upper block {up!r} must be the last block ({names[-1]!r}) that feeds the linear head")
+    if names.index(lo) >= names.index(up):
+        raise ValueError(f"lower block {lo!r} must come before {up!r}")
+    mods = dict(trunk.blocks())
+    with torch.no_grad():
+        x = video
+        for n in names[: names.index(lo) + 1]:
+            x = mods[n](x)
+    f3 = x.detach().requires_grad_(True)
+    x = f3
+    for n in names[names.index(lo) + 1:]:
+        x = mods[n](x)
+    pooled = x.flatten(2).mean(2)[0]  # (K4,)
+    share = _head_weight(model)[class_idx].detach() * pooled.detach()
+    top = share.topk(min(top_upper, share.numel()))
+    rows = [{"step": 0, "rank": r, "layer": up, "unit": int(u), "parent": -1, "contribution": float(v)}
+            for r, (u, v) in enumerate(zip(top.indices.tolist(), top.values.tolist()))]
+    sel = top.indices
+    eye = torch.zeros(len(sel), pooled.numel())
+    eye[torch.arange(len(sel)), sel] = 1.0
+    grads = torch.autograd.grad(pooled, f3, grad_outputs=eye, is_grads_batched=True)[0]  # (S, 1, K3, ...)
+    attr = (grads * f3.detach()).flatten(3).sum(3)[:, 0]  # (S, K3)
+    sub = attr.topk(min(top_lower, attr.shape[1]), dim=1)
+    for i, parent in enumerate(sel.tolist()):
+        rows += [{"step": 1, "rank": r, "layer": lo, "unit": int(u), "parent": parent, "contribution": float(v)}
+                 for r, (u, v) in enumerate(zip(sub.indices[i].tolist(), sub.values[i].tolist()))]
+    return rows
+
+
+def label_rows(rows: list[dict], model: nn.Module, store) -> list[dict]:
+    """Add each unit's dissection `label`/`category`/`iou` from a results store (or "not dissected")."""
+    tables = {lay: store.unit_labels(stage_aliases(model, lay)) for lay in {r["layer"] for r in rows}}
+    for r in rows:
+        u = tables[r["layer"]].get(r["unit"])
+        r.update(label=u["label"] if u else NOT_DISSECTED, category=u["category"] if u else None,
+                 iou=u["iou"] if u else None)
+    return rows
+
+
+def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | str | None = None, *,
+                      top_upper: int = 5, top_lower: int = 3, record: bool = True) -> dict[str, Any]:
+    """Concept path of a clip for a class (default: its top prediction), labelled from the run's store.
+
+    With `record`, the clip is analysed (`analyze_clip`) if the store does not hold it yet, and the
+    path is stored under its clip key.
+    """
+    from .cam import cam_for
+    from .clip_analysis import analyze_clip, cached_model, clip_key
+    from .dataset import ClipTransform, load_clip
+    from .store import ResultsStore, run_root
+
+    model, meta = cached_model(run_dir)
+    vocab = meta["vocab"]
+    fusion = getattr(model, "modality", "video") == "fusion"
+    clip = load_clip(clip_path, ClipTransform.from_dict(meta["transforms"]), want_audio=fusion)
+    video = clip["video"][None]
+    if class_ is None:
+        extra = (clip["audio"][None], torch.tensor([float(clip["has_audio"])])) if fusion else (None, None)
+        with torch.no_grad():
+            class_ = int(cam_for(model).features_and_logits(video, *extra)[1][0].argmax())
+    c = class_ if isinstance(class_, int) else vocab.index(class_)
+    rows = concept_path(model, video, c, top_upper=top_upper, top_lower=top_lower)
+    key = clip_key(clip_path)
+    with ResultsStore(run_root(run_dir)) as st:
+        rid = st.register_run(meta)
+        label_rows(rows, model, st)
+        if record:
+            if st.clip(key, run_id=rid) is None:
+                analyze_clip(run_dir, clip_path)
+            st.write_concept_path(key, c, rows, run_id=rid)
+    return {"clip_key": key, "clip": str(clip_path), "class_idx": c, "class": vocab.names[c], "path": rows}
