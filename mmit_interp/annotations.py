@@ -160,6 +160,8 @@ def read_annotation_file(path: str | Path, vocab: Vocabulary | None, root: str |
                 labels = [vocab.index(row[1])]
             else:
                 labels = vocab.indices(_split_names(row[1] if len(row) > 1 else ""))
+        except AnnotationError:
+            raise
         except VocabError as e:
             raise AnnotationError(f"{path}:{line}: {e}") from None
         except ValueError:
