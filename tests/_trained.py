@@ -1,0 +1,51 @@
+"""A tiny trained model on a tiny synthetic world, built once and cached, for end-to-end analysis tests.
+
+`trained_world()` returns `(world_dir, run_dir)` or calls `pytest.skip` with the reason when the
+synthetic world generator or the training loop is not available. The pair is cached under
+`$MMIT_TEST_CACHE` (default: the temp dir) keyed by the settings below, built in a scratch folder
+and renamed into place, so later sessions reuse it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CLASSES = ("sliding", "bouncing", "spinning", "falling", "orbiting", "growing")
+WORLD = dict(seed=3, train_clips=360, val_clips=60, images=240, action_frames=40, size=64, frames=16, fps=8,
+             classes=CLASSES, missing_rate=0.0, bias_strength=0.9, bias_leak=0.0, clutter=0.5, noise=4.0,
+             camera_shake=0.0, occlusion=0.0, actor_size=0.16, workers=2)
+TRAIN = dict(model="i3d_r18", model_kwargs={"width": 16, "layer4_stride": 1}, loss="wlsep", frames=8, size=64,
+             batch_size=16, epochs=8, lr=3e-3, workers=0, seed=0, device="cpu", amp=False, progress=False)
+
+
+def _key() -> str:
+    return hashlib.sha256(json.dumps([WORLD, TRAIN], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def trained_world() -> tuple[Path, Path]:
+    """(world dir, trained run dir), built on first use."""
+    try:
+        from mmit_interp.synth import SynthConfig, generate_world
+        from train.loop import TrainConfig, train
+    except ImportError as e:
+        pytest.skip(f"needs mmit_interp.synth and train.loop: {e}")
+    root = Path(os.environ.get("MMIT_TEST_CACHE", tempfile.gettempdir())) / f"mmit-trained-{_key()}"
+    world, run = root / "world", root / "run"
+    if (run / "checkpoints" / "best.pt").is_file():
+        return world, run
+    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=root.parent))
+    try:
+        generate_world(scratch / "world", SynthConfig(**WORLD), progress=False)
+        train(TrainConfig(data=str(scratch / "world"), out=str(scratch / "run"), **TRAIN))
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("world", "run"):
+            os.replace(scratch / name, root / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return world, run
