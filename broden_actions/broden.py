@@ -633,7 +633,7 @@ class BrodenDataset:
 
         sh, sw = self.seg_size
         cidx = {c: k for k, c in enumerate(self.categories)}
-        planes, pcats, wholes, wcats = [], [], [], []
+        planes, wholes = [], []
         for it in items:
             ps = [(m, cidx[c]) for c, ms in it["masks"].items() for m in ms]
             planes.append(ps)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dissect.capture import capture_activations
+from mmit_interp.hooks import capture_activations
 from dissect.stats import LabelBatch, Tally, TopKImages, TopKQuantile, quantile_rank
 
 TIME_MODES = ("frames", "mean")
@@ -88,11 +88,11 @@ class LayerResult:
                 "iou": float(iou[u, best]),
                 "interpretable": bool(iou[u, best] >= iou_threshold),
                 "threshold": float(self.thresholds[u]),
-                "runner_ups": "; ".join(
-                    f"{self.label_names[int(l)]} ({self.categories[prim[int(l)]]}) {float(iou[u, l]):.4f}"
-                    for l in order[u, 1 : 1 + runner_ups]
-                    if iou[u, l] >= 0
-                ),
+                "runner_ups": [
+                    {"label": self.label_names[int(j)], "category": self.categories[prim[int(j)]], "iou": float(iou[u, j])}
+                    for j in order[u, 1 : 1 + runner_ups]
+                    if iou[u, j] >= 0
+                ],
             }
             for ci, cat in enumerate(self.categories):
                 cols = (self.primary == ci).nonzero().view(-1)
@@ -298,7 +298,7 @@ def model_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
-        t = v.detach().cpu().contiguous()
+        t = v.detach().cpu().contiguous().reshape(-1)
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
@@ -355,6 +355,7 @@ def run_dissection(
     checkpoint_hash: str | None = None,
     use_snippets: bool = True,
     progress: bool = True,
+    dataset_kwargs: dict | None = None,
 ) -> dict[str, dict[str, LayerResult]]:
     """Dissect ``layers`` of ``model`` on each concept-set folder; returns ``{concept set: {layer: result}}``.
 
@@ -362,6 +363,7 @@ def run_dissection(
     None for 2-D models. ``input_adapter(images)`` returns the model's positional inputs (default
     ``(images,)``). Results are cached in ``cache_dir`` under a key of checkpoint hash, layer,
     concept set and settings; under ``torchrun`` each rank takes a strided shard.
+    ``dataset_kwargs`` go to ``BrodenDataset`` (e.g. the checkpoint's ``mean``/``std``).
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -371,11 +373,12 @@ def run_dissection(
     adapter = input_adapter or (lambda x: (x,))
     ckpt = checkpoint_hash or model_fingerprint(model)
     settings = {"quantile": quantile, "time": time, "frames": frames, "size": size, "top_k": top_k,
-                "categories": list(categories) if categories else None, "snippets": use_snippets}
+                "categories": list(categories) if categories else None, "snippets": use_snippets,
+                "dataset": {k: list(v) if isinstance(v, tuple) else v for k, v in (dataset_kwargs or {}).items()}}
     out: dict[str, dict[str, LayerResult]] = {}
     for cs in concept_sets:
         ds = BrodenDataset(cs, size=size, frames=frames, categories=list(categories) if categories else None,
-                           use_snippets=use_snippets)
+                           use_snippets=use_snippets, **(dataset_kwargs or {}))
         csid = concept_set_fingerprint(cs)
         keys = {layer: cache_key(ckpt, layer, csid, settings) for layer in layers}
         cached = {}

@@ -1,0 +1,127 @@
+"""``mmit-dissect``: Network Dissection of a checkpoint / run dir (or a torchvision model) on concept sets.
+
+Examples::
+
+    mmit-dissect runs/i3d --list-layers
+    mmit-dissect runs/i3d --layers layer3 layer4 --concept-set broden/ actions/ broden+actions/
+    torchrun --nproc_per_node=2 -m dissect.cli runs/i3d --layers layer4 --concept-set broden/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept free of torch imports so ``--help`` is instant)."""
+    ap = argparse.ArgumentParser(prog="mmit-dissect", description="Label every unit of chosen layers with the "
+                                 "concept it detects (Network Dissection, actions included).")
+    ap.add_argument("model", help="checkpoint file or run dir; or a torchvision model name with --torchvision")
+    ap.add_argument("--torchvision", action="store_true", help="MODEL names a torchvision image model (e.g. resnet18)")
+    ap.add_argument("--weights", help="state_dict file for --torchvision models")
+    ap.add_argument("--layers", nargs="+", default=[], help="module paths to dissect (see --list-layers)")
+    ap.add_argument("--list-layers", action="store_true", help="print module paths with output shapes and exit")
+    ap.add_argument("--concept-set", nargs="+", default=[], help="Broden-format concept-set folder(s)")
+    ap.add_argument("--categories", nargs="+", help="restrict to these categories (default: all in category.csv)")
+    ap.add_argument("--quantile", type=float, default=0.005, help="top activation quantile defining T_u")
+    ap.add_argument("--iou-threshold", type=float, default=0.04, help="IoU for a unit to count as interpretable")
+    ap.add_argument("--denominator", choices=["lite", "original"], default="lite",
+                    help="activation area in IoU: NetDissect-Lite's (images where the unit overlaps category c) "
+                    "or the original's (every image holding c)")
+    ap.add_argument("--time", choices=["mean", "frames"], default="mean",
+                    help="5-D video features: pool over time, or dissect every frame as a sample")
+    ap.add_argument("--frames", type=int, help="clip length T for video models (default: the checkpoint's)")
+    ap.add_argument("--size", type=int, help="input size (default: the checkpoint's, else the concept set's)")
+    ap.add_argument("--no-snippets", action="store_true", help="feed T still copies even where a <stem>.mp4 exists")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--top-k", type=int, default=8, help="gallery images per unit")
+    ap.add_argument("--no-gallery", action="store_true", help="skip the JPEG tiles")
+    ap.add_argument("--out", help="output folder (default: <run dir>/dissect, else ./dissect_out)")
+    ap.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
+    ap.add_argument("--store", action="store_true", help="also write unit labels into the run dir's results store")
+    ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def load_target(args):
+    """Return ``(model, frames, size, mean, std, checkpoint hash, run dir or None)`` for the CLI's model argument."""
+    import torch
+
+    if args.torchvision:
+        import torchvision
+
+        model = torchvision.models.get_model(args.model, weights=None)
+        if args.weights:
+            model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+        from dissect.engine import model_fingerprint
+
+        return model.eval(), None, args.size or 224, None, None, model_fingerprint(model), None
+    from mmit_interp.checkpoint import load_model
+
+    model, meta = load_model(args.model)
+    tf = meta.get("transforms") or {}
+    frames = (args.frames or tf.get("frames")) if getattr(model, "modality", "video") == "video" else None
+    run_dir = Path(args.model) if Path(args.model).is_dir() else None
+    return model, frames, args.size or tf.get("size"), tf.get("mean"), tf.get("std"), meta["sha256"][:16], run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mmit-dissect``."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from dissect import report
+    from dissect.capture import list_layers
+    from dissect.engine import run_dissection
+
+    model, frames, size, mean, std, ckpt, run_dir = load_target(args)
+    if args.list_layers:
+        s = size if isinstance(size, int) else 112
+        example = torch.zeros((1, 3, frames, s, s) if frames else (1, 3, s, s))
+        for name, kind, shape in list_layers(model, example):
+            print(f"{name:40s} {kind:22s} {'x'.join(map(str, shape)) if shape else '-'}")
+        return 0
+    if not args.layers or not args.concept_set:
+        print("mmit-dissect: --layers and --concept-set are required (try --list-layers)", file=sys.stderr)
+        return 2
+    dist_on = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if dist_on:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+    out = Path(args.out) if args.out else (run_dir / "dissect" if run_dir else Path("dissect_out"))
+    kwargs = {"mean": mean, "std": std} if mean and std else {}
+    results = run_dissection(
+        model, args.layers, args.concept_set, categories=args.categories, quantile=args.quantile, time=args.time,
+        frames=frames, size=size, batch_size=args.batch_size, workers=args.workers, top_k=max(args.top_k, 1),
+        device=args.device, cache_dir=None if args.no_cache else out / "cache", checkpoint_hash=ckpt,
+        use_snippets=not args.no_snippets, progress=not args.no_progress, dataset_kwargs=kwargs,
+    )
+    rank0 = not dist_on or torch.distributed.get_rank() == 0
+    if rank0:
+        summary = report.write_outputs(
+            results, out, denominator=args.denominator, iou_threshold=args.iou_threshold,
+            gallery=None if args.no_gallery else {"model": model, "k": args.top_k, "time": args.time,
+                                                  "frames": frames, "size": size, "dataset_kwargs": kwargs},
+        )
+        if args.store and run_dir is not None:
+            from mmit_interp.store import ResultsStore
+
+            with ResultsStore(run_dir) as store:
+                for cs, layers in results.items():
+                    for layer, res in layers.items():
+                        store.write_units(layer, Path(cs).name, report.to_records(res, args.denominator, args.iou_threshold))
+        print(json.dumps(summary, indent=2))
+    if dist_on:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

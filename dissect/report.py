@@ -1,0 +1,279 @@
+"""Dissection outputs: unit tables, NetDissect-Lite ``tally.csv``, galleries, counts, Table 3, Fig. 11.
+
+Everything is plain data first (lists of dicts, JSON-able), then files: CSV/JSON, JPEG tiles,
+matplotlib figures (PNG + SVG). ``to_records`` is what the results store ingests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dissect.engine import LayerResult, to_samples
+
+UNIT_COLUMNS = ["layer", "unit", "category", "label", "label_number", "iou", "interpretable", "threshold", "runner_ups"]
+
+
+def to_records(result: LayerResult, denominator: str = "lite", iou_threshold: float = 0.04, runner_ups: int = 3) -> list[dict]:
+    """Unit rows as plain dicts (``unit`` 0-based; ``runner_ups`` a list of {label, category, iou})."""
+    return result.unit_table(denominator, iou_threshold, runner_ups)
+
+
+def write_unit_table(records: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Write the unit table CSV: fixed columns, then ``<category>_label`` / ``<category>_iou`` pairs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = [k for k in (records[0] if records else {}) if k not in UNIT_COLUMNS]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(UNIT_COLUMNS + extra)
+        for r in records:
+            ru = "; ".join(f"{x['label']} ({x['category']}) {x['iou']:.4f}" for x in r["runner_ups"])
+            w.writerow([r[k] if k != "runner_ups" else ru for k in UNIT_COLUMNS] + [r[k] for k in extra])
+    return path
+
+
+def write_tally_csv(result: LayerResult, path: str | os.PathLike, denominator: str = "lite") -> Path:
+    """Write NetDissect-Lite's ``tally.csv``: unit (1-based), category, label, score, then per category
+    ``<cat>-label, <cat>-truth, <cat>-activation, <cat>-intersect, <cat>-iou``; best score first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iou = result.iou(denominator)
+    act = {"lite": result.tally.act_lite, "original": result.tally.act_orig}[denominator]
+    prim = result.primary
+    best = {}
+    for ci, cat in enumerate(result.categories):
+        cols = (prim == ci).nonzero().view(-1)
+        if len(cols):
+            j = cols[torch.argmax(iou[:, cols], dim=1)]
+            best[cat] = (j, iou.gather(1, j[:, None])[:, 0])
+    fields = ["unit", "category", "label", "score"]
+    for cat in result.categories:
+        fields += [f"{cat}-label", f"{cat}-truth", f"{cat}-activation", f"{cat}-intersect", f"{cat}-iou"]
+    rows = []
+    for u in range(result.units):
+        row: dict = {"unit": u + 1}
+        top = None
+        for ci, cat in enumerate(result.categories):
+            if cat not in best:
+                row.update({f"{cat}-label": "", f"{cat}-truth": 0, f"{cat}-activation": 0, f"{cat}-intersect": 0, f"{cat}-iou": 0.0})
+                continue
+            j, s = int(best[cat][0][u]), float(best[cat][1][u])
+            row.update({
+                f"{cat}-label": result.label_names[j],
+                f"{cat}-truth": int(result.tally.label_area[j]),
+                f"{cat}-activation": int(act[u, ci]),
+                f"{cat}-intersect": int(result.tally.inter[u, j]),
+                f"{cat}-iou": s,
+            })
+            if top is None or s > top[2]:
+                top = (cat, result.label_names[j], s)
+        if top is not None:
+            row.update({"category": top[0], "label": top[1], "score": top[2]})
+        rows.append(row)
+    rows.sort(key=lambda r: -r.get("score", 0.0))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def category_counts(records: Sequence[Mapping], categories: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """Per category: interpretable units and unique concepts among them (plus a ``total`` entry)."""
+    cats = list(categories) if categories else sorted({r["category"] for r in records})
+    out = {c: {"units": 0, "concepts": 0} for c in cats}
+    concepts: dict[str, set] = {c: set() for c in cats}
+    for r in records:
+        if r["interpretable"]:
+            out.setdefault(r["category"], {"units": 0, "concepts": 0})["units"] += 1
+            concepts.setdefault(r["category"], set()).add(r["label"])
+    for c, s in concepts.items():
+        out[c]["concepts"] = len(s)
+    out["total"] = {"units": sum(v["units"] for v in out.values()), "concepts": sum(len(s) for s in concepts.values())}
+    return out
+
+
+def table3(counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> list[dict]:
+    """Table 3 rows from ``{concept set: category_counts(...)}``: concepts found, interpretable units."""
+    return [{"concept_set": name, "concepts": c["total"]["concepts"], "interpretable_units": c["total"]["units"]}
+            for name, c in counts.items()]
+
+
+def blockwise(counts: Mapping[str, Mapping[str, Mapping[str, int]]], categories: Sequence[str]) -> list[dict]:
+    """Fig. 11 data from ``{layer: category_counts(...)}``: interpretable units per category per layer."""
+    return [{"layer": layer, **{c: cc.get(c, {}).get("units", 0) for c in categories}} for layer, cc in counts.items()]
+
+
+def write_rows(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
+    """Write rows as ``<stem>.csv`` and ``<stem>.json``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(list(rows), indent=2))
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]) if rows else [], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
+    """Grouped bars of concepts found and interpretable units per concept set (PNG + SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["concept_set"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.2))
+    ax.bar(x - 0.2, [r["concepts"] for r in rows], 0.4, label="concepts found")
+    ax.bar(x + 0.2, [r["interpretable_units"] for r in rows], 0.4, label="interpretable units")
+    ax.set_xticks(x, names, rotation=15)
+    ax.legend(frameon=False)
+    ax.set_title("Concept sets compared (Table 3)")
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(Path(stem).with_suffix(f".{ext}"), dpi=150)
+    plt.close(fig)
+
+
+def plot_blockwise(rows: Sequence[Mapping], categories: Sequence[str], stem: str | os.PathLike) -> None:
+    """Stacked bars of interpretable units per category for each layer/block (Fig. 11; PNG + SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = [r["layer"] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(rows), 3.4))
+    bottom = np.zeros(len(rows))
+    for c in categories:
+        v = np.array([r.get(c, 0) for r in rows], dtype=float)
+        ax.bar(layers, v, bottom=bottom, label=c)
+        bottom += v
+    ax.set_ylabel("interpretable units")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title("Interpretable units per category, by block")
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(Path(stem).with_suffix(f".{ext}"), dpi=150)
+    plt.close(fig)
+
+
+def write_gallery(
+    model: nn.Module,
+    result: LayerResult,
+    dataset,
+    out_dir: str | os.PathLike,
+    *,
+    units: Sequence[int] | None = None,
+    k: int = 8,
+    time: str = "mean",
+    input_adapter: Callable[[torch.Tensor], tuple] | None = None,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
+    """Write ``unit_<u>.jpg`` strips: each unit's top-k images (by per-image max activation), the
+    region where the upsampled map exceeds T_u kept bright and outlined, the rest dimmed."""
+    from PIL import Image
+
+    from mmit_interp.hooks import capture_activations
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    adapter = input_adapter or (lambda x: (x,))
+    units = list(range(result.units)) if units is None else list(units)
+    tops = {u: [int(i) for i in result.top_images.images[u, :k]] for u in units}
+    needed = sorted({i for v in tops.values() for i in v})
+    maps: dict[int, torch.Tensor] = {}
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(needed), batch_size):
+            idx = needed[s : s + batch_size]
+            x = torch.stack([dataset[i]["image"] for i in idx]).to(device)
+            with capture_activations(model, [result.layer]) as acts:
+                model(*adapter(x))
+            feats, rep = to_samples(acts[result.layer].float(), time)
+            feats = feats.view(len(idx), rep, *feats.shape[1:]).amax(1)  # frames: the max over time
+            for j, i in enumerate(idx):
+                maps[i] = feats[j, units].cpu()
+    paths = []
+    size = dataset.seg_size
+    for pos, u in enumerate(units):
+        tiles = []
+        for i in tops[u]:
+            img = np.asarray(Image.fromarray(dataset.read_image(i)).resize(size[::-1], Image.BILINEAR), dtype=np.float32)
+            up = torch.nn.functional.interpolate(maps[i][pos][None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+            m = (up > result.thresholds[u]).numpy()
+            edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+            tile = np.where(m[..., None], img, img * 0.3)
+            tile[edge] = (255, 220, 0)
+            tiles.append(tile.astype(np.uint8))
+        if tiles:
+            gap = np.full((size[0], 3, 3), 255, np.uint8)
+            strip = np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1)
+            p = out_dir / f"unit_{u:04d}.jpg"
+            Image.fromarray(strip).save(p, quality=90)
+            paths.append(p)
+    return paths
+
+
+def write_outputs(
+    results: Mapping[str, Mapping[str, LayerResult]],
+    out: str | os.PathLike,
+    *,
+    denominator: str = "lite",
+    iou_threshold: float = 0.04,
+    gallery: Mapping | None = None,
+) -> dict:
+    """Write every per-layer file and the cross-set / cross-layer summaries; return the counts.
+
+    Layout: ``<out>/<concept set>/<layer>/{units.csv, tally.csv, counts.json, gallery/}``,
+    ``<out>/table3.{csv,json,png,svg}`` (two or more concept sets; one row per set and layer) and
+    ``<out>/<concept set>/blockwise.{csv,json,png,svg}``, where a concept set is named by its key's
+    last path component. ``gallery`` holds ``model`` and the
+    ``BrodenDataset`` settings (``k``, ``time``, ``frames``, ``size``, ``dataset_kwargs``).
+    """
+    from broden_actions.broden import BrodenDataset
+
+    out = Path(out)
+    summary: dict = {}
+    for cs, layers in results.items():
+        name = Path(cs).name
+        summary[name] = {}
+        cats: list[str] = []
+        for layer, res in layers.items():
+            d = out / name / layer
+            recs = to_records(res, denominator, iou_threshold)
+            write_unit_table(recs, d / "units.csv")
+            write_tally_csv(res, d / "tally.csv", denominator)
+            counts = category_counts(recs, res.categories)
+            (d / "counts.json").write_text(json.dumps(counts, indent=2))
+            summary[name][layer] = counts
+            cats = res.categories
+            if gallery is not None:
+                ds = BrodenDataset(res.settings.get("concept_set", cs), size=gallery.get("size"), frames=gallery.get("frames"),
+                                   **(gallery.get("dataset_kwargs") or {}))
+                dev = next(gallery["model"].parameters()).device
+                write_gallery(gallery["model"], res, ds, d / "gallery", k=gallery.get("k", 8),
+                              time=gallery.get("time", "mean"), device=dev)
+        rows = blockwise(summary[name], cats)
+        write_rows(rows, out / name / "blockwise")
+        plot_blockwise(rows, cats, out / name / "blockwise")
+    if len(summary) >= 2:
+        rows = [{"layer": layer, **r} for layer in next(iter(results.values()))
+                for r in table3({cs: summary[cs][layer] for cs in summary if layer in summary[cs]})]
+        write_rows(rows, out / "table3")
+        last = rows[-1]["layer"]
+        plot_table3([r for r in rows if r["layer"] == last], out / "table3")
+    (out / "summary.json").write_text(json.dumps({"denominator": denominator, "iou_threshold": iou_threshold,
+                                                  "counts": summary}, indent=2))
+    return summary

@@ -1,0 +1,164 @@
+"""End to end on hooked toy models: planted units, video layouts, cache, CLI, reports, 2-process runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from broden_actions.broden import BrodenWriter
+from dissect import report
+from dissect.engine import run_dissection
+
+N_IMG, SIZE, SEG, SIDE = 12, 32, 16, 4  # each image: a 4x4 (seg px) red square and a 4x4 green square
+
+
+def make_concepts(root):
+    """Red 'square' and green 'disc' objects (8x8 image px = 4x4 seg px each) on a dim background."""
+    w = BrodenWriter(root, ["object", "scene"], image_size=(SIZE, SIZE), seg_size=(SEG, SEG))
+    sq, disc = w.add_label("square", "object"), w.add_label("disc", "object")
+    scenes = [w.add_label("street", "scene"), w.add_label("beach", "scene")]
+    rng = np.random.default_rng(0)
+    for i in range(N_IMG):
+        img = rng.integers(0, 60, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        mask = np.zeros((SEG, SEG), np.int32)
+        y, x = rng.integers(0, SEG - SIDE, size=2)
+        mask[y : y + SIDE, x : x + SIDE] = sq
+        img[2 * y : 2 * (y + SIDE), 2 * x : 2 * (x + SIDE), 0] = 250
+        m2 = np.zeros((SEG, SEG), np.int32)
+        while True:
+            y2, x2 = rng.integers(0, SEG - SIDE, size=2)
+            if abs(int(y2) - int(y)) >= SIDE or abs(int(x2) - int(x)) >= SIDE:
+                break
+        m2[y2 : y2 + SIDE, x2 : x2 + SIDE] = disc
+        img[2 * y2 : 2 * (y2 + SIDE), 2 * x2 : 2 * (x2 + SIDE), 1] = 250
+        w.add_image(img, pixel={"object": [mask + m2]}, whole={"scene": [scenes[i % 2]]})
+    w.close()
+    return root
+
+
+class Toy2d(nn.Module):
+    """features: 2x2 average of the RGB channels (unit 0 = red, 1 = green, 2 = blue): a 16x16 map."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.AvgPool2d(2)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+class Toy3d(nn.Module):
+    """Video toy: (N, 3, T, H, W) -> features (N, 3, T, 16, 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.AvgPool3d((1, 2, 2))
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3, 4))
+
+
+Q = SIDE * SIDE / (SEG * SEG)  # the square covers exactly this share of all positions
+
+
+@pytest.fixture(scope="module")
+def concepts(tmp_path_factory):
+    return make_concepts(tmp_path_factory.mktemp("concepts"))
+
+
+def test_planted_units_get_their_concepts(concepts):
+    res = run_dissection(Toy2d(), ["features"], [concepts], quantile=Q, batch_size=5, progress=False)
+    r = res[str(concepts)]["features"]
+    for den in ("lite", "original"):
+        rows = report.to_records(r, den)
+        assert rows[0]["label"] == "square" and rows[0]["iou"] == pytest.approx(1.0)
+        assert rows[1]["label"] == "disc" and rows[1]["iou"] == pytest.approx(1.0)
+        assert rows[0]["category"] == "object" and rows[0]["interpretable"]
+
+
+@pytest.mark.parametrize("time", ["mean", "frames"])
+def test_video_model_planted_unit(concepts, time):
+    res = run_dissection(Toy3d(), ["features"], [concepts], quantile=Q, frames=2, time=time, progress=False)
+    rows = report.to_records(res[str(concepts)]["features"])
+    assert rows[0]["label"] == "square" and rows[0]["iou"] == pytest.approx(1.0)
+
+
+def test_cache_is_used_and_keyed(concepts, tmp_path):
+    run_dissection(Toy2d(), ["features"], [concepts], quantile=Q, cache_dir=tmp_path, checkpoint_hash="abc", progress=False)
+
+    class Boom(Toy2d):
+        def forward(self, x):
+            raise AssertionError("should have come from the cache")
+
+    again = run_dissection(Boom(), ["features"], [concepts], quantile=Q, cache_dir=tmp_path, checkpoint_hash="abc",
+                           progress=False)
+    assert report.to_records(again[str(concepts)]["features"])[0]["label"] == "square"
+    with pytest.raises(AssertionError, match="cache"):  # another quantile is another key
+        run_dissection(Boom(), ["features"], [concepts], quantile=0.01, cache_dir=tmp_path, checkpoint_hash="abc",
+                       progress=False)
+
+
+def test_reports(concepts, tmp_path):
+    model = Toy2d()
+    res = run_dissection(model, ["features"], [concepts], quantile=Q, progress=False)
+    summary = report.write_outputs({"A": res[str(concepts)], "B": res[str(concepts)]}, tmp_path,
+                                   gallery={"model": model, "k": 3})
+    d = tmp_path / "A" / "features"
+    header = (d / "tally.csv").read_text().splitlines()[0]
+    assert header == ("unit,category,label,score,object-label,object-truth,object-activation,object-intersect,"
+                      "object-iou,scene-label,scene-truth,scene-activation,scene-intersect,scene-iou")
+    first = (d / "tally.csv").read_text().splitlines()[1].split(",")
+    assert first[0] in ("1", "2") and first[1] == "object" and float(first[3]) == pytest.approx(1.0)
+    assert summary["A"]["features"]["object"]["concepts"] == 2  # the blue unit may match weakly too
+    assert len(list((d / "gallery").glob("unit_*.jpg"))) == 3
+    t3 = json.loads((tmp_path / "table3.json").read_text())
+    assert [r["concept_set"] for r in t3] == ["A", "B"] and t3[0]["interpretable_units"] >= 2
+    for f in ("table3.png", "table3.svg", "A/blockwise.png", "A/blockwise.svg", "A/blockwise.csv", "A/features/units.csv"):
+        assert (tmp_path / f).is_file(), f
+
+
+def test_cli_list_layers_and_run(concepts, tmp_path, capsys):
+    from dissect.cli import main
+
+    assert main(["resnet18", "--torchvision", "--size", "32", "--list-layers"]) == 0
+    out = capsys.readouterr().out
+    assert "layer4.1.conv2" in out and "1x512x1x1" in out
+    assert main(["resnet18", "--torchvision", "--size", "32", "--layers", "layer1", "layer2", "--concept-set",
+                 str(concepts), "--out", str(tmp_path), "--workers", "0", "--no-progress", "--top-k", "2"]) == 0
+    assert (tmp_path / concepts.name / "layer2" / "tally.csv").is_file()
+    assert (tmp_path / concepts.name / "layer1" / "gallery" / "unit_0000.jpg").is_file()
+
+
+def _worker(rank, world, init, concepts, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+        res = run_dissection(model, ["0", "2"], [concepts], quantile=0.02, batch_size=4, progress=False)
+        if rank == 0:
+            torch.save({k: v.state_dict() for k, v in res[str(concepts)].items()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_equal_one(concepts, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'init'}", concepts, tmp_path / "two.pt"), nprocs=2)
+    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+    one = run_dissection(model, ["0", "2"], [concepts], quantile=0.02, batch_size=5, progress=False)[str(concepts)]
+    for layer in ("0", "2"):
+        assert torch.equal(two[layer]["thresholds"], one[layer].thresholds)
+        for k, v in one[layer].tally.state_dict().items():
+            assert torch.equal(two[layer]["tally"][k], v), k
+        assert torch.equal(two[layer]["top_images"]["images"], one[layer].top_images.images)
