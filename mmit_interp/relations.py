@@ -43,7 +43,7 @@ def _head_weight(model: nn.Module) -> torch.Tensor:
 
 def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper: str = "layer4",
                  lower: str = "layer3", top_upper: int = 5, top_lower: int = 3) -> list[dict[str, Any]]:
-    """Concept path rows `{step, rank, layer, unit, parent, contribution}` for one clip `(1, 3, T, H, W)`.
+    """Concept path rows `{step, rank, layer, unit, parent, contribution, label_layers}` for one clip `(1, 3, T, H, W)`.
 
     `upper` must be the block feeding the GAP + linear head; `lower` any earlier block.
     """
@@ -66,7 +66,8 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
     pooled = x.flatten(2).mean(2)[0]  # (K4,)
     share = _head_weight(model)[class_idx].detach() * pooled.detach()
     top = share.topk(min(top_upper, share.numel()))
-    rows = [{"step": 0, "rank": r, "layer": up, "unit": int(u), "parent": -1, "contribution": float(v)}
+    rows = [{"step": 0, "rank": r, "layer": up, "unit": int(u), "parent": -1, "contribution": float(v),
+             "label_layers": stage_aliases(model, up)}
             for r, (u, v) in enumerate(zip(top.indices.tolist(), top.values.tolist()))]
     sel = top.indices
     eye = torch.zeros(len(sel), pooled.numel())
@@ -75,16 +76,17 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
     attr = (grads * f3.detach()).flatten(3).sum(3)[:, 0]  # (S, K3)
     sub = attr.topk(min(top_lower, attr.shape[1]), dim=1)
     for i, parent in enumerate(sel.tolist()):
-        rows += [{"step": 1, "rank": r, "layer": lo, "unit": int(u), "parent": parent, "contribution": float(v)}
+        rows += [{"step": 1, "rank": r, "layer": lo, "unit": int(u), "parent": parent, "contribution": float(v),
+                  "label_layers": stage_aliases(model, lo)}
                  for r, (u, v) in enumerate(zip(sub.indices[i].tolist(), sub.values[i].tolist()))]
     return rows
 
 
-def label_rows(rows: list[dict], model: nn.Module, store) -> list[dict]:
+def label_rows(rows: list[dict], store) -> list[dict]:
     """Add each unit's dissection `label`/`category`/`iou` from a results store (or "not dissected")."""
-    tables = {lay: store.unit_labels(stage_aliases(model, lay)) for lay in {r["layer"] for r in rows}}
+    tables = {k: store.unit_labels(list(k)) for k in {tuple(r["label_layers"]) for r in rows}}
     for r in rows:
-        u = tables[r["layer"]].get(r["unit"])
+        u = tables[tuple(r["label_layers"])].get(r["unit"])
         r.update(label=u["label"] if u else NOT_DISSECTED, category=u["category"] if u else None,
                  iou=u["iou"] if u else None)
     return rows
@@ -116,7 +118,7 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     key = clip_key(clip_path)
     with ResultsStore(run_root(run_dir)) as st:
         rid = st.register_run(meta)
-        label_rows(rows, model, st)
+        label_rows(rows, st)
         if record:
             if st.clip(key, run_id=rid) is None:
                 analyze_clip(run_dir, clip_path)

@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS clip_files (
 CREATE TABLE IF NOT EXISTS concept_paths (
   run_id INTEGER NOT NULL, clip_key TEXT NOT NULL, class_idx INTEGER NOT NULL, step INTEGER NOT NULL,
   rank INTEGER NOT NULL, layer TEXT NOT NULL, unit INTEGER NOT NULL, parent INTEGER NOT NULL,
-  contribution REAL NOT NULL, PRIMARY KEY (run_id, clip_key, class_idx, step, parent, rank),
+  contribution REAL NOT NULL, label_layers TEXT NOT NULL, PRIMARY KEY (run_id, clip_key, class_idx, step, parent, rank),
   FOREIGN KEY (run_id, clip_key) REFERENCES clips ON DELETE CASCADE);
 CREATE TABLE IF NOT EXISTS localisation (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, method TEXT NOT NULL,
@@ -458,31 +458,32 @@ class ResultsStore:
     def write_concept_path(self, clip_key: str, class_idx: int, steps: Iterable[Mapping[str, Any]], *,
                            run_id: int | None = None) -> None:
         """Replace the concept path of (clip, class): rows `{step, rank, layer, unit, parent, contribution}`
-        (step 0: units driving the class, parent -1; step 1: units driving step-0 unit `parent`).
-        The clip must have been written with `write_clip` first."""
+        (step 0: units driving the class, parent -1; step 1: units driving step-0 unit `parent`) and
+        optionally `label_layers`, the dissected layer names that are the same tensor as `layer`
+        (default `[layer]`). The clip must have been written with `write_clip` first."""
         rid = self.run_id(run_id)
         rows = [(rid, clip_key, int(class_idx), int(s["step"]), int(s["rank"]), s["layer"], int(s["unit"]),
-                 int(s["parent"]), float(s["contribution"])) for s in steps]
+                 int(s["parent"]), float(s["contribution"]), _j(list(s.get("label_layers") or [s["layer"]])))
+                for s in steps]
         with self.transaction() as c:
             c.execute("DELETE FROM concept_paths WHERE run_id = ? AND clip_key = ? AND class_idx = ?",
                       (rid, clip_key, int(class_idx)))
-            c.executemany("INSERT INTO concept_paths VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT INTO concept_paths VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
-    def concept_path(self, clip_key: str, class_idx: int, *, label_layers: Mapping[str, Sequence[str]] | None = None,
-                     run_id: int | None = None) -> list[dict]:
-        """Concept path rows with each unit's current dissection label (or "not dissected").
-
-        `label_layers` maps a path layer to the dissected layer names that are the same tensor
-        (e.g. `layer4` -> `["layer4", "layer4.1"]`); by default only the layer's own name.
-        """
+    def concept_path(self, clip_key: str, class_idx: int, run_id: int | None = None) -> list[dict]:
+        """Concept path rows with each unit's current dissection label (or "not dissected"), looked up
+        under the row's `label_layers` (first one dissected wins; best IoU over concept sets)."""
         rid = self.run_id(run_id)
         rows = [dict(r) for r in self.conn.execute(
-            "SELECT step, rank, layer, unit, parent, contribution FROM concept_paths WHERE run_id = ? AND "
-            "clip_key = ? AND class_idx = ? ORDER BY step, parent, rank", (rid, clip_key, int(class_idx)))]
-        labels = {lay: self.unit_labels((label_layers or {}).get(lay, [lay]), run_id=rid)
-                  for lay in {r["layer"] for r in rows}}
+            "SELECT step, rank, layer, unit, parent, contribution, label_layers FROM concept_paths WHERE run_id = ? "
+            "AND clip_key = ? AND class_idx = ? ORDER BY step, parent, rank", (rid, clip_key, int(class_idx)))]
+        labels: dict[str, dict[int, dict]] = {}
         for r in rows:
-            u = labels[r["layer"]].get(r["unit"])
+            r["label_layers"] = json.loads(r["label_layers"])
+            key = json.dumps(r["label_layers"])
+            if key not in labels:
+                labels[key] = self.unit_labels(r["label_layers"], run_id=rid)
+            u = labels[key].get(r["unit"])
             r.update(label=u["label"] if u else NOT_DISSECTED, category=u["category"] if u else None,
                      iou=u["iou"] if u else None)
         return rows

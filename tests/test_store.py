@@ -109,13 +109,14 @@ def test_clip_and_concept_path_replace_with_labels(store):
     assert d["predictions"][0] == {"class_idx": 2, "name": "c2", "score": 0.9}
     assert d["files"]["cam"][2] == ["/out/c2_0.png", "/out/c2_1.png"] and not d["has_audio"]
     assert store.clips()[0]["top_name"] == "c2"
-    path = [{"step": 0, "rank": 0, "layer": "layer4", "unit": 0, "parent": -1, "contribution": 1.5}]
+    path = [{"step": 0, "rank": 0, "layer": "layer4.1", "unit": 0, "parent": -1, "contribution": 1.5,
+             "label_layers": ["layer4.1", "layer4"]}]
     store.write_concept_path("k1", 2, path)
     store.write_concept_path("k1", 2, path)
     assert store.concept_path("k1", 2)[0]["label"] == NOT_DISSECTED
-    store.write_units("layer4.1", "broden", [{"unit": 0, "category": "texture", "label": "dotted", "iou": 0.1}])
-    got = store.concept_path("k1", 2, label_layers={"layer4": ["layer4", "layer4.1"]})
-    assert got[0]["label"] == "dotted" and got[0]["iou"] == 0.1
+    store.write_units("layer4", "broden", [{"unit": 0, "category": "texture", "label": "dotted", "iou": 0.1}])
+    got = store.concept_path("k1", 2)
+    assert got[0]["label"] == "dotted" and got[0]["iou"] == 0.1 and got[0]["label_layers"] == ["layer4.1", "layer4"]
 
 
 def test_failed_write_rolls_back(store):

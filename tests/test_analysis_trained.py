@@ -1,0 +1,72 @@
+"""End-to-end analyses on a tiny model trained on a tiny synthetic world (built once, cached: tests/_trained.py)."""
+from __future__ import annotations
+
+import pytest
+
+from _trained import trained_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world_run():
+    return trained_world()
+
+
+def test_mcam_pointing_at_least_max_of_cams_and_above_chance(world_run):
+    from mmit_interp.localisation import run_localisation
+
+    world, run = world_run
+    r = run_localisation(run, world=world, split="val", record=False)
+    s = r["summary"]
+    print("localisation summary:", s)
+    assert r["n_records"] > 0
+    assert s["mcam"]["pointing"] >= s["cam_max"]["pointing"]
+    assert s["mcam"]["pointing"] > s["chance"]["pointing"] + 0.15  # clearly above chance
+
+
+def test_ablation_and_selectivity_on_trained_run(world_run):
+    from mmit_interp.ablation import run_ablation
+    from mmit_interp.selectivity import run_selectivity
+    from mmit_interp.store import ResultsStore
+
+    world, run = world_run
+    res = run_ablation(run, block="layer4", data=str(world), ps=(0.0, 0.5, 1.0), seeds=(0, 1), max_clips=32)
+    rel = {(r["metric"], r["p"]): r["rel"] for r in res["rows"] if r["seed"] == 0}
+    assert rel[("map_sample", 0.0)] == pytest.approx(1.0) and rel[("map_sample", 1.0)] < 1.0
+    sel = run_selectivity(run, blocks=["layer3", "layer4"])
+    with ResultsStore(run) as st:
+        assert [b["block"] for b in st.selectivity_blocks()] == [r["block"] for r in sel]
+        assert st.ablation_curves()["layer4.1"]["map_sample"]["n"] == [2, 2, 2]
+
+
+def test_concept_path_of_biased_action_reaches_planted_texture(world_run):
+    from dissect.engine import run_dissection
+    from mmit_interp.checkpoint import load_model
+    from mmit_interp.relations import clip_concept_path
+    from mmit_interp.store import ResultsStore
+    from mmit_interp.synth import load_truth
+
+    world, run = world_run
+    action, texture = "spinning", "dotted"
+    model, meta = load_model(run)
+    t = meta["transforms"]
+    res = run_dissection(model, ["layer3", "layer4"], [str(world / "broden")], frames=int(t["frames"]),
+                         size=int(t["size"]), progress=False, batch_size=16, device="cpu")
+    with ResultsStore(run) as st:
+        st.register_run(meta)
+        for layer, lr in res[str(world / "broden")].items():
+            st.write_units(layer, "synth", lr.unit_table())
+        dotted = [u["unit"] for u in st.units("layer4", category="texture") if u["label"] == texture]
+    clips = [c for c in load_truth(world) if c.split == "val" and action in c.labels
+             and any(a.action == action and a.texture == texture for a in c.actors)][:3]
+    assert clips, "the tiny world has no validation clip of the biased action"
+    found = []
+    for c in clips:
+        path = clip_concept_path(run, world / "videos" / c.path, action, top_upper=5, top_lower=3)["path"]
+        found.append(sorted({(r["layer"], r["label"]) for r in path}))
+        if any(r["label"] == texture for r in path):
+            return
+    if not dotted:
+        pytest.skip(f"no layer4 unit is labelled {texture!r} by dissection; paths of {action!r} reached {found}")
+    pytest.fail(f"layer4 units {dotted} are labelled {texture!r} but the paths of {action!r} reached {found}")
