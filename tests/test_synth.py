@@ -15,6 +15,7 @@ from mmit_interp.annotations import read_mmit
 from mmit_interp.synth import SynthConfig, generate_world, label_stats, load_truth, sample_clips
 from mmit_interp.synth.cli import main as cli_main
 from mmit_interp.synth.render import render_clip
+from mmit_interp.synth.sheet import contact_sheet
 from mmit_interp.synth.world import CATALOGUE, COLOURS, TEXTURES, ActorSpec, ClipSpec
 from mmit_interp.video import decode_audio
 
@@ -226,3 +227,10 @@ def test_cli_refuses_non_empty_folder_unless_forced(tmp_path, capsys):
     assert _decode_all(out / "videos" / truth[0].path).shape == (10, 32, 32, 3)
     assert len(read_mmit(out, "train").vocab) == 6
     assert cli_main(["x", "--size", "33"]) == 2
+
+
+def test_contact_sheet(world, tmp_path):
+    out, _ = world
+    png = contact_sheet(out, tmp_path / "sheet.png", clips=2, frames=3, scale=2)
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[1] == 3 * (2 * 64 + 4)
