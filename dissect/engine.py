@@ -143,7 +143,7 @@ def _all_merge(obj, make: Callable[[dict], object]):
 def dissect_stream(
     batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]],
     num_images: int,
-    num_labels: int,
+    label_categories: torch.Tensor,
     primary: torch.Tensor,
     label_names: list[str],
     categories: list[str],
@@ -159,6 +159,8 @@ def dissect_stream(
     Each batch is ``({layer: output tensor}, labels)`` with ``labels`` a ``BrodenDataset.collate``
     dict (``pixel``, ``plane_cat``, ``whole``, ``whole_cat``, ``index`` = global image index).
     ``num_images`` counts all images over every shard (it fixes the quantile rank k).
+    ``label_categories (L+1, C)`` is label membership per category (label.csv), ``primary (L+1,)``
+    the category c(l) of each label (-1: none) used for the IoU denominators.
     """
     if time not in TIME_MODES:
         raise ValueError(f"time must be one of {TIME_MODES}, got {time!r}")
@@ -179,7 +181,8 @@ def dissect_stream(
     tops = {n: _all_merge(t, lambda st: TopKImages.from_state_dict(st, device)) for n, t in tops.items()}
     thresholds = {n: q.threshold() for n, q in quants.items()}
 
-    tallies = {n: Tally(q.units, num_labels, len(categories), device) for n, q in quants.items()}
+    member = torch.as_tensor(label_categories, dtype=torch.bool)
+    tallies = {n: Tally(q.units, member.shape[0] - 1, member, device) for n, q in quants.items()}
     blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
@@ -398,6 +401,11 @@ def run_dissection(
             full_prim = ds.broden.primary_categories()
             cat_pos = {c: i for i, c in enumerate(ds.categories)}
             prim = torch.tensor([cat_pos.get(ds.broden.categories[c], -1) if c >= 0 else -1 for c in full_prim])
+            member = torch.zeros((ds.broden.num_labels + 1, len(ds.categories)), dtype=torch.bool)
+            for num, lab in ds.broden.labels.items():
+                for c in lab.categories:
+                    if c in cat_pos:
+                        member[num, cat_pos[c]] = True
             was_training = model.training
             model.eval()
 
@@ -416,7 +424,7 @@ def run_dissection(
                     bar.close()
 
             try:
-                fresh = dissect_stream(batches, len(ds), ds.broden.num_labels, prim, names, list(ds.categories),
+                fresh = dissect_stream(batches, len(ds), member, prim, names, list(ds.categories),
                                        quantile=quantile, time=time, top_k=top_k, device=device,
                                        settings={**settings, "concept_set": str(cs), "checkpoint": ckpt})
             finally:

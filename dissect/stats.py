@@ -116,10 +116,11 @@ class LabelBatch:
     """Per-batch label tensors prepared once and shared by every layer's tally.
 
     From a collated batch (``pixel (N, P, sh, sw)``, ``plane_cat``, ``whole``, ``whole_cat``) it
-    builds: ``lab (N*S, P)`` label numbers (row ``b*S + s``) with duplicates across planes of a pixel, and labels that
-    are also whole-image labels of the image, set to 0 (a label's mask in an image is the union of
-    its planes; a whole-image label is the full mask); ``catpix (N, C, S)`` whether category c labels
-    pixel s; ``present (N, C)`` whether the image holds category c at all; ``whole_present (N, C)``.
+    builds ``lab (N*S, P)``, the label numbers at pixel s of image b in row ``b*S + s``, where a label
+    repeated on a later plane of the same pixel, or also given as a whole-image label of the image,
+    is set to 0 (a label's mask in an image is the union of its planes; a whole-image label is the
+    full mask); ``whole (N, W)`` the whole-image labels (0 = padding); and ``present (N, C)``,
+    whether the image's category-c column holds any label.
     """
 
     def __init__(self, batch: dict, num_categories: int, device: torch.device | str = "cpu"):
@@ -127,26 +128,25 @@ class LabelBatch:
         n, p = pixel.shape[:2]
         self.n, self.seg_size = n, tuple(pixel.shape[2:])
         self.S = pixel.shape[2] * pixel.shape[3]
-        lab = pixel.reshape(n, p, self.S).int()
         plane_cat = batch["plane_cat"].to(device)
         whole = batch["whole"].to(device)
         whole_cat = batch["whole_cat"].to(device)
-        C = num_categories
-        nz = lab != 0
-        self.catpix = torch.stack([(nz & (plane_cat == c)[..., None]).any(1) for c in range(C)], 1)  # (N, C, S)
-        self.whole_present = torch.zeros((n, C), dtype=torch.bool, device=device)
+        planes = list(pixel.reshape(n, p, self.S).int().unbind(1))
+        self.present = torch.zeros((n, num_categories), dtype=torch.bool, device=device)
+        for k in range(p):
+            ok = (planes[k] != 0).any(1) & (plane_cat[:, k] >= 0)
+            self.present[ok.nonzero(as_tuple=True)[0], plane_cat[ok, k]] = True
         wvalid = (whole > 0) & (whole_cat >= 0)
-        self.whole_present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
-        self.present = self.catpix.any(2) | self.whole_present
-        planes = list(lab.unbind(1))
+        for j in range(1, whole.shape[1]):  # a repeated whole-image label counts once
+            wvalid[:, j] &= ~(whole[:, j : j + 1] == whole[:, :j]).any(1)
+        self.present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
         for k in range(1, p):  # a label repeated on a later plane of the same pixel counts once
             dup = torch.stack([planes[k] == planes[j] for j in range(k)]).any(0)
             planes[k] = torch.where(dup, 0, planes[k])
         for j in range(whole.shape[1]):  # a whole-image label already covers every pixel
             w = whole[:, j].int().view(n, 1)
             planes = [torch.where(q == w, 0, q) for q in planes]
-        self.lab = torch.stack(planes, 2).view(n * self.S, p)  # (N*S, P): row b*S + s
-        self.catflat = self.catpix.transpose(1, 2).reshape(n * self.S, C).to(torch.int32)
+        self.lab = torch.stack(planes, 2).view(n * self.S, p)
         self.whole = torch.where(wvalid, whole, torch.zeros_like(whole))
         self.index = batch["index"].to(device)
 
@@ -154,17 +154,24 @@ class LabelBatch:
 class Tally:
     """Exact integer tallies for one layer: I[u,l], G[l], activation areas A_lite/A_orig[u,c], A[u].
 
-    ``add`` takes the active pixels of thresholded, upsampled maps as sparse lists, so its cost
-    follows the number of active pixels, not units x pixels.
+    ``label_categories (L+1, C)`` says which categories each label belongs to (label.csv). The
+    NetDissect-Lite area A_lite[u,c] adds a map's active area when its active pixels overlap a label
+    belonging to c (a whole-image label always overlaps); the original A_orig[u,c] adds it in every
+    image whose category-c column holds a label. ``add`` takes active pixels as sparse lists, so its
+    cost follows the active area, not units x pixels.
     """
 
-    def __init__(self, units: int, num_labels: int, num_categories: int, device: torch.device | str = "cpu"):
-        self.units, self.L, self.C = units, num_labels + 1, num_categories
+    def __init__(self, units: int, num_labels: int, label_categories: torch.Tensor, device: torch.device | str = "cpu"):
+        self.units, self.L = units, num_labels + 1
+        self.member = torch.as_tensor(label_categories, dtype=torch.bool, device=device)
+        if self.member.shape[0] != self.L:
+            raise ValueError(f"label_categories needs {self.L} rows, got {tuple(self.member.shape)}")
+        self.C = self.member.shape[1]
         z = dict(dtype=torch.long, device=device)
         self.inter = torch.zeros((units, self.L), **z)
         self.label_area = torch.zeros(self.L, **z)
-        self.act_lite = torch.zeros((units, num_categories), **z)
-        self.act_orig = torch.zeros((units, num_categories), **z)
+        self.act_lite = torch.zeros((units, self.C), **z)
+        self.act_orig = torch.zeros((units, self.C), **z)
         self.act_total = torch.zeros(units, **z)
         self.samples = torch.zeros((), **z)
 
@@ -177,43 +184,54 @@ class Tally:
         self.samples += lb.n * repeats
 
     def add(self, unit: torch.Tensor, image: torch.Tensor, pix_map: torch.Tensor, pix_s: torch.Tensor,
-            lb: LabelBatch) -> None:
+            lb: LabelBatch, max_bins: int = 1 << 22) -> None:
         """Add thresholded maps given sparsely: map j is unit ``unit[j]`` on batch image ``image[j]``;
-        its active pixels are the flat mask positions ``pix_s[i]`` with ``pix_map[i] == j``."""
+        its active pixels are the flat mask positions ``pix_s[i]`` with ``pix_map[i] == j`` (ascending)."""
         n = unit.shape[0]
         if n == 0:
             return
+        step = max(1, max_bins // self.L)
+        bounds = torch.searchsorted(pix_map, torch.arange(0, n + step, step, device=pix_map.device)) if n > step else None
+        for c, m0 in enumerate(range(0, n, step)):
+            m1 = min(n, m0 + step)
+            sl = slice(int(bounds[c]), int(bounds[c + 1])) if bounds is not None else slice(None)
+            self._add_maps(unit[m0:m1], image[m0:m1], pix_map[sl] - m0, pix_s[sl], lb)
+
+    def _add_maps(self, unit, image, pix_map, pix_s, lb: LabelBatch) -> None:
+        """Per-map label histograms -> I, both activation areas (one chunk of maps)."""
+        n = unit.shape[0]
         area = torch.bincount(pix_map, minlength=n)
-        self.act_total.index_add_(0, unit, area)
-        self.act_orig.index_add_(0, unit, area[:, None] * lb.present[image])
         flat = image[pix_map] * lb.S + pix_s
-        keys = ((unit.int() * self.L)[pix_map][:, None] + lb.lab[flat]).reshape(-1)  # int32: U*L < 2**31
-        self.inter += torch.bincount(keys, minlength=self.inter.numel()).view_as(self.inter)
+        keys = ((pix_map.int() * self.L)[:, None] + lb.lab[flat]).reshape(-1)
+        hist = torch.bincount(keys, minlength=n * self.L).view(n, self.L)  # (maps, labels) pixel counts
         wl = lb.whole[image]  # (n, W)
         if wl.shape[1]:
-            wkeys = (unit[:, None] * self.L + wl).reshape(-1)
-            self.inter.view(-1).index_add_(0, wkeys, area[:, None].expand(-1, wl.shape[1]).reshape(-1))
-        hits = torch.zeros((n, self.C), dtype=torch.int32, device=unit.device)
-        hits.index_add_(0, pix_map, lb.catflat[flat])
-        overlap = (hits > 0) | lb.whole_present[image]
+            hist.scatter_add_(1, wl, area[:, None].expand_as(wl).contiguous())
+        hist[:, 0] = 0
+        self.inter.index_add_(0, unit, hist)
+        overlap = ((hist > 0).float() @ self.member.float()) > 0  # (maps, C): Lite's overlap test
         self.act_lite.index_add_(0, unit, area[:, None] * overlap)
-        self.inter[:, 0] = 0
+        self.act_orig.index_add_(0, unit, area[:, None] * lb.present[image])
+        self.act_total.index_add_(0, unit, area)
 
     def merge(self, other: "Tally") -> None:
         """Merge another shard's tallies (integer sums: exact)."""
+        if not torch.equal(other.member.cpu(), self.member.cpu()):
+            raise ValueError("cannot merge tallies over different label sets")
         for k, v in other.state_dict().items():
-            getattr(self, k).add_(v.to(getattr(self, k).device))
+            if k != "member":
+                getattr(self, k).add_(v.to(getattr(self, k).device))
 
     def state_dict(self) -> dict:
         """Plain-tensor state."""
-        keys = ["inter", "label_area", "act_lite", "act_orig", "act_total", "samples"]
+        keys = ["inter", "label_area", "act_lite", "act_orig", "act_total", "samples", "member"]
         return {k: getattr(self, k).cpu() for k in keys}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "Tally":
         """Rebuild from ``state_dict()``."""
         units, L = state["inter"].shape
-        obj = cls(units, L - 1, state["act_lite"].shape[1], device)
+        obj = cls(units, L - 1, state["member"], device)
         for k, v in state.items():
             setattr(obj, k, v.to(device).clone())
         return obj

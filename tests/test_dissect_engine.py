@@ -13,6 +13,9 @@ from dissect.stats import LabelBatch, Tally, TopKImages, TopKQuantile
 
 CATS = ["color", "part", "scene"]
 SEG = 16
+# labels 1-4 colour, 3-7 part (3 and 4 in both), 8-9 scene
+MEMBER = np.zeros((10, 3), bool)
+MEMBER[1:5, 0] = MEMBER[3:8, 1] = MEMBER[8:10, 2] = True
 
 
 def naive_upsample(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
@@ -35,8 +38,12 @@ def naive_upsample(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
     return out
 
 
-def naive_dissect(feats, images, num_labels, primary, quantile):
-    """Reference: every image, every unit, every label in Python loops, float64 counts."""
+def naive_dissect(feats, images, num_labels, primary, quantile, member=None):
+    """Reference: every image, every unit, every label in Python loops, float64 counts.
+
+    Lite: a map's area counts for c when it overlaps a label that belongs to c (``member``);
+    original: when the image's c column holds a label."""
+    member = MEMBER if member is None else member
     n, u = feats.shape[:2]
     C = len(CATS)
     thr = np.zeros(u)
@@ -51,17 +58,14 @@ def naive_dissect(feats, images, num_labels, primary, quantile):
     for i in range(n):
         img = images[i]
         masks = {}  # label -> union mask
-        catmask = np.zeros((C, SEG, SEG), bool)
         present = np.zeros(C, bool)
         for plane, c in img["planes"]:
-            catmask[c] |= plane != 0
             present[c] |= (plane != 0).any()
             for lab in np.unique(plane):
                 if lab:
                     masks[lab] = masks.get(lab, np.zeros((SEG, SEG), bool)) | (plane == lab)
         for lab, c in img["whole"]:
             masks[lab] = np.ones((SEG, SEG), bool)
-            catmask[c] = True
             present[c] = True
         for lab, m in masks.items():
             area[lab] += m.sum()
@@ -73,7 +77,7 @@ def naive_dissect(feats, images, num_labels, primary, quantile):
             for c in range(C):
                 if present[c]:
                     orig[j, c] += a
-                if (act & catmask[c]).any():
+                if any(member[lab, c] and (act & m).any() for lab, m in masks.items()):
                     lite[j, c] += a
     res = {}
     for name, den in (("lite", lite), ("original", orig)):
@@ -139,7 +143,8 @@ def run_engine(feats, images, num_labels, primary, quantile, batch=5, time="mean
             yield {"L": ft[idx]}, collate(images, idx)
 
     names = [f"l{i}" for i in range(num_labels + 1)]
-    return dissect_stream(batches, n, num_labels, torch.tensor(primary), names, CATS, quantile=quantile, time=time)["L"]
+    return dissect_stream(batches, n, torch.from_numpy(MEMBER), torch.tensor(primary), names, CATS, quantile=quantile,
+                          time=time)["L"]
 
 
 @pytest.mark.parametrize("quantile", [0.005, 0.05, 0.2])
@@ -217,7 +222,7 @@ def test_stats_merge_and_state_roundtrip():
     assert t1.images.tolist() == [[1, 2], [0, 1]]
     feats, images, L, primary = make_world(n=4)
     lb = LabelBatch(collate(images, [0, 1, 2, 3]), 3)
-    t = Tally(7, L, 3)
+    t = Tally(7, L, torch.from_numpy(MEMBER))
     t.add_labels(lb)
     t2 = Tally.from_state_dict(t.state_dict())
     t2.merge(t)
