@@ -10,8 +10,8 @@ clip file's SHA-256, so re-analysing a clip replaces its files and store rows):
 `frame_{t}.jpg` (the sampled frame at display size), `cam_{c}_{t}.jpg` (class c's CAM blended over
 frame t), `heat_{c}_{t}.png` (class c's CAM alone as RGBA, alpha = normalised CAM: a browser can
 change opacity and toggle classes by stacking these over `frame_{t}.jpg`), `mcam_{t}.jpg`,
-`strip_{t}.jpg` (per-class overlays side by side), `overlay.mp4` (or `.gif`: the mCAM overlay at
-the clip's own pace) and `result.json` (the returned dict).
+`mcam_layer_{t}.png` (the mCAM alone as RGBA at full opacity, same use), `strip_{t}.jpg` (per-class overlays side
+by side), `overlay.mp4` (or `.gif`: the mCAM overlay at the clip's own pace) and `result.json` (the returned dict).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .cam import cam_for
 from .checkpoint import load_model, resolve_checkpoint
 from .dataset import ClipTransform, load_clip
 from .mcam import mcam, normalise
-from .render import colormap_lut, mcam_overlay, resize_frames, side_by_side, write_video
+from .render import colormap_lut, mcam_layer, mcam_overlay, resize_frames, side_by_side, write_video
 from .store import ResultsStore, run_root
 from .video import probe
 
@@ -122,6 +122,8 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
         for j, c in enumerate(sel):
             files.append(("cam", c, t, _img(out / f"cam_{c}_{t}.jpg", blended[j, t])))
             files.append(("heat", c, t, _img(out / f"heat_{c}_{t}.png", np.concatenate([rgb[j, t], heat_u8[j, t, ..., None]], -1))))
+        layer = mcam_layer(inten[t], owner[t], sel_names, opacity=1.0)
+        files.append(("mcam_layer", -1, t, _img(out / f"mcam_layer_{t}.png", layer)))
         m = mcam_overlay(frames[t], inten[t], owner[t], sel_names, opacity=max(opacity, 0.6))
         mcam_frames.append(m)
         files.append(("mcam", -1, t, _img(out / f"mcam_{t}.jpg", m)))
@@ -143,6 +145,7 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
         "cam_frames": {str(c): [f for k, cc, _, f in files if k == "cam" and cc == c] for c in sel},
         "heat_frames": {str(c): [f for k, cc, _, f in files if k == "heat" and cc == c] for c in sel},
         "mcam_frames": [f for k, _, _, f in files if k == "mcam"],
+        "mcam_layers": [f for k, _, _, f in files if k == "mcam_layer"],
         "strip_frames": [f for k, _, _, f in files if k == "strip"],
         "mcam_owner_share": {vocab.names[c]: float((owner == j).mean()) for j, c in enumerate(sel)},
         "overlay_video": str(video), "out_dir": str(out), "params": params,

@@ -1,9 +1,10 @@
 """Drawing CAMs and mCAMs over frames (RGB uint8 `(H, W, 3)`) and writing overlay videos.
 
 - `heat_overlay`: one class's map through a colormap, alpha-blended with `opacity`.
-- `mcam_overlay` (DESIGN 7 step 4): the owning class's region highlighted (red by default, alpha
-  = opacity x intensity, or any colormap), boundaries between classes' regions in blue, each
-  class's name at the intensity-weighted centre of its region in that frame.
+- `mcam_layer` / `mcam_overlay` (DESIGN 7 step 4): the owning class's region highlighted (red by
+  default, alpha = opacity x intensity, or any colormap), boundaries between classes' regions in
+  blue, each class's name at the intensity-weighted centre of its region in that frame; as an RGBA
+  layer (for a browser to stack at any opacity) or composited over the frame.
 - `side_by_side`: plain per-class CAM overlays of one frame in a row, each captioned.
 - `write_video`: MP4 (H.264 via PyAV, yuv420p: plays in browsers) or GIF (by the suffix).
 Colormaps are matplotlib's (looked up once, applied as a 256-entry table).
@@ -52,13 +53,15 @@ def heat_overlay(frame: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", 
 
 
 def _put_label(img: np.ndarray, text: str, xy: tuple[int, int]) -> None:
+    """White text with a black outline centred at `xy` (clamped into the image); RGB or RGBA (opaque)."""
     scale = max(img.shape[0], 128) / 400
     thick = max(1, int(round(scale * 2)))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     x = int(np.clip(xy[0] - w // 2, 0, max(img.shape[1] - w, 0)))
     y = int(np.clip(xy[1] + h // 2, h, img.shape[0] - base))
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    black, white = (0, 0, 0, 255)[: img.shape[2]], (255, 255, 255, 255)[: img.shape[2]]
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, black, thick + 2, cv2.LINE_AA)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, white, thick, cv2.LINE_AA)
 
 
 def class_boundaries(owner: np.ndarray) -> np.ndarray:
@@ -73,26 +76,39 @@ def class_boundaries(owner: np.ndarray) -> np.ndarray:
     return b
 
 
-def mcam_overlay(frame: np.ndarray, intensity: np.ndarray, owner: np.ndarray, names: Sequence[str], *,
-                 opacity: float = 0.6, colormap: str | None = None, region_threshold: float = 0.2,
-                 labels: bool = True) -> np.ndarray:
-    """One frame's mCAM: owned regions highlighted (red, or `colormap`), class boundaries blue, labels at regions.
+def mcam_layer(intensity: np.ndarray, owner: np.ndarray, names: Sequence[str], *, opacity: float = 0.6,
+               colormap: str | None = None, region_threshold: float = 0.2, labels: bool = True) -> np.ndarray:
+    """One frame's mCAM as an RGBA layer `(H, W, 4)`: owned regions (red, or `colormap`) with alpha =
+    opacity x intensity, class boundaries opaque blue, each label at its region's intensity-weighted centre.
 
     A class's region is where it owns the pixel and the intensity is >= `region_threshold`.
     """
     owned = (owner >= 0) & (intensity >= region_threshold)
-    colour = (colormap_lut(colormap)[_u8(intensity)] if colormap
-              else np.broadcast_to(np.array(RED, np.uint8), frame.shape))
-    out = _blend(frame, colour, np.where(owned, opacity * np.clip(intensity, 0, 1), 0.0))
+    layer = np.empty((*intensity.shape, 4), np.uint8)
+    layer[..., :3] = colormap_lut(colormap)[_u8(intensity)] if colormap else RED
+    layer[..., 3] = _u8(np.where(owned, opacity * np.clip(intensity, 0, 1), 0.0))
     own = np.where(owned, owner, -1)
-    out[class_boundaries(own)] = BLUE
+    layer[class_boundaries(own)] = (*BLUE, 255)
     if labels:
         ys, xs = np.mgrid[: own.shape[0], : own.shape[1]]
         for c in np.unique(own[own >= 0]):
             w = np.where(own == c, intensity, 0.0)
             tot = w.sum()
-            _put_label(out, names[int(c)], (int((xs * w).sum() / tot), int((ys * w).sum() / tot)))
-    return out
+            _put_label(layer, names[int(c)], (int((xs * w).sum() / tot), int((ys * w).sum() / tot)))
+    return layer
+
+
+def composite(frame: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """An RGBA layer alpha-blended over an RGB frame."""
+    return _blend(frame, layer[..., :3], layer[..., 3].astype(np.float32) / 255.0)
+
+
+def mcam_overlay(frame: np.ndarray, intensity: np.ndarray, owner: np.ndarray, names: Sequence[str], *,
+                 opacity: float = 0.6, colormap: str | None = None, region_threshold: float = 0.2,
+                 labels: bool = True) -> np.ndarray:
+    """One frame's mCAM drawn over the frame (`mcam_layer` composited)."""
+    return composite(frame, mcam_layer(intensity, owner, names, opacity=opacity, colormap=colormap,
+                                       region_threshold=region_threshold, labels=labels))
 
 
 def side_by_side(frame: np.ndarray, heats: np.ndarray, names: Sequence[str], *, colormap: str = "jet",

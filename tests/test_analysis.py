@@ -191,7 +191,7 @@ def test_analyze_clip_files_store_and_rerun(tiny_run):
     scores = [p["score"] for p in r["predictions"]]
     assert scores == sorted(scores, reverse=True)
     assert [c["class_idx"] for c in r["cam_classes"]] == [p["class_idx"] for p in r["predictions"][:3]]
-    for paths in (r["mcam_frames"], r["strip_frames"], r["frames"], *r["cam_frames"].values(), *r["heat_frames"].values()):
+    for paths in (r["mcam_frames"], r["mcam_layers"], r["strip_frames"], r["frames"], *r["cam_frames"].values(), *r["heat_frames"].values()):
         assert len(paths) == 4 and all(__import__("os").path.getsize(p) > 0 for p in paths)
     assert r["overlay_video"].endswith(".mp4")
     analyze_clip(tiny_run, tiny_run / "clip.mp4", top_k=2, display_size=64)
