@@ -34,6 +34,8 @@ from .render import colormap_lut, mcam_layer, mcam_overlay, resize_frames, side_
 from .store import ResultsStore, run_root
 from .video import probe
 
+OUTPUT_PATTERNS = ("frame_*.jpg", "cam_*.jpg", "heat_*.png", "mcam_*.jpg", "mcam_layer_*.png", "strip_*.jpg",
+                   "overlay.mp4", "overlay.gif", "result.json")
 _CACHE: dict[tuple, tuple[torch.nn.Module, dict]] = {}
 _LOCK = threading.Lock()
 
@@ -108,6 +110,9 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
     key = clip_key(clip_path)
     out = Path(out_dir) if out_dir is not None else root / "cams" / key
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in OUTPUT_PATTERNS:  # a re-analysis may draw other classes: drop the previous files
+        for old in out.glob(pattern):
+            old.unlink()
     frames = resize_frames(clip["frames"], disp)
     heat = norm.numpy()
     inten, owner = mc.intensity.numpy(), mc.owner.numpy()

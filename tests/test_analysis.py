@@ -198,6 +198,7 @@ def test_analyze_clip_files_store_and_rerun(tiny_run):
     with ResultsStore(tiny_run) as st:
         d = st.clip(r["clip_key"])
         assert d["params"]["top_k"] == 2 and len(d["files"]["cam"]) == 2 and len(st.clips()) == 1
+    assert len(list((tiny_run / "cams" / r["clip_key"]).glob("cam_*.jpg"))) == 2 * 4  # stale files removed
 
 
 def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
