@@ -81,7 +81,7 @@ def test_upload_overlay_scrub_opacity_toggle(page, server):
     page.keyboard.press("ArrowRight")
     assert page.inner_text("#frame-no").startswith("3 /")
     assert page.get_attribute("#base", "src").endswith("frame_2.jpg")
-    assert page.get_attribute("#overlay", "src").endswith("mcam_2.jpg")
+    assert page.get_attribute("#overlay", "src").split("/")[-1] in ("mcam_2.jpg", "mcam_layer_2.png")
 
     page.locator("#opacity").focus()
     for _ in range(4):
@@ -105,6 +105,13 @@ def test_upload_overlay_scrub_opacity_toggle(page, server):
                            "document.getElementById('frame-no').textContent.startsWith('1 /')")
     page.click("#play")
     assert page.locator("#cams img.cam").count() == preds.count()
+
+    page.locator("#preds a", has_text="why this class?").first.click()  # the concept path view
+    page.click("#compute-path")
+    page.wait_for_selector("#concept-path > li > ol > li a", timeout=60_000)
+    shot(page, "why")
+    page.locator("#concept-path a").first.click()
+    page.wait_for_selector("#unit-label")
 
 
 def test_bad_upload_message_in_the_page(page, server):

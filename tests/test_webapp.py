@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from mmit_interp.store import ResultsStore
 from webapp.deps import get_analyzer
 from webapp.jobs import JobQueue, QueueFull
 from webapp.main import create_app
@@ -308,8 +307,8 @@ def test_units_table_header_filter_search_sort(client):
     assert "polka &lt;dots&gt;" in r.text
     d = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden"}).json()
     n_int = sum(u["interpretable"] for u in d["units"])
-    assert d["n_units"] == 32 and d["n_interpretable"] == n_int
-    assert f"{n_int} of 32 units interpretable, {d['n_concepts']} concepts" in r.text
+    assert d["n_units"] == 64 and d["n_interpretable"] == n_int
+    assert f"{n_int} of 64 units interpretable, {d['n_concepts']} concepts" in r.text
     ious = [u["iou"] for u in d["units"]]
     assert ious == sorted(ious, reverse=True)
     by_unit = client.get("/api/runs/tiny/units/layer4", params={"sort": "unit"}).json()["units"]
@@ -328,7 +327,10 @@ def test_unit_page(client):
     assert r.status_code == 200 and "broden+actions" in r.text and "/runs/tiny/units/layer4/3" in r.text
     d = client.get("/api/runs/tiny/units/layer4/2").json()
     assert {s["concept_set"] for s in d["concept_sets"]} == {"broden", "broden+actions"}
-    assert d["gallery"] and client.get(d["gallery"][0]).status_code == 200
+    assert {g["concept_set"] for g in d["gallery"]} == {"broden", "broden+actions"}
+    assert client.get(d["gallery"][0]["url"]).headers["content-type"] == "image/jpeg"
+    assert not client.get("/api/runs/tiny/units/layer4/9").json()["gallery"]
+    assert "mmit-dissect" in client.get("/runs/tiny/units/layer4/9").text
     assert d["drives"][0]["name"] == CLASSES[2] and d["block"] == "layer4.1"
     assert d["selectivity"]["value"] is not None and d["concept_sets"][0]["runner_ups"]
     assert d["neighbours"]["previous"] == 1 and d["neighbours"]["next"] == 3
@@ -337,30 +339,41 @@ def test_unit_page(client):
 
 
 # ------------------------------------------------------------------ analyses and concept path
-def test_analysis_page(client):
+def test_analysis_page(client, world):
     r = client.get("/runs/tiny/analysis")
     assert r.status_code == 200 and 'id="table3"' in r.text and 'id="counts"' in r.text and "<polyline" in r.text
     d = client.get("/api/runs/tiny/analysis").json()
     assert d["ablation"][0]["layer"] == "layer4" and d["ablation"][0]["rows"]
     assert [b["block"] for b in d["selectivity"]["softmax"]] == ["layer3.1", "layer4.1"]
     assert {(t["layer"], t["concept_set"]) for t in d["table3"]} >= {("layer4", "broden"), ("layer4", "broden+actions")}
-    assert not d["missing"]
+    assert [m["what"] for m in d["missing"]] == ["matplotlib figures (PNG/SVG) of these analyses"]
+    assert "mmit-analyze figures" in r.text
+    from mmit_interp.figures import run_figures
+
+    run_figures([world["run"]], world["run"] / "analysis")  # what the shown command runs
+    d = client.get("/api/runs/tiny/analysis").json()
+    assert not d["missing"] and d["figures"] and client.get(d["figures"][0]).headers["content-type"] == "image/png"
 
 
-def test_concept_path_view(client, analysed, world):
+def test_concept_path_computed_on_request(client, analysed):
     sha, c = analysed["sha256"], analysed["predictions"][0]["class_idx"]
     url = f"/runs/tiny/clips/{sha}/why/{c}"
     before = client.get("/api" + url).json()
-    assert before["missing"] and "concept-path" in before["missing"][0]["command"]
-    with ResultsStore(world["run"]) as st:
-        st.write_concept_path(analysed["clip_key"], c, [
-            {"step": 0, "rank": 0, "layer": "layer4", "unit": 5, "parent": -1, "contribution": 0.7},
-            {"step": 1, "rank": 0, "layer": "layer3", "unit": 2, "parent": 5, "contribution": 0.4}])
-    d = client.get("/api" + url).json()
-    assert d["path"][0]["unit"] == 5 and d["path"][0]["label"] != "not dissected"
-    assert d["path"][0]["children"][0]["label"] == "stripes-2"
+    assert before["missing"] and "mmit-analyze concept-path" in before["missing"][0]["command"]
+    assert 'id="compute-path"' in client.get(url).text
+    r = client.post(url, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == url
+    deadline = time.time() + 60
+    while (d := client.get("/api" + url).json())["job"]["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.1)
+    assert d["job"]["state"] == "done" and d["path"] and not d["missing"], d
+    assert all(u["children"] for u in d["path"])
+    labels = [u["label"] for u in d["path"]] + [k["label"] for u in d["path"] for k in u["children"]]
+    assert "not dissected" not in labels and any(lab.startswith("stripes-") for lab in labels)
     page = client.get(url)
-    assert page.status_code == 200 and "/runs/tiny/units/layer4/5" in page.text and "stripes-2" in page.text
+    unit_url = f"/runs/tiny/units/{d['path'][0]['unit_layer']}/{d['path'][0]['unit']}"
+    assert page.status_code == 200 and unit_url in page.text and client.get(unit_url).status_code == 200
+    assert client.post(f"/api/runs/tiny/clips/{'0' * 64}/why/0").status_code == 404
 
 
 def test_openapi_documents_every_api_route(client):

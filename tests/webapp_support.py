@@ -2,7 +2,8 @@
 
 The run holds an untrained 4-class `i3d_r18` (width 8, 4 frames of 32x32), its config, per-epoch
 metrics, a final evaluation, and a results store filled through the store's own writers
-(dissection of `layer4` with two concept sets, ablation, selectivity, relations). One class name
+(dissection of `layer4` (64 units) with two concept sets and `layer3` (32), ablation, selectivity,
+relations). One class name
 is HTML, to prove names are escaped.
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ def make_run(run: Path, data: Path | None, *, n_units: int | None = None, analys
                                 enumerate(("hit@1", "hit@5", "map_sample", "map_class", "map_micro"))}}) + "\n")
     atomic_write_json(run / "eval.json", {"split": "val", **ev})
     if analysed:
-        fill_store(run, ev, n_units=n_units or 32)
+        fill_store(run, ev, n_units=n_units or 64)
     return run
 
 
@@ -70,32 +71,30 @@ def fill_store(run: Path, ev: dict, n_units: int) -> None:
 
     _, meta = load_model(run)
     rng = np.random.default_rng(1)
-    gallery = run / "dissect" / "layer4"
-    gallery.mkdir(parents=True, exist_ok=True)
     with ResultsStore(run) as st:
         st.register_run(meta)
         st.write_eval(ev)
         for cs, cats in (("broden", CATEGORIES[:4]), ("broden+actions", CATEGORIES)):
+            gallery = run / "dissect" / cs / "layer4" / "gallery"  # dissection's layout
+            gallery.mkdir(parents=True, exist_ok=True)
             records = []
             for u in range(n_units):
                 cat = cats[u % len(cats)]
-                img = None
-                if u < 4 and cs == "broden":
-                    img = gallery / f"unit_{u:04d}.png"
-                    cv2.imwrite(str(img), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+                if u < 4:
+                    cv2.imwrite(str(gallery / f"unit_{u:04d}.jpg"), rng.integers(0, 255, (40, 120, 3), dtype=np.uint8))
                 records.append({"unit": u, "category": cat, "label": f"{cat}-{u % 7}" if u % 5 else "polka <dots>",
-                                "iou": float(rng.uniform(0.0, 0.2)),
+                                "iou": float(rng.uniform(0.0, 0.2)), "threshold": 0.5, "label_number": u % 7,
                                 "runner_ups": [{"label": f"{cats[(u + 1) % len(cats)]}-{k}", "category": cats[(u + 1) % len(cats)],
-                                                "iou": 0.01 * k} for k in range(3)],
-                                **({"gallery": str(img.relative_to(run))} if img else {})})
+                                                "iou": 0.01 * k} for k in range(3)]})
             st.write_units("layer4", cs, records)
         st.write_units("layer3", "broden", [{"unit": u, "category": "texture", "label": f"stripes-{u}",
-                                             "iou": 0.05 + 0.01 * u} for u in range(8)])
+                                             "iou": 0.05 + 0.001 * u} for u in range(32)])
         st.write_ablation("layer4", [{"metric": m, "p": p, "seed": s, "value": 0.5 * (1 - p), "rel": 1 - p + 0.01 * s}
                                      for m in ("map_sample", "map_class") for p in (0.0, 0.25, 0.5, 1.0) for s in (0, 1)])
         for b, v in (("layer3.1", 0.3), ("layer4.1", 0.6)):
             st.write_selectivity(b, list(rng.uniform(v - 0.1, v + 0.1, n_units)))
-        st.write_relations("layer4.1", "unit_to_class", {u: [(u % 4, 0.9), ((u + 1) % 4, 0.5)] for u in range(n_units)})
+        st.write_relations("layer4.1", "unit_to_class", {u: [(u % 4, 0.9), ((u + 1) % 4, 0.5)] for u in range(n_units)},
+                           prob="logit")
 
 
 def tiny_clip(path: Path, *, seconds: float = 3.0, fps: int = 8, size: int = 48, seed: int = 0,

@@ -27,6 +27,13 @@ def get_analyzer() -> Callable[..., dict[str, Any]]:
     return analyze_clip
 
 
+def get_concept_path() -> Callable[..., dict[str, Any]]:
+    """The concept path service: `clip_concept_path(run_dir, clip_path, class_) -> dict` (stores the path)."""
+    from mmit_interp.relations import clip_concept_path
+
+    return clip_concept_path
+
+
 def get_run(run: str, settings: Settings = Depends(get_settings)) -> tuple[str, Path]:
     """The (name, dir) of a served run, 404 for any other name."""
     path = settings.run_names.get(run)

@@ -85,3 +85,22 @@ def job_view(run_name: str, sha: str, job: Job | None, jobs: JobQueue) -> dict:
         return {**base, "state": "done", "progress": 1.0, "message": "analysed", "job": None}
     return {**base, "state": job.state, "progress": job.progress, "message": job.message, "error": job.error,
             "job": job.public(jobs.position(job)), "status": f"/api/jobs/{job.id}"}
+
+
+def submit_concept_path(run: Path, sha: str, class_idx: int, jobs: JobQueue,
+                        service: Callable[..., dict[str, Any]]) -> Job:
+    """Queue the concept path of (clip, class); the service stores it under the clip's key."""
+    clip = run / UPLOADS / json.loads(sidecar_path(run, sha).read_text(encoding="utf-8"))["file"]
+
+    def work(progress: Progress) -> dict:
+        """Trace the block-4 units driving the class and the block-3 units driving those."""
+        progress(0.1, "tracing the units that drive this class")
+        r = service(run, clip, class_idx)
+        return {"clip_key": r.get("clip_key"), "class_idx": r.get("class_idx"), "rows": len(r.get("path", []))}
+
+    return jobs.submit(concept_key(run, sha, class_idx), work)
+
+
+def concept_key(run: Path, sha: str, class_idx: int) -> str:
+    """Job key of a concept path."""
+    return f"{run}:{sha}:why:{class_idx}"

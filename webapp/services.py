@@ -31,11 +31,12 @@ def commands(run: Path) -> dict[str, str]:
         "run": "make demo",
         "eval": f"mmit-train --evaluate {run}",
         "metrics": f"mmit-train --data DATA --out {run}",
-        "dissect": f"mmit-dissect {run} --broden BRODEN_DIR",
-        "ablation": f"mmit-analyze {run} ablation",
-        "selectivity": f"mmit-analyze {run} selectivity",
-        "relations": f"mmit-analyze {run} relations",
-        "clip": f"mmit-cam {run} CLIP.mp4  (or upload a clip on this dashboard)",
+        "dissect": f"mmit-dissect {run} --layers layer3 layer4 --concept-set BRODEN_DIR [BRODEN_WITH_ACTIONS_DIR] --store",
+        "ablation": f"mmit-analyze ablation --run {run}",
+        "selectivity": f"mmit-analyze selectivity --run {run}",
+        "relations": f"mmit-analyze selectivity --run {run}  (writes selectivity and unit/class relations)",
+        "figures": f"mmit-analyze figures --run {run} --out {run}/analysis",
+        "clip": f"mmit-cam CLIP.mp4 --run {run}  (or upload the clip on this page)",
     }
 
 
@@ -283,7 +284,8 @@ def clip_view(name: str, run: Path, sha: str) -> dict:
         "ground_truth": sorted(truth) if side.get("labels") is not None else None,
         "predictions": [{"class_idx": int(p["class_idx"]), "name": p["name"], "score": p["score"],
                          "truth": (p["name"] in truth) if side.get("labels") is not None else None} for p in preds],
-        "frames": {"base": one("frame"), "mcam": mcam, "strip": one("strip"), "cam": per_class("cam"),
+        "frames": {"base": one("frame"), "mcam": mcam, "mcam_layer": one("mcam_layer"), "strip": one("strip"),
+                   "cam": per_class("cam"),
                    "heat": per_class("heat")},
         "n_frames": len(mcam),
         "video": video, "downloads": downloads, "params": src.get("params") or {},
@@ -297,8 +299,10 @@ def concept_path_view(name: str, run: Path, sha: str, class_idx: int) -> dict:
     result = read_json(run / "cams" / sha / "result.json") or {}
     store = open_store(run)
     try:
-        rows = store.concept_path(_clip_key(result, sha), class_idx,
-                                  label_layers=_label_layers(store)) if store else []
+        rows = store.concept_path(_clip_key(result, sha), class_idx) if store else []
+        dissected = {d["layer"] for d in store.layers()} if store else set()
+        for r in rows:  # the layer name the unit pages know the unit by
+            r["unit_layer"] = next((a for a in r.get("label_layers") or [r["layer"]] if a in dissected), None)
         names = class_names(run, store)
     finally:
         if store:
@@ -313,20 +317,8 @@ def concept_path_view(name: str, run: Path, sha: str, class_idx: int) -> dict:
                    "class_name": names[class_idx] if 0 <= class_idx < len(names) else f"class {class_idx}",
                    "path": path, "clip_permalink": f"/runs/{name}/clips/{sha}",
                    "missing": [] if rows else [{"what": "the concept path of this clip and class",
-                                                "command": f"mmit-analyze {run} concept-path --clip-key "
-                                                           f"{_clip_key(result, sha)} --class {class_idx}"}]})
-
-
-def _label_layers(store: ResultsStore) -> dict[str, list[str]]:
-    """Path layer -> dissected layers that are the same tensor (`layer4` -> `layer4`, `layer4.<last>`)."""
-    dissected = sorted({d["layer"] for d in store.layers()})
-    out: dict[str, list[str]] = {}
-    for stage in ("layer1", "layer2", "layer3", "layer4"):
-        blocks = sorted((d for d in dissected if d.startswith(stage + ".")), key=lambda s: int(s.split(".")[1]))
-        out[stage] = [stage] + blocks[-1:]
-        for b in blocks:
-            out[b] = [b] + ([stage] if b == blocks[-1] else [])
-    return out
+                                                "command": f"mmit-analyze concept-path {result.get('clip', 'CLIP')} "
+                                                           f"--run {run} --class {class_idx}"}]})
 
 
 # ------------------------------------------------------------------------- units
@@ -390,6 +382,12 @@ def urls_of(name: str, run: Path, paths: Iterable[str]) -> list[str]:
     return [u for u in (file_url(name, run, p) for p in paths) if u]
 
 
+def gallery_paths(run: Path, concept_set: str, layer: str, unit: int, extra: Any) -> list[str]:
+    """A unit's top-image strips: dissection's `dissect/<set>/<layer>/gallery/unit_<u>.jpg`, and any image the record names."""
+    own = run / "dissect" / concept_set / layer / "gallery" / f"unit_{unit:04d}.jpg"
+    return [str(own)] + _images_in(extra)
+
+
 def _blocks_for(layer: str, blocks: Sequence[str]) -> list[str]:
     """Candidate analysis block names for a dissected layer (`layer4` -> `layer4`, its last block)."""
     inner = sorted((b for b in blocks if b.startswith(layer + ".")), key=lambda s: int(s.split(".")[1]))
@@ -411,17 +409,17 @@ def unit_detail(name: str, run: Path, layer: str, unit: int) -> dict | None:
         blocks_known = [b["block"] for p in ("softmax", "sigmoid") for b in store.selectivity_blocks(prob=p)]
         drives, selectivity, block_used = [], None, None
         for block in _blocks_for(layer, blocks_known):
-            for prob in ("softmax", "sigmoid"):
-                rel = store.relations(block, "unit_to_class", unit, prob=prob)
-                sel = store.selectivity(block, prob=prob)
-                if rel or sel:
-                    drives = [{"class_idx": c, "name": names[c] if c < len(names) else str(c), "score": s}
-                              for c, s in rel.get(unit, [])]
-                    selectivity = {"value": sel[unit] if unit < len(sel) else None, "prob": prob,
-                                   "block_mean": (sum(v for v in sel if v is not None) / max(1, len(sel))) if sel else None}
-                    block_used = block
-                    break
-            if block_used:
+            rel = store.relations(block, "unit_to_class", unit, prob="logit")
+            sel = next(((p, v) for p in ("softmax", "sigmoid") if (v := store.selectivity(block, prob=p))), None)
+            if rel or sel:
+                drives = [{"class_idx": c, "name": names[c] if c < len(names) else str(c), "score": s}
+                          for c, s in rel.get(unit, [])]
+                if sel:
+                    prob, vals = sel
+                    known = [v for v in vals if v is not None]
+                    selectivity = {"value": vals[unit] if unit < len(vals) else None, "prob": prob,
+                                   "block_mean": sum(known) / len(known) if known else None}
+                block_used = block
                 break
         ranked = store.units(layer, per_set[0]["concept_set"], order_by="iou")
     finally:
@@ -435,7 +433,8 @@ def unit_detail(name: str, run: Path, layer: str, unit: int) -> dict | None:
         "concept_sets": [{"concept_set": r["concept_set"], "label": r["label"], "category": r["category"],
                           "iou": r["iou"], "interpretable": r["interpretable"], "runner_ups": _runner_ups(r["runner_ups"])}
                          for r in per_set],
-        "gallery": urls_of(name, run, [p for r in per_set for p in _images_in(r["extra"])]),
+        "gallery": [{"concept_set": r["concept_set"], "url": u} for r in per_set
+                    for u in urls_of(name, run, gallery_paths(run, r["concept_set"], layer, unit, r["extra"]))],
         "extra": {r["concept_set"]: {k: v for k, v in r["extra"].items() if not _images_in(v)} for r in per_set},
         "drives": drives, "selectivity": selectivity, "block": block_used,
         "neighbours": {"previous": unit - 1 if unit > 0 else None, "next": unit + 1 if unit + 1 < n_units else None,
@@ -444,7 +443,8 @@ def unit_detail(name: str, run: Path, layer: str, unit: int) -> dict | None:
         "permalink": f"/runs/{name}/units/{layer}/{unit}",
         "missing": ([] if block_used else [{"what": "selectivity and unit-to-class relations of this block",
                                              "command": commands(run)["relations"]}])
-                   + ([] if any(_images_in(r["extra"]) for r in per_set) else
+                   + ([] if any(urls_of(name, run, gallery_paths(run, r["concept_set"], layer, unit, r["extra"]))
+                                for r in per_set) else
                       [{"what": "this unit's top-image gallery", "command": commands(run)["dissect"]}]),
     })
 
@@ -464,8 +464,9 @@ def _runner_ups(raw: Any) -> list[dict]:
 def analysis_overview(name: str, run: Path) -> dict:
     """Ablation curves, selectivity per block, Table 3 and block-wise concept counts, with figures."""
     cmd = commands(run)
-    figures = urls_of(name, run, sorted(str(p.relative_to(run)) for p in (run / "analysis").glob("*.png"))) \
-        if (run / "analysis").is_dir() else []
+    figures = urls_of(name, run, sorted(str(p) for p in (run / "analysis").glob("*.png")))
+    dissect_figures = urls_of(name, run, [str(run / "dissect" / "table3.png")]
+                              + sorted(str(p) for p in (run / "dissect").glob("*/blockwise.png")))
     store = open_store(run)
     ablation, selectivity, table3, counts = {}, {}, [], []
     try:
@@ -504,6 +505,8 @@ def analysis_overview(name: str, run: Path) -> dict:
         missing.append({"what": "selectivity per block", "command": cmd["selectivity"]})
     if not table3:
         missing.append({"what": "Table 3 and block-wise concept counts (dissection)", "command": cmd["dissect"]})
-    return finite({"name": name, "figures": figures, "ablation": abl_charts, "selectivity": selectivity,
+    if not figures:
+        missing.append({"what": "matplotlib figures (PNG/SVG) of these analyses", "command": cmd["figures"]})
+    return finite({"name": name, "figures": figures, "dissect_figures": dissect_figures, "ablation": abl_charts, "selectivity": selectivity,
                    "selectivity_charts": sel_charts, "table3": table3, "categories": cats, "counts": counts,
                    "count_charts": count_charts, "missing": missing})

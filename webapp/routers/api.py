@@ -7,10 +7,11 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 
 from .. import intake, services
-from ..deps import get_analyzer, get_jobs, get_run, get_settings
+from ..deps import get_analyzer, get_concept_path, get_jobs, get_run, get_settings
 from ..jobs import JobQueue
 from ..settings import Settings
-from .clips import SHA, clip_state, clips_context, queue_analysis, start_analysis, start_validation, upload_guard
+from .clips import (SHA, clip_state, clips_context, queue_analysis, start_analysis, start_concept_path,
+                    start_validation, upload_guard, why_state)
 from .runs import runs_index
 from .units import layer_units, one_unit
 
@@ -85,9 +86,17 @@ def reanalyse(sha: str = SHA, run: tuple[str, Path] = Depends(get_run), settings
 
 
 @router.get("/runs/{run}/clips/{sha}/why/{class_idx}")
-def why(class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run)) -> dict:
+def why(class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run),
+        jobs: JobQueue = Depends(get_jobs)) -> dict:
     """Concept path of (clip, class): block-4 units driving it and the block-3 units driving those."""
-    return services.concept_path_view(*run, sha, class_idx)
+    return why_state(*run, sha, class_idx, jobs)
+
+
+@router.post("/runs/{run}/clips/{sha}/why/{class_idx}", status_code=202)
+def why_compute(class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run),
+                jobs: JobQueue = Depends(get_jobs), service=Depends(get_concept_path)) -> dict:
+    """Queue the concept path computation of (clip, class); follow it at `status`."""
+    return start_concept_path(*run, sha, class_idx, jobs, service)
 
 
 @router.get("/jobs/{job_id}")

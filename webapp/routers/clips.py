@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .. import intake, services
-from ..deps import get_analyzer, get_jobs, get_run, get_settings
+from ..deps import get_analyzer, get_concept_path, get_jobs, get_run, get_settings
 from ..jobs import JobQueue, QueueFull
 from ..settings import Settings, is_local_host
 from ..templating import templates
@@ -125,7 +125,39 @@ def reanalyse(request: Request, sha: str = SHA, run: tuple[str, Path] = Depends(
     return RedirectResponse(view["permalink"], status_code=303)
 
 
+def why_state(name: str, run: Path, sha: str, class_idx: int, jobs: JobQueue) -> dict:
+    """The concept path view plus the state of its job (404 for an unknown clip)."""
+    if not intake.sidecar_path(run, sha).is_file():
+        raise HTTPException(404, f"no clip {sha} in run {name!r}: upload it first")
+    data = services.concept_path_view(name, run, sha, class_idx)
+    job = jobs.by_key(intake.concept_key(run, sha, class_idx))
+    data["job"] = job.public(jobs.position(job)) if job else None
+    data["api"] = f"/api/runs/{name}/clips/{sha}/why/{class_idx}"
+    return data
+
+
+def start_concept_path(name: str, run: Path, sha: str, class_idx: int, jobs: JobQueue, service) -> dict:
+    """Queue the concept path computation (503 when the queue is full)."""
+    if not intake.sidecar_path(run, sha).is_file():
+        raise HTTPException(404, f"no clip {sha} in run {name!r}: upload it first")
+    try:
+        job = intake.submit_concept_path(run, sha, class_idx, jobs, service)
+    except QueueFull as e:
+        raise UploadRejected(503, "busy", str(e)) from None
+    return {"job": job.public(jobs.position(job)), "status": f"/api/jobs/{job.id}",
+            "permalink": f"/runs/{name}/clips/{sha}/why/{class_idx}"}
+
+
 @router.get("/runs/{run}/clips/{sha}/why/{class_idx}", response_class=HTMLResponse)
-def why_page(request: Request, class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run)):
+def why_page(request: Request, class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run),
+             jobs: JobQueue = Depends(get_jobs)):
     """Concept path: the block-4 units driving the class, and the block-3 units driving those."""
-    return templates.TemplateResponse(request, "why.html", services.concept_path_view(*run, sha, class_idx))
+    return templates.TemplateResponse(request, "why.html", why_state(*run, sha, class_idx, jobs))
+
+
+@router.post("/runs/{run}/clips/{sha}/why/{class_idx}", response_class=HTMLResponse)
+def why_compute(request: Request, class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run),
+                jobs: JobQueue = Depends(get_jobs), service=Depends(get_concept_path)):
+    """Queue the concept path of this clip and class, then follow it on its page."""
+    view = start_concept_path(*run, sha, class_idx, jobs, service)
+    return RedirectResponse(view["permalink"], status_code=303)

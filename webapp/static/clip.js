@@ -1,5 +1,6 @@
 // Clip viewer: frame scrubber and play, overlay opacity, class toggles (mCAM, or the stacked CAMs
 // of the toggled classes: each class's heat map is an RGBA PNG laid over the sampled frame).
+// The download link follows what is shown: the mCAM frame, or the one toggled class's heat map.
 "use strict";
 (() => {
   const data = JSON.parse(document.getElementById("clip-data").textContent);
@@ -17,14 +18,16 @@
   let timer = null;
 
   const pick = (list, i) => (list && list.length ? list[Math.min(i, list.length - 1)] : "");
-  for (const list of [data.frames.base, data.frames.mcam, ...Object.values(data.frames.heat)]) {
+  // The mCAM alone (RGBA) over the frame when the service wrote it, else the blended mCAM image.
+  const mcamFrames = data.frames.mcam_layer.length ? data.frames.mcam_layer : data.frames.mcam;
+  for (const list of [data.frames.base, mcamFrames, ...Object.values(data.frames.heat)]) {
     for (const src of list) { const im = new Image(); im.src = src; }
   }
 
   function show(i) {
     frame = Math.max(0, Math.min(n - 1, i));
     base.src = pick(data.frames.base, frame) || pick(data.frames.mcam, frame);
-    mcamImg.src = pick(data.frames.mcam, frame);
+    mcamImg.src = pick(mcamFrames, frame);
     for (const h of heats) h.src = pick(data.frames.heat[h.dataset.class], frame);
     for (const c of cams) c.src = pick(data.frames.cam[c.dataset.class], frame);
     const first = [...on][0];

@@ -1,20 +1,24 @@
-// Follow a clip's analysis job and open the permalink when it is done.
+// Follow a background job: a clip's analysis (`#job[data-permalink]`: open the permalink when done)
+// or a concept path (`#job[data-api]`: reload the page when its job has finished).
 "use strict";
 (() => {
   const box = document.getElementById("job");
   if (!box) return;
-  const permalink = box.dataset.permalink;
-  const bar = document.getElementById("job-progress");
+  const api = box.dataset.api || "/api" + box.dataset.permalink;
+  const bar = box.querySelector("progress");
   const msg = document.getElementById("job-message");
   async function poll() {
     try {
-      const r = await fetch("/api" + permalink, { headers: { Accept: "application/json" } });
-      const d = await r.json();
-      if (d.state === "done") { location.replace(permalink); return; }
-      if (d.state === "failed" || d.state === "not_analysed") { location.reload(); return; }
-      bar.value = d.progress || 0;
-      const pos = d.job && d.job.queue_position ? ` (position ${d.job.queue_position} in the queue)` : "";
-      msg.textContent = (d.message || d.state) + pos;
+      const d = await (await fetch(api, { headers: { Accept: "application/json" } })).json();
+      const job = box.dataset.api ? d.job : d;
+      if (!job || !["queued", "running"].includes(job.state)) {
+        if (box.dataset.permalink && d.state === "done") location.replace(box.dataset.permalink);
+        else location.reload();
+        return;
+      }
+      bar.value = job.progress || 0;
+      const pos = (d.job || job).queue_position ? ` (position ${(d.job || job).queue_position} in the queue)` : "";
+      msg.textContent = (job.message || job.state) + pos;
     } catch (e) {
       msg.textContent = "lost contact with the server; retrying";
     }
