@@ -58,8 +58,8 @@ def make_batch(seed: int, n: int, smooth: bool) -> tuple[torch.Tensor, dict]:
     ranges = label_ranges()
     planes, pcat = [], []
     for ci, (c, (_, np_, whole)) in enumerate(CATS.items()):
-        r = torch.tensor(list(ranges[c]))
-        for _ in range(np_):
+        for k in range(np_):  # planes of one category draw from disjoint label subsets (no double counts)
+            r = torch.tensor(list(ranges[c])[k::np_])
             choice = r[torch.randint(len(r), (n, 4), generator=g)]
             choice[:, 0] = 0
             grid = torch.gather(choice, 1, torch.randint(4, (n, 64), generator=g)).view(n, 8, 8)
@@ -160,7 +160,7 @@ def crossing_share(images: int, smooth: bool) -> float:
 def peak_rss_mb(images: int, smooth: bool) -> float:
     """Peak RSS (MB) of a fresh process running ours on ``images`` images."""
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import bench_dissect as b, resource; b.run_ours({images}, {smooth}); "
+            f"import bench_dissect as b, resource, torch; torch.set_num_threads(1); b.run_ours({images}, {smooth}); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -172,10 +172,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="images for our engine")
     ap.add_argument("--naive-images", type=int, default=150, help="images for the (slow) naive reference")
     ap.add_argument("--memory-images", type=int, default=500, help="N for the N vs 4N peak-memory check")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fair vs the single-threaded naive loop)")
     ap.add_argument("--json", type=str, default=None, help="write the figures here")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    report = {"threads": torch.get_num_threads()}
+    report = {"threads": torch.get_num_threads(), "images": args.images, "naive_images": args.naive_images}
     for smooth in (False, True):
         kind = "smooth" if smooth else "random"
         share = crossing_share(args.images, smooth)

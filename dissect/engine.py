@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,10 @@ def dissect_stream(
                 m, u, h, w = s.shape
                 if name not in quants:
                     k = quantile_rank(quantile, num_images * rep * h * w) + 1
+                    if k == 1:
+                        warnings.warn(f"layer {name}: quantile {quantile} of {num_images * rep * h * w} values per unit "
+                                      "is rank 0, so T_u is the maximum and no unit fires; use more images or a "
+                                      "larger quantile", stacklevel=2)
                     quants[name] = TopKQuantile(u, k, device)
                     tops[name] = TopKImages(u, top_k, device)
                 quants[name].add(s.permute(1, 0, 2, 3).reshape(u, -1))

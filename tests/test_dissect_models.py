@@ -162,3 +162,45 @@ def test_two_processes_equal_one(concepts, tmp_path):
         for k, v in one[layer].tally.state_dict().items():
             assert torch.equal(two[layer]["tally"][k], v), k
         assert torch.equal(two[layer]["top_images"]["images"], one[layer].top_images.images)
+
+
+def test_synthetic_world_actions_end_to_end(tmp_path):
+    """The synthetic world's boxes + frames -> action set -> merge -> dissect an I3D on all three sets."""
+    synth = pytest.importorskip("mmit_interp.synth")
+    models = pytest.importorskip("mmit_interp.models")
+    from broden_actions.actions import build_action_regions, merge_concept_sets
+
+    w = tmp_path / "world"
+    synth.generate_world(w, synth.SynthConfig(seed=1, train_clips=2, val_clips=1, images=6, action_frames=4, size=32,
+                                              frames=8, fps=8, workers=1), progress=False)
+    acts = build_action_regions(w / "action_regions" / "boxes.csv", w / "action_regions" / "frames", tmp_path / "acts",
+                                base=w / "broden")
+    merged = merge_concept_sets([w / "broden", acts], tmp_path / "merged")
+    torch.manual_seed(0)
+    model = models.build_model("i3d_r18", 4, width=8)
+    res = run_dissection(model, ["layer2", "layer3"], [w / "broden", acts, merged], frames=4, size=32, quantile=0.1,
+                         progress=False)
+    summary = report.write_outputs(res, tmp_path / "out")
+    assert set(summary) == {"broden", "acts", "merged"}
+    assert "action" in summary["merged"]["layer3"] and (tmp_path / "out" / "table3.svg").is_file()
+    rows = report.to_records(res[str(merged)]["layer3"])
+    assert {r["category"] for r in rows} <= {"color", "object", "scene", "texture", "action"}
+
+
+@pytest.mark.slow
+def test_trained_model_has_action_units_in_last_block(tmp_path):
+    """A model trained on the synthetic clips: some layer4 units are labelled with action concepts."""
+    from broden_actions.actions import build_action_regions, merge_concept_sets
+    from mmit_interp.checkpoint import load_model
+    from tests._trained import trained_world
+
+    world, run = trained_world()
+    model, meta = load_model(run)
+    acts = build_action_regions(world / "action_regions" / "boxes.csv", world / "action_regions" / "frames",
+                                tmp_path / "acts", base=world / "broden")
+    merged = merge_concept_sets([world / "broden", acts], tmp_path / "merged")
+    tf = meta["transforms"]
+    res = run_dissection(model, ["layer4"], [merged], frames=tf["frames"], size=tf["size"], progress=False,
+                         dataset_kwargs={"mean": tf["mean"], "std": tf["std"]})
+    rows = report.to_records(res[str(merged)]["layer4"])
+    assert sum(r["interpretable"] and r["category"] == "action" for r in rows) >= 1
