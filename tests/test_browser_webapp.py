@@ -159,7 +159,7 @@ def test_run_and_analysis_pages(page, server):
     assert aps == sorted(aps, reverse=True)
     shot(page, "run")
     page.goto(server.url + "/runs/tiny/analysis")
-    assert page.is_visible("#table3") and page.locator("svg polyline").count() >= 3
+    assert page.is_visible("#table3") and page.locator("svg polyline").count() >= 1 and page.locator("svg rect").count() >= 4
     shot(page, "analysis")
 
 

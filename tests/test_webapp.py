@@ -5,6 +5,7 @@ import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,11 @@ def test_upload_analysis_page_files_and_permalink(client, analysed, world):
     assert "has an audio track" in page.text and "my clip.mp4" in page.text
     assert "&lt;script&gt;" in page.text and "<script>alert(1)" not in page.text
     assert (world["run"] / "uploads" / f"{sha}.mp4").is_file()  # content-addressed
+    z = client.get(f"/api/runs/tiny/clips/{sha}/frames.zip")
+    assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()
+    assert "frame_0.jpg" in names and any(n.startswith("heat_") and n.endswith(".png") for n in names)
+    assert client.get(f"/api/runs/tiny/clips/{'0' * 64}/frames.zip").status_code == 404
 
 
 def test_same_clip_is_analysed_once(client, analysed, world):

@@ -122,6 +122,34 @@ def line_chart(x: Sequence[float], series: dict[str, Sequence[float | None]], *,
             "top": pad_t, "x": xs}
 
 
+def bar_chart(groups: Sequence[str], series: dict[str, Sequence[float | None]], *, width: int = 560,
+              height: int = 220, y_label: str = "") -> dict:
+    """Pixel rectangles of an inline SVG grouped bar chart (one group per x label) for the `bars` macro."""
+    pad_l, pad_r, pad_t, pad_b = 48, 12, 10, 34
+    vals = [float(v) for s in series.values() for v in s if v is not None and math.isfinite(v)]
+    if not groups or not vals:
+        return {"empty": True, "width": width, "height": height}
+    hi = max(max(vals), 1e-12)
+    plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
+    gw = plot_w / len(groups)
+    bw = gw * 0.8 / max(1, len(series))
+    bars, legend = [], []
+    for j, (name, vs) in enumerate(series.items()):
+        color = COLORS[j % len(COLORS)]
+        legend.append({"name": name, "color": color})
+        for i, v in enumerate(vs):
+            if v is None or not math.isfinite(v):
+                continue
+            h = round(float(v) / hi * plot_h, 1)
+            bars.append({"x": round(pad_l + i * gw + gw * 0.1 + j * bw, 1), "y": round(height - pad_b - h, 1),
+                         "w": round(bw, 1), "h": h, "color": color, "title": f"{groups[i]}, {name}: {v:.3g}"})
+    yticks = [(round(height - pad_b - plot_h * k / 4, 1), f"{hi * k / 4:.3g}") for k in range(5)]
+    xticks = [(round(pad_l + (i + 0.5) * gw, 1), g) for i, g in enumerate(groups)]
+    return {"empty": False, "width": width, "height": height, "bars": bars, "lines": legend, "xticks": xticks,
+            "yticks": yticks, "x_label": "", "y_label": y_label, "left": pad_l, "bottom": height - pad_b,
+            "right": width - pad_r, "top": pad_t}
+
+
 # ------------------------------------------------------------------------- runs
 def run_card(name: str, run: Path) -> dict:
     """One line of the runs list: model, loss, data and the headline metrics."""
@@ -277,6 +305,8 @@ def clip_view(name: str, run: Path, sha: str) -> dict:
     downloads = [{"label": "overlay video (MP4)", "url": u} for u in video if u.endswith(".mp4")]
     downloads += [{"label": "overlay animation (GIF)", "url": u} for u in video if u.endswith(".gif")]
     downloads.append({"label": "scores and file list (JSON)", "url": f"/api/runs/{name}/clips/{sha}"})
+    downloads.append({"label": "every frame image: frames, mCAM, per-class CAMs, RGBA heat-map PNGs (ZIP)",
+                      "url": f"/api/runs/{name}/clips/{sha}/frames.zip"})
     mcam = one("mcam")
     return finite({
         "name": name, "sha256": sha, "clip_key": key, "clip": side,
@@ -292,6 +322,14 @@ def clip_view(name: str, run: Path, sha: str) -> dict:
         "permalink": f"/runs/{name}/clips/{sha}", "clip_url": file_url(name, run, run / "uploads" / side.get("file", "")),
         "missing": [] if row else [{"what": "this clip's rows in the results store", "command": commands(run)["clip"]}],
     })
+
+
+def clip_images(run: Path, sha: str) -> list[Path]:
+    """Every image the analysis wrote for a clip (frames, mCAM, per-class CAMs and heat maps), inside the run."""
+    out = (run / "cams" / sha).resolve()
+    if not out.is_relative_to(run.resolve()) or not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def concept_path_view(name: str, run: Path, sha: str, class_idx: int) -> dict:
@@ -488,15 +526,14 @@ def analysis_overview(name: str, run: Path) -> dict:
         x_label="fraction of units ablated", y_label="metric / unablated"),
         "rows": [{"metric": m, "p": p, "mean": v["mean"][i], "std": v["std"][i], "n": v["n"][i]}
                  for m, v in mets.items() for i, p in enumerate(v["p"])]} for lay, mets in ablation.items()]
-    sel_charts = {p: line_chart(list(range(len(v))), {f"mean selectivity ({p})": [b["mean"] for b in v]},
-                                y_range=(0.0, 1.0), x_label="block (" + ", ".join(b["block"] for b in v) + ")")
+    sel_charts = {p: bar_chart([b["block"] for b in v], {f"mean selectivity ({p})": [b["mean"] for b in v]})
                   for p, v in selectivity.items()}
     cats = sorted({c for d in counts for c in d["counts"]})
     by_set: dict[str, list[dict]] = {}
     for d in counts:
         by_set.setdefault(d["concept_set"], []).append(d)
-    count_charts = {cs: line_chart(list(range(len(v))), {c: [d["counts"].get(c, 0) for d in v] for c in cats},
-                                   x_label="layer (" + ", ".join(d["layer"] for d in v) + ")")
+    count_charts = {cs: bar_chart([d["layer"] for d in v], {c: [d["counts"].get(c, 0) for d in v] for c in cats},
+                                  y_label="interpretable units")
                     for cs, v in by_set.items()}
     missing = []
     if not ablation:

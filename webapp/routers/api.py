@@ -1,10 +1,12 @@
 """The JSON API: every page's data under `/api/...`, from the same functions the pages use."""
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from .. import intake, services
 from ..deps import get_analyzer, get_concept_path, get_jobs, get_run, get_settings
@@ -83,6 +85,21 @@ def reanalyse(sha: str = SHA, run: tuple[str, Path] = Depends(get_run), settings
         raise HTTPException(404, f"no clip {sha} in run {run[0]!r}")
     view = queue_analysis(*run, sha, settings, jobs, analyzer)
     return JSONResponse(view, status_code=200 if view["state"] == "done" else 202)
+
+
+@router.get("/runs/{run}/clips/{sha}/frames.zip", response_class=Response,
+            responses={200: {"content": {"application/zip": {}}}})
+def frames_zip(sha: str = SHA, run: tuple[str, Path] = Depends(get_run)) -> Response:
+    """All images of an analysed clip in one ZIP (stored, not recompressed: they are JPEG/PNG already)."""
+    images = services.clip_images(run[1], sha)
+    if not images:
+        raise HTTPException(404, f"clip {sha} of run {run[0]!r} has no analysed frames")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for p in images:
+            z.write(p, p.name)
+    return Response(buf.getvalue(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{sha[:16]}-frames.zip"'})
 
 
 @router.get("/runs/{run}/clips/{sha}/why/{class_idx}")
