@@ -136,6 +136,7 @@ def test_planted_bias_and_switch():
     assert abs(spin - 0.8) < 0.05 and 0.02 < other < 0.08
     spin, other = dotted_share(SynthConfig(val_clips=0, bias_strength=0.0))
     assert abs(spin - 1 / len(TEXTURES)) < 0.06 and abs(other - 1 / len(TEXTURES)) < 0.03
+    assert not SynthConfig(classes=("sliding", "bouncing")).bias_active
 
 
 def test_broden_concept_set_loads(world):

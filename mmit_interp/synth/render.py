@@ -67,21 +67,52 @@ def shade(rgb: tuple[int, int, int]) -> np.ndarray:
     return c * 0.35 if c.mean() > 70 else c * 0.5 + 110
 
 
-def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | None, idx: int, shape: str,
-               rgb: tuple[int, int, int], texture: str, cx: float, cy: float, r: float, sx: float, sy: float,
-               ang: float, alpha: float = 1.0, bright: float = 1.0) -> None:
-    """Composite one actor into a float32 frame, marking its opaque pixels with ``idx`` in ``owner``."""
+@dataclass
+class Sprite:
+    """An actor's pose over frames (arrays of length T) with its polygon vertices, ready to draw."""
+
+    shape: str
+    rgb: tuple[int, int, int]
+    texture: str
+    cx: np.ndarray
+    cy: np.ndarray
+    r: float
+    sx: np.ndarray
+    sy: np.ndarray
+    ang: np.ndarray
+    alpha: np.ndarray
+    bright: np.ndarray
+
+    def __post_init__(self) -> None:
+        """Compute every frame's vertices and integer bounds at once (vectorised over frames)."""
+        self.sx = np.where(np.abs(self.sx) < 0.08, np.where(self.sx < 0, -0.08, 0.08), self.sx)
+        ca, sa = np.cos(self.ang)[:, None], np.sin(self.ang)[:, None]
+        px = POLYGONS[self.shape][:, 0] * (self.r * self.sx)[:, None]
+        py = POLYGONS[self.shape][:, 1] * (self.r * self.sy)[:, None]
+        self.verts = np.stack([px * ca - py * sa + self.cx[:, None], px * sa + py * ca + self.cy[:, None]], -1)
+        self.lo = np.floor(self.verts.min(1)).astype(int)
+        self.hi = np.ceil(self.verts.max(1)).astype(int) + 1
+
+    @classmethod
+    def still(cls, shape: str, rgb: tuple[int, int, int], texture: str, cx: float, cy: float, r: float, sx: float,
+              sy: float, ang: float) -> "Sprite":
+        """A one-frame sprite (concept images)."""
+        one = np.ones(1)
+        return cls(shape, rgb, texture, cx * one, cy * one, r, sx * one, sy * one, ang * one, one, one)
+
+
+def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | None, idx: int, sp: Sprite,
+               f: int) -> None:
+    """Composite frame ``f`` of a sprite into a float32 frame, marking its opaque pixels with ``idx`` in ``owner``."""
+    alpha = float(sp.alpha[f])
     if alpha <= 0.0:
         return
     h, w = owner.shape
-    sx = np.sign(sx) * max(abs(sx), 0.08) if sx else 0.08
-    ca, sa = np.cos(ang), np.sin(ang)
-    p = POLYGONS[shape] * (r * np.array([sx, sy]))
-    verts = np.stack([p[:, 0] * ca - p[:, 1] * sa + cx, p[:, 0] * sa + p[:, 1] * ca + cy], 1)
-    x0, y0 = max(int(np.floor(verts[:, 0].min())), 0), max(int(np.floor(verts[:, 1].min())), 0)
-    x1, y1 = min(int(np.ceil(verts[:, 0].max())) + 1, w), min(int(np.ceil(verts[:, 1].max())) + 1, h)
+    x0, y0 = max(sp.lo[f, 0], 0), max(sp.lo[f, 1], 0)
+    x1, y1 = min(sp.hi[f, 0], w), min(sp.hi[f, 1], h)
     if x1 <= x0 or y1 <= y0:
         return
+    verts = sp.verts[f]
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     pts = np.rint((verts - [x0, y0]) * 16).astype(np.int32).reshape(-1, 1, 2)
     cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=4)
@@ -89,14 +120,16 @@ def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | N
     if not m.any():
         return
     patch = frame[y0:y1, x0:x1]
-    if texture == "plain":
+    rgb, bright = np.asarray(sp.rgb, np.float32), np.float32(sp.bright[f])
+    if sp.texture == "plain":
         pat = None
-        col = np.asarray(rgb, np.float32) * np.float32(bright)
+        col = rgb * bright
     else:
+        cx, cy, ca, sa = sp.cx[f], sp.cy[f], np.cos(sp.ang[f]), np.sin(sp.ang[f])
         dx = (np.arange(x0, x1, dtype=np.float32) - cx)[None, :]
         dy = (np.arange(y0, y1, dtype=np.float32) - cy)[:, None]
-        pat = texture_pattern(texture, (ca * dx + sa * dy) / (r * sx), (-sa * dx + ca * dy) / (r * sy))
-        col = (np.where(pat[..., None], shade(rgb), np.asarray(rgb, np.float32)) * np.float32(bright))[m]
+        pat = texture_pattern(sp.texture, (ca * dx + sa * dy) / (sp.r * sp.sx[f]), (-sa * dx + ca * dy) / (sp.r * sp.sy[f]))
+        col = (np.where(pat[..., None], shade(sp.rgb), rgb) * bright)[m]
     patch[m] = col if alpha >= 1.0 else alpha * col + (1.0 - alpha) * patch[m]
     if alpha >= 0.3:
         owner[y0:y1, x0:x1][m] = idx
@@ -331,14 +364,18 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
         walk = np.cumsum(rng.normal(0, 0.004 * s, (2, n_t)), 1)
         vel = rng.uniform(-0.08, 0.08, 2) * s
         xy = rng.uniform(0.1, 0.9, 2) * s
-        distractors.append((str(rng.choice(SHAPES)), rgb, config.actor_size * s * rng.uniform(0.4, 0.6),
-                            xy[0] + vel[0] * t + walk[0], xy[1] + vel[1] * t + walk[1], rng.uniform(0, 6.3)))
+        distractors.append(Sprite(str(rng.choice(SHAPES)), rgb, "plain", xy[0] + vel[0] * t + walk[0] - shake[:, 0],
+                                  xy[1] + vel[1] * t + walk[1] - shake[:, 1], config.actor_size * s * rng.uniform(0.4, 0.6),
+                                  np.ones(n_t), np.ones(n_t), np.full(n_t, rng.uniform(0, 6.3)), np.ones(n_t),
+                                  np.ones(n_t)))
     occluder = None
     if rng.random() < config.occlusion:
         width, at = rng.uniform(0.1, 0.18) * s, rng.uniform(0.25, 0.75) * s
         vertical = rng.random() < 0.5
         occluder = (vertical, int(at - width / 2), int(at + width / 2), np.array([100, 100, 85]) + rng.uniform(-8, 8, 3))
 
+    sprites = [Sprite(a.shape, COLOURS[a.colour], a.texture, m.cx - shake[:, 0], m.cy - shake[:, 1], r, m.sx, m.sy,
+                      m.ang, m.alpha, m.bright) for a, m, r in zip(visible, motions, radii)]
     frames = np.empty((n_t, s, s, 3), np.float32)
     owner = np.empty((s, s), np.int8)
     boxes: list[list[Box | None]] = [[] for _ in visible]
@@ -348,12 +385,10 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
         fr = frames[f]
         fr[:] = bg[pad + oy:pad + oy + s, pad + ox:pad + ox + s]
         owner.fill(-1)
-        for shape, rgb, rad, dx, dy, ang in distractors:
-            draw_actor(fr, owner, None, -1, shape, rgb, "plain", dx[f] - ox, dy[f] - oy, rad, 1.0, 1.0, ang)
+        for sp in distractors:
+            draw_actor(fr, owner, None, -1, sp, f)
         for i in depth:
-            a, m = visible[i], motions[i]
-            draw_actor(fr, owner, None, int(i), a.shape, COLOURS[a.colour], a.texture, m.cx[f] - ox, m.cy[f] - oy,
-                       radii[i], m.sx[f], m.sy[f], m.ang[f], float(m.alpha[f]), float(m.bright[f]))
+            draw_actor(fr, owner, None, int(i), sprites[i], f)
         if occluder is not None:
             vertical, lo, hi, rgb = occluder
             sl = (slice(None), slice(max(lo - ox, 0), max(hi - ox, 0))) if vertical else \
@@ -395,8 +430,9 @@ def render_still(rng: np.random.Generator, config: SynthConfig) -> Still:
     for i in range(int(rng.integers(1, 4))):
         look = (str(rng.choice(SHAPES)), str(colours.pop()), str(rng.choice(TEXTURES)))
         r = config.actor_size * s * rng.uniform(1.0, 1.8)
-        draw_actor(img, owner, pattern, i, look[0], COLOURS[look[1]], look[2], rng.uniform(0.15, 0.85) * s,
-                   rng.uniform(0.15, 0.85) * s, r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3))
+        sp = Sprite.still(look[0], COLOURS[look[1]], look[2], rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s,
+                          r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3))
+        draw_actor(img, owner, pattern, i, sp, 0)
         actors.append(look)
     if config.noise > 0:
         img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(config.noise)
