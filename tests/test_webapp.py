@@ -16,7 +16,7 @@ from webapp.jobs import JobQueue, QueueFull
 from webapp.main import create_app
 from webapp.settings import Settings, SettingsError, load_settings, name_runs
 from webapp.uploads import UploadRejected, copy_capped
-from webapp_support import CLASSES, make_data, make_run, tiny_clip, wav_bytes
+from webapp_support import CLASSES, make_data, make_run, mkv_clip, tiny_clip, wav_bytes
 
 LOCAL = ("127.0.0.1", 50000)
 
@@ -232,20 +232,23 @@ def test_failed_analysis_is_reported_and_can_be_retried(world):
 
 
 # ------------------------------------------------------------------ bad uploads
-def bad_uploads(world) -> dict[str, tuple[bytes, int]]:
-    """Each refused upload case -> (content, expected status); names say .mp4 to prove content is checked."""
+def bad_uploads(world) -> list[tuple[str, bytes, int, str]]:
+    """Refused uploads: (case, content, status, error code); all named .mp4 to prove content is checked."""
     good = world["clip"].read_bytes()
+    mkv = mkv_clip(world["root"] / "whole.mkv").read_bytes()
     long_clip = tiny_clip(world["root"] / "long.mp4", seconds=6.0, fps=4, size=16, audio=False).read_bytes()
-    return {"empty": (b"", 400), "truncated": (good[: len(good) // 2], 422),
-            "not_video": (b"this is plain text, not a video\n" * 64, 415),
-            "audio_only": (wav_bytes(world["root"] / "tone.wav").read_bytes(), 415),
-            "too_long": (long_clip, 422)}
+    return [("empty", b"", 400, "empty"),
+            ("truncated mp4 (index lost)", good[: len(good) // 2], 422, "truncated"),
+            ("truncated mkv (frames stop early)", mkv[: int(len(mkv) * 0.75)], 422, "truncated"),
+            ("text", b"this is plain text, not a video\n" * 64, 415, "not_video"),
+            ("audio only", wav_bytes(world["root"] / "tone.wav").read_bytes(), 415, "audio_only"),
+            ("too long", long_clip, 422, "too_long")]
 
 
 def test_every_bad_upload_is_a_clear_4xx_and_the_server_keeps_serving(client, world):
-    for code, (content, status) in bad_uploads(world).items():
+    for case, content, status, code in bad_uploads(world):
         r = client.post("/api/runs/tiny/clips", files={"file": ("clip.mp4", content, "video/mp4")})
-        assert r.status_code == status, (code, r.text)
+        assert r.status_code == status, (case, r.text)
         assert r.json()["error"] == code and len(r.json()["detail"]) > 20
         page = client.post("/runs/tiny/clips", files={"file": ("clip.mp4", content, "video/mp4")})
         assert page.status_code == status and "Upload refused" in page.text and f'data-code="{code}"' in page.text

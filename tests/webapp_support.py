@@ -111,6 +111,23 @@ def tiny_clip(path: Path, *, seconds: float = 3.0, fps: int = 8, size: int = 48,
     return path
 
 
+def mkv_clip(path: Path, n: int = 24, fps: int = 8, size: int = 48) -> Path:
+    """A Matroska clip (its header declares the duration up front, unlike an mp4's trailing index)."""
+    import av
+
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), (i * 10) % 255, np.uint8), format="rgb24")
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
 def wav_bytes(path: Path, seconds: float = 1.0) -> Path:
     """A mono 16-bit WAV file (audio only, no video stream)."""
     t = np.arange(int(8000 * seconds)) / 8000

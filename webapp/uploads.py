@@ -124,6 +124,11 @@ def check_clip(path: Path, max_duration_s: float, decode_timeout_s: float) -> tu
         if stream.frames and n < 0.9 * stream.frames:
             raise UploadRejected(422, "truncated", f"only {n} of the {stream.frames} frames the file declares "
                                                    "could be decoded: the file is truncated")
+        # The video's own declared length (the container's covers the longest stream, e.g. the audio).
+        video_len = float(stream.duration * stream.time_base) if stream.duration else (declared if not audio else 0.0)
+        if video_len and last_t < 0.9 * video_len - 0.5:
+            raise UploadRejected(422, "truncated", f"frames stop at {last_t:.1f} s of the {video_len:.1f} s the video "
+                                                   "declares: the file is truncated")
     try:
         info = probe(path)
     except ClipDecodeError as e:
