@@ -342,6 +342,10 @@ def test_unit_page(client):
     assert "mmit-dissect" in client.get("/runs/tiny/units/layer4/9").text
     assert d["drives"][0]["name"] == CLASSES[2] and d["block"] == "layer4.1"
     assert d["selectivity"]["value"] is not None and d["concept_sets"][0]["runner_ups"]
+    with_actions = next(s for s in d["concept_sets"] if s["concept_set"] == "broden+actions")
+    assert with_actions["per_category"][0]["category"] == "action"  # the best per-category IoU in the fixture
+    assert with_actions["best_without_action"]["category"] == "scene"
+    assert 'class="data per-category"' in r.text
     assert d["neighbours"]["previous"] == 1 and d["neighbours"]["next"] == 3
     assert client.get("/runs/tiny/units/layer4/999").status_code == 404
     assert client.get("/api/runs/tiny/units/layer4/999").status_code == 404

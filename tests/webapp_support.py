@@ -82,8 +82,9 @@ def fill_store(run: Path, ev: dict, n_units: int) -> None:
                 cat = cats[u % len(cats)]
                 if u < 4:
                     cv2.imwrite(str(gallery / f"unit_{u:04d}.jpg"), rng.integers(0, 255, (40, 120, 3), dtype=np.uint8))
+                per_cat = {f"{c}_label": f"{c}-{u % 3}" for c in cats} | {f"{c}_iou": 0.01 * (j + 1) for j, c in enumerate(cats)}
                 records.append({"unit": u, "category": cat, "label": f"{cat}-{u % 7}" if u % 5 else "polka <dots>",
-                                "iou": float(rng.uniform(0.0, 0.2)), "threshold": 0.5, "label_number": u % 7,
+                                "iou": float(rng.uniform(0.0, 0.2)), "threshold": 0.5, "label_number": u % 7, **per_cat,
                                 "runner_ups": [{"label": f"{cats[(u + 1) % len(cats)]}-{k}", "category": cats[(u + 1) % len(cats)],
                                                 "iou": 0.01 * k} for k in range(3)]})
             st.write_units("layer4", cs, records)

@@ -469,8 +469,8 @@ def unit_detail(name: str, run: Path, layer: str, unit: int) -> dict | None:
         "name": name, "layer": layer, "unit": unit, "n_units": n_units, "label": best["label"],
         "category": best["category"], "iou": best["iou"], "interpretable": best["interpretable"],
         "concept_sets": [{"concept_set": r["concept_set"], "label": r["label"], "category": r["category"],
-                          "iou": r["iou"], "interpretable": r["interpretable"], "runner_ups": _runner_ups(r["runner_ups"])}
-                         for r in per_set],
+                          "iou": r["iou"], "interpretable": r["interpretable"], "runner_ups": _runner_ups(r["runner_ups"]),
+                          **_per_category(r["extra"])} for r in per_set],
         "gallery": [{"concept_set": r["concept_set"], "url": u} for r in per_set
                     for u in urls_of(name, run, gallery_paths(run, r["concept_set"], layer, unit, r["extra"]))],
         "extra": {r["concept_set"]: {k: v for k, v in r["extra"].items() if not _images_in(v)} for r in per_set},
@@ -485,6 +485,15 @@ def unit_detail(name: str, run: Path, layer: str, unit: int) -> dict | None:
                                 for r in per_set) else
                       [{"what": "this unit's top-image gallery", "command": commands(run)["dissect"]}]),
     })
+
+
+def _per_category(extra: dict) -> dict:
+    """Dissection's best label per category (`<cat>_label`, `<cat>_iou`) and the best one without `action`."""
+    rows = [{"category": k[: -len("_label")], "label": v, "iou": extra.get(k[: -len("_label")] + "_iou")}
+            for k, v in extra.items() if k.endswith("_label") and v]
+    rows.sort(key=lambda d: -(d["iou"] or 0.0))
+    without = next((d for d in rows if d["category"] != "action"), None)
+    return {"per_category": rows, "best_without_action": without}
 
 
 def _runner_ups(raw: Any) -> list[dict]:
