@@ -76,12 +76,11 @@ def _batch_mean(per_sample: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
 def _masked_logsumexp(x: torch.Tensor, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise logsumexp over the entries not in ``exclude``; returns (lse (B,), row non-empty (B,)).
 
-    Fully excluded rows are computed over zeros instead (finite value, finite gradient) so the caller
-    can discard them without a -inf - -inf = NaN in the backward pass.
+    Fully excluded rows are computed over the whole row instead (finite value, finite gradient) so
+    the caller can discard them without a -inf - -inf = NaN in the backward pass.
     """
-    empty = exclude.all(1, keepdim=True)
-    z = x.masked_fill(exclude, float("-inf")).masked_fill(empty, 0.0)
-    return torch.logsumexp(z, dim=1), ~empty.squeeze(1)
+    nonempty = ~exclude.all(1, keepdim=True)
+    return torch.logsumexp(x.masked_fill(exclude & nonempty, float("-inf")), dim=1), nonempty.squeeze(1)
 
 
 def bce_loss(
