@@ -125,6 +125,7 @@ def test_run_page_metrics_table_curves_and_escaping(client, world):
     d = client.get("/api/runs/tiny").json()
     assert [m["key"] for m in d["metrics"]] == ["hit@1", "hit@5", "map_sample", "map_class", "map_micro"]
     assert d["per_class_ap"][3]["ap"] is None  # NaN (no positives) -> null, never invalid JSON
+    assert d["has_baseline"] and all(m["baseline"] is not None for m in d["metrics"]) and "label-prior baseline" in r.text
     assert len(d["epochs"]) == 3 and d["curves"]["metrics"]["lines"]
 
 

@@ -60,6 +60,8 @@ def make_run(run: Path, data: Path | None, *, n_units: int | None = None, analys
             f.write(json.dumps({"epoch": e, "train_loss": 1.0 / e, **{k: min(1.0, 0.2 * e + 0.05 * i) for i, k in
                                 enumerate(("hit@1", "hit@5", "map_sample", "map_class", "map_micro"))}}) + "\n")
     atomic_write_json(run / "eval.json", {"split": "val", **ev})
+    atomic_write_json(run / "baseline.json", {k: v for k, v in evaluate(np.broadcast_to(y.mean(0), y.shape), y).items()
+                                              if k != "per_class_ap"})
     if analysed:
         fill_store(run, ev, n_units=n_units or 64)
     return run

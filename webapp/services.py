@@ -163,6 +163,7 @@ def run_overview(name: str, run: Path) -> dict:
     """Everything the run page shows: recipe, named metrics, per-class AP, training curves, what is missing."""
     cfg = read_json(run / "config.json")
     ev = read_json(run / "eval.json")
+    base = read_json(run / "baseline.json") or {}
     epochs = read_jsonl(run / "metrics.jsonl")
     store = open_store(run)
     try:
@@ -180,12 +181,11 @@ def run_overview(name: str, run: Path) -> dict:
         missing.append({"what": "final evaluation (eval.json)", "command": cmd["eval"]})
     if not epochs:
         missing.append({"what": "training curves (metrics.jsonl)", "command": cmd["metrics"]})
-    metrics = [{"key": k, "name": desc, "value": ev.get(k)} for k, desc in METRIC_NAMES.items()] if ev else []
-    per_class = []
-    if ev and "per_class_ap" in ev:
-        pos = ev.get("class_positives") or []
-        per_class = [{"class_idx": i, "name": names[i] if i < len(names) else f"class {i}", "ap": ap,
-                      "positives": pos[i] if i < len(pos) else None} for i, ap in enumerate(ev["per_class_ap"])]
+    c = cfg or {}
+    metrics = [{"key": k, "name": desc, "value": ev.get(k), "baseline": base.get(k)}
+               for k, desc in METRIC_NAMES.items()] if ev else []
+    per_class = [{"class_idx": i, "name": names[i] if i < len(names) else f"class {i}", "ap": ap}
+                 for i, ap in enumerate((ev or {}).get("per_class_ap", []))]
     ep = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
     curves = {
         "loss": line_chart(ep, {"train loss": [e.get("train_loss") for e in epochs]}, x_label="epoch", y_label="loss"),
@@ -193,13 +193,11 @@ def run_overview(name: str, run: Path) -> dict:
                               x_label="epoch", y_label="validation metric"),
     }
     return finite({
-        "name": name, "path": str(run), "config": cfg or {},
-        "recipe": {"model": (cfg or {}).get("model"), "model_kwargs": (cfg or {}).get("model_kwargs"),
-                   "loss": (cfg or {}).get("loss"), "class_weights": (cfg or {}).get("class_weights_resolved",
-                                                                                  (cfg or {}).get("class_weights")),
-                   "data": (cfg or {}).get("data"), "frames": (cfg or {}).get("frames"),
-                   "size": (cfg or {}).get("size"), "epochs": (cfg or {}).get("epochs")},
-        "metrics": metrics,
+        "name": name, "path": str(run), "config": c,
+        "recipe": {"model": c.get("model"), "model_kwargs": c.get("model_kwargs"), "loss": c.get("loss"),
+                   "class_weights": c.get("class_weights_resolved", c.get("class_weights")), "data": c.get("data"),
+                   "frames": c.get("frames"), "size": c.get("size"), "epochs": c.get("epochs")},
+        "metrics": metrics, "has_baseline": bool(base),
         "eval_extra": {k: ev.get(k) for k in ("split", "n_clips", "n_classes", "clips_skipped", "map_class_skipped")
                        if k in ev} if ev else {},
         "per_class_ap": per_class, "epochs": epochs, "curves": curves, "missing": missing,
