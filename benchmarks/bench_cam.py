@@ -1,16 +1,19 @@
 """CAM cost: top-5 CAMs of one clip vs one forward pass (target <= 1.2x) vs one backward per class
 (the grad-cam way), and the whole `mmit-cam` on a 3-s clip (demo model; I3D-R50 at 16x224).
 
-    python benchmarks/bench_cam.py [--reps 7] [--no-r50] [--out DIR]
+    python benchmarks/bench_cam.py [--reps 7] [--threads 1] [--no-r50] [--out DIR]
 
-Medians over `--reps` runs (shared noisy machines: quote medians and ratios, PERF-NOTES.md).
+Forward, CAM and grad-cam are timed interleaved (one of each per rep, so load changes hit all
+three alike); the ratios are medians of per-rep ratios (shared noisy machines: PERF-NOTES.md).
 `mmit-cam` is timed twice: in-process and warm (`analyze_clip`, what the dashboard pays per
 upload) and as a fresh process (includes `import torch`, model load and checkpoint hashing).
+`--threads` sets torch's thread count here and OMP_NUM_THREADS for the fresh process.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -54,13 +57,28 @@ def grad_cam_per_class(model: torch.nn.Module, x: torch.Tensor, k: int = 5) -> t
 
 
 def cam_costs(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
-    """Forward, single-pass top-5 CAM (incl. upsampling to the frames), grad-cam way."""
-    with torch.no_grad():
-        fwd = median_time(lambda: model(x), reps)
-        cam = median_time(lambda: LinearCAM(model)(x, top_k=5), reps)
-    grad = median_time(lambda: grad_cam_per_class(model, x), reps)
-    return {"forward_s": fwd, "cam_top5_s": cam, "gradcam_5_backwards_s": grad,
-            "cam_over_forward": cam / fwd, "gradcam_over_forward": grad / fwd}
+    """Forward, single-pass top-5 CAM (incl. upsampling to the frames), grad-cam way: interleaved reps."""
+    def fwd():
+        with torch.no_grad():
+            model(x)
+
+    def cam():
+        LinearCAM(model)(x, top_k=5)
+
+    fns = {"forward_s": fwd, "cam_top5_s": cam, "gradcam_5_backwards_s": lambda: grad_cam_per_class(model, x)}
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    f = np.array(times["forward_s"])
+    out["cam_over_forward"] = float(np.median(np.array(times["cam_top5_s"]) / f))
+    out["gradcam_over_forward"] = float(np.median(np.array(times["gradcam_5_backwards_s"]) / f))
+    return out
 
 
 def make_run(root: Path, name: str, kwargs: dict, frames: int, size: int) -> Path:
@@ -83,14 +101,15 @@ def make_clip(path: Path, seconds: float = 3.0, fps: int = 30, w: int = 340, h: 
     return write_video(frames, path, fps=fps)
 
 
-def whole_cam(run: Path, clip: Path, reps: int) -> dict[str, float]:
+def whole_cam(run: Path, clip: Path, reps: int, threads: int) -> dict[str, float]:
     """`analyze_clip` warm in-process (median) and `mmit-cam` as a fresh process (median of 3)."""
     warm = median_time(lambda: analyze_clip(run, clip, top_k=5), reps)
     fresh = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     for _ in range(3):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "from mmit_interp.cli import cam_main; cam_main()", str(clip),
-                        "--run", str(run)], check=True, capture_output=True)
+                        "--run", str(run)], check=True, capture_output=True, env=env)
         fresh.append(time.perf_counter() - t)
     return {"analyze_clip_warm_s": warm, "mmit_cam_process_s": statistics.median(fresh)}
 
@@ -99,12 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
     ap.add_argument("--no-r50", action="store_true", help="skip the I3D-R50 16x224 part")
     ap.add_argument("--out", help="keep the temporary runs here")
     a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
     work = Path(a.out or tempfile.mkdtemp(prefix="bench-cam-"))
     clip = make_clip(work / "clip.mp4")
-    res: dict[str, dict] = {"threads": {"torch": torch.get_num_threads()}}
+    res: dict[str, dict] = {"threads": {"torch": torch.get_num_threads()}, "load_avg": {"start": os.getloadavg()}}
     cases = [("demo i3d_r18 w16 8x64", "i3d_r18", {"width": 16}, 8, 64)]
     if not a.no_r50:
         cases.append(("i3d_r50 16x224", "i3d_r50", {}, 16, 224))
@@ -113,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(name, 313, **kw).eval()
         x = torch.randn(1, 3, t, s, s)
         reps = a.reps if s <= 64 else max(3, a.reps // 2)
-        res[label] = {**cam_costs(model, x, reps), **whole_cam(run, clip, reps)}
+        res[label] = {**cam_costs(model, x, reps), **whole_cam(run, clip, reps, a.threads)}
         print(label, json.dumps({k: round(v, 4) for k, v in res[label].items()}), flush=True)
+    res["load_avg"]["end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     return 0
 

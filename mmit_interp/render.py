@@ -7,7 +7,7 @@
   layer (for a browser to stack at any opacity) or composited over the frame.
 - `side_by_side`: plain per-class CAM overlays of one frame in a row, each captioned.
 - `write_video`: MP4 (H.264 via PyAV, yuv420p: plays in browsers) or GIF (by the suffix).
-Colormaps are matplotlib's (looked up once, applied as a 256-entry table).
+Colormaps are OpenCV's or matplotlib's by name (looked up once, applied as a 256-entry table).
 """
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ BLUE = (40, 90, 255)
 
 @lru_cache(maxsize=16)
 def colormap_lut(name: str) -> np.ndarray:
-    """A matplotlib colormap as a `(256, 3)` uint8 table."""
+    """A colormap as a `(256, 3)` uint8 RGB table: OpenCV's table when it has one of that name
+    (no matplotlib import, ~0.8 s saved per process), else matplotlib's."""
+    code = getattr(cv2, f"COLORMAP_{name.upper()}", None)
+    if code is not None:
+        return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)[:, 0, ::-1].copy()
     import matplotlib
 
     return (matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)

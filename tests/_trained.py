@@ -3,10 +3,13 @@
 `trained_world()` returns `(world_dir, run_dir)` or calls `pytest.skip` with the reason when the
 synthetic world generator or the training loop is not available. The pair is cached under
 `$MMIT_TEST_CACHE` (default: the temp dir) keyed by the settings below, built in a scratch folder
-and renamed into place, so later sessions reuse it.
+and renamed into place under a file lock (concurrent sessions wait for one build), so later
+sessions reuse it. The build uses one torch thread: on shared 2-core machines two threads run
+5-10x slower than one when other processes compete for the cores.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -37,15 +40,26 @@ def trained_world() -> tuple[Path, Path]:
         pytest.skip(f"needs mmit_interp.synth and train.loop: {e}")
     root = Path(os.environ.get("MMIT_TEST_CACHE", tempfile.gettempdir())) / f"mmit-trained-{_key()}"
     world, run = root / "world", root / "run"
-    if (run / "checkpoints" / "best.pt").is_file():
+    done = run / "checkpoints" / "best.pt"
+    if done.is_file():
         return world, run
-    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=root.parent))
-    try:
-        generate_world(scratch / "world", SynthConfig(**WORLD), progress=False)
-        train(TrainConfig(data=str(scratch / "world"), out=str(scratch / "run"), **TRAIN))
-        root.mkdir(parents=True, exist_ok=True)
-        for name in ("world", "run"):
-            os.replace(scratch / name, root / name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    import torch
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".mmit-trained-{_key()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file():
+            return world, run
+        scratch = Path(tempfile.mkdtemp(prefix=".mmit-trained-build-", dir=root.parent))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            generate_world(scratch / "world", SynthConfig(**WORLD), progress=False)
+            train(TrainConfig(data=str(scratch / "world"), out=str(scratch / "run"), **TRAIN))
+            root.mkdir(parents=True, exist_ok=True)
+            for name in ("world", "run"):
+                os.replace(scratch / name, root / name)
+        finally:
+            torch.set_num_threads(threads)
+            shutil.rmtree(scratch, ignore_errors=True)
     return world, run
