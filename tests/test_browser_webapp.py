@@ -163,6 +163,17 @@ def test_run_and_analysis_pages(page, server):
     shot(page, "analysis")
 
 
+def test_api_docs_render_without_network(page, server):
+    pytest.importorskip("fastapi_offline", reason="self-hosted docs assets come from fastapi-offline")
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(server.url) else None)
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)  # one block per documented operation
+    assert page.locator(".opblock").count() >= 15 and "Upload" in page.inner_text("body")
+    assert not external, external
+    shot(page, "api_docs", full=False)
+
+
 def test_no_run_page(browser):
     with LiveServer(create_app(Settings())) as s:
         pg = browser.new_page()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -23,6 +24,37 @@ from .uploads import UploadRejected
 STATIC = Path(__file__).parent / "static"
 
 
+def docs_assets() -> Path | None:
+    """Swagger UI / ReDoc files shipped by the `fastapi-offline` package, if installed (else FastAPI's CDN docs)."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    d = Path(fastapi_offline.__file__).parent / "static"
+    return d if (d / "swagger-ui-bundle.js").is_file() else None
+
+
+def self_hosted_docs(app: FastAPI, assets: Path) -> None:
+    """`/docs` and `/redoc` loading their JavaScript and CSS from this server: nothing external loads."""
+    app.mount("/docs-static", StaticFiles(directory=assets), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> Response:
+        """Swagger UI over /openapi.json, assets served locally, no external validator badge."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> Response:
+        """ReDoc over /openapi.json, assets served locally, no web fonts."""
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                              redoc_js_url="/docs-static/redoc.standalone.js",
+                              redoc_favicon_url="/docs-static/favicon.png", with_google_fonts=False)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A dashboard app serving the runs named by `settings` (read from the environment by default)."""
     settings = settings or load_settings()
@@ -32,9 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.jobs.close()
 
+    assets = docs_assets()
     app = FastAPI(title="mmit-interp dashboard", version="1",
                   description="Multi-label video action models: runs, clip CAMs, unit dissection, analyses.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None if assets else "/docs", redoc_url=None if assets else "/redoc")
+    if assets:
+        self_hosted_docs(app, assets)
     app.state.settings = settings
     app.state.jobs = JobQueue(maxsize=settings.queue_size, keep=settings.keep_jobs)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
