@@ -290,6 +290,7 @@ def test_upload_token_and_remote_clients(world):
         ok = c.post("/api/runs/tiny/clips", files={"file": ("c.mp4", clip, "video/mp4")}, data={"token": "s3cret"})
         assert ok.status_code in (200, 202)
         assert c.get("/api/settings").json()["upload_token"] is True and "s3cret" not in c.get("/api/settings").text
+        assert 'id="upload-token"' in c.get("/runs/tiny/clips").text
 
 
 # ------------------------------------------------------------------ files

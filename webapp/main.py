@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if run_dir is None:
             return templates.TemplateResponse(request, "error.html", {"status": exc.status, "detail": exc.message},
                                               status_code=exc.status)
-        ctx = {**clips.clips_context(name, run_dir), "error": exc.message, "error_code": exc.code}
+        ctx = {**clips.clips_context(name, run_dir, request.app.state.settings), "error": exc.message,
+               "error_code": exc.code}
         return templates.TemplateResponse(request, "clips.html", ctx, status_code=exc.status)
 
     @app.exception_handler(HTTPException)

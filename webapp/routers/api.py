@@ -47,9 +47,9 @@ def run_detail(run: tuple[str, Path] = Depends(get_run)) -> dict:
 
 
 @router.get("/runs/{run}/clips")
-def clips(run: tuple[str, Path] = Depends(get_run)) -> dict:
+def clips(run: tuple[str, Path] = Depends(get_run), settings: Settings = Depends(get_settings)) -> dict:
     """Analysed clips and the validation clips that can be picked."""
-    return clips_context(*run)
+    return clips_context(*run, settings)
 
 
 @router.post("/runs/{run}/clips", status_code=202)

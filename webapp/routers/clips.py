@@ -63,15 +63,16 @@ def queue_analysis(name: str, run: Path, sha: str, settings: Settings, jobs: Job
     return intake.job_view(name, sha, job, jobs)
 
 
-def clips_context(name: str, run: Path) -> dict:
-    """Data of the clips page: analysed clips and the validation set to pick from."""
-    return {"name": name, "analysed": services.analysed_clips(name, run), "validation": services.validation_clips(run)}
+def clips_context(name: str, run: Path, settings: Settings) -> dict:
+    """Data of the clips page: analysed clips, the validation set to pick from, whether uploads need the token."""
+    return {"name": name, "analysed": services.analysed_clips(name, run), "validation": services.validation_clips(run),
+            "token_required": bool(settings.upload_token)}
 
 
 @router.get("/runs/{run}/clips", response_class=HTMLResponse)
-def clips_page(request: Request, run: tuple[str, Path] = Depends(get_run)):
+def clips_page(request: Request, run: tuple[str, Path] = Depends(get_run), settings: Settings = Depends(get_settings)):
     """Upload form, validation clips and the clips analysed so far."""
-    return templates.TemplateResponse(request, "clips.html", clips_context(*run))
+    return templates.TemplateResponse(request, "clips.html", clips_context(*run, settings))
 
 
 @router.post("/runs/{run}/clips", response_class=HTMLResponse)
