@@ -222,6 +222,15 @@ class BilinearBlocks:
         self.h, self.w, self.sh, self.sw = h, w, sh, sw
         self.a1, self.ry, self.ry_ok, self.wy, self.wy_end, self.ty_ok = self._axis(h, sh, tile, device)
         self.b1, self.rx, self.rx_ok, self.wx, self.wx_end, self.tx_ok = self._axis(w, sw, tile, device)
+        self.ny, self.nx = self.wy_end.shape[1], self.wx_end.shape[1]
+        # every tile (a, ty, b, tx), id ((a*Ty + ty)*w + b)*Tx + tx: its flat pixels and their validity
+        pix = self.ry[:, :, None, None, :, None] * sw + self.rx[None, None, :, :, None, :]
+        ok = self.ry_ok[:, :, None, None, :, None] & self.rx_ok[None, None, :, :, None, :]
+        self.tile_pix = pix.reshape(-1, tile * tile)
+        self.tile_ok = ok.reshape(-1, tile * tile)
+        self.tile_count = self.tile_ok.sum(1)
+        # padding entries repeat the tile's first pixel, so per-tile min/max ignore them
+        self.tile_fill = torch.where(self.tile_ok, self.tile_pix, self.tile_pix[:, :1])
 
     @staticmethod
     def _axis(inp: int, out: int, tile: int, device):
@@ -252,50 +261,65 @@ class BilinearBlocks:
         r = torch.maximum(x, x[:, self.a1])
         return torch.maximum(r, r[:, :, self.b1])
 
-    def active(self, x: torch.Tensor, thr: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    def active(self, x: torch.Tensor, thr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Active pixels (upsampled > thr) of maps ``x (n, h, w)`` with per-map ``thr (n,)``.
 
-        Returns ``(map index, flat pixel index y*sw + x)`` of every pixel whose value is > thr.
+        Returns ``(pix_map, pix_s, full_map, full_tile)``: single active pixels (map index, flat
+        pixel index y*sw + x, maps ascending), and whole tiles whose four corners all exceed thr
+        (a bilinear function on a rectangle also has its minimum at a corner, so all their pixels
+        are active), as (map index, tile id into ``tile_pix``).
         """
-        hot_m, hot_a, hot_b = (self.cell_max(x) > thr[:, None, None]).nonzero(as_tuple=True)
-        maps, pixels = [], []
-        for s in range(0, len(hot_m), chunk):
-            m, a, b = hot_m[s : s + chunk], hot_a[s : s + chunk], hot_b[s : s + chunk]
-            a1, b1 = self.a1[a], self.b1[b]
-            c00, c01 = x[m, a, b].double(), x[m, a, b1].double()
-            c10, c11 = x[m, a1, b].double(), x[m, a1, b1].double()
-            t = thr[m].double()
-            # tile bounds: the bilinear value at each tile's four corner pixels
-            nx, ny = self.wx_end.shape[1], self.wy_end.shape[1]
-            xe = self.wx_end[b].view(-1, 1, 2 * nx)
-            top = c00[:, None, None] + xe * (c01 - c00)[:, None, None]
-            bot = c10[:, None, None] + xe * (c11 - c10)[:, None, None]
-            corner = top + self.wy_end[a].view(-1, 2 * ny, 1) * (bot - top)  # (n, 2Ty, 2Tx)
-            bound = corner.view(-1, ny, 2, nx, 2).amax((2, 4))
-            hot = (bound > t[:, None, None]) & self.ty_ok[a][:, :, None] & self.tx_ok[b][:, None, :]
-            k, ty, tx = hot.nonzero(as_tuple=True)
-            ak, bk = a[k], b[k]
-            wxk = self.wx[bk, tx]  # (nt, tile)
-            top = c00[k, None] + wxk * (c01 - c00)[k, None]
-            bot = c10[k, None] + wxk * (c11 - c10)[k, None]
-            val = top[:, None, :] + self.wy[ak, ty][:, :, None] * (bot - top)[:, None, :]  # (nt, tile, tile)
-            ry, rx = self.ry[ak, ty], self.rx[bk, tx]  # (nt, tile): output rows / columns
-            hit = (val > t[k][:, None, None]) & self.ry_ok[ak, ty][:, :, None] & self.rx_ok[bk, tx][:, None, :]
-            pix = ry[:, :, None] * self.sw + rx[:, None, :]
-            pixels.append(pix[hit])
-            maps.append(m[k][:, None, None].expand_as(hit)[hit])
-        if not maps:
-            empty = torch.empty(0, dtype=torch.long, device=x.device)
-            return empty, empty
-        return torch.cat(maps), torch.cat(pixels)
+        hot_m, a, b = (self.cell_max(x) > thr[:, None, None]).nonzero(as_tuple=True)
+        a1, b1 = self.a1[a], self.b1[b]
+        c00, c01 = x[hot_m, a, b].double(), x[hot_m, a, b1].double()
+        c10, c11 = x[hot_m, a1, b].double(), x[hot_m, a1, b1].double()
+        t = thr[hot_m].double()[:, None, None]
+        # the bilinear value at each tile's four corner pixels bounds it from above and below
+        ny, nx = self.ny, self.nx
+        xe = self.wx_end[b].view(-1, 1, 2 * nx)
+        top = c00[:, None, None] + xe * (c01 - c00)[:, None, None]
+        bot = c10[:, None, None] + xe * (c11 - c10)[:, None, None]
+        corner = (top + self.wy_end[a].view(-1, 2 * ny, 1) * (bot - top)).view(-1, ny, 2, nx, 2)
+        ok = self.ty_ok[a][:, :, None] & self.tx_ok[b][:, None, :]
+        full = (corner.amin((2, 4)) > t) & ok
+        part = (corner.amax((2, 4)) > t) & ok & ~full
+        k, ty, tx = full.nonzero(as_tuple=True)
+        full_map = hot_m[k]
+        full_tile = ((a[k] * ny + ty) * self.w + b[k]) * nx + tx
+        k, ty, tx = part.nonzero(as_tuple=True)
+        ak, bk = a[k], b[k]
+        wxk = self.wx[bk, tx]  # (nt, tile)
+        top = c00[k, None] + wxk * (c01 - c00)[k, None]
+        bot = c10[k, None] + wxk * (c11 - c10)[k, None]
+        val = top[:, None, :] + self.wy[ak, ty][:, :, None] * (bot - top)[:, None, :]  # (nt, tile, tile)
+        hit = (val > t[k]) & self.ry_ok[ak, ty][:, :, None] & self.rx_ok[bk, tx][:, None, :]
+        pix = self.ry[ak, ty][:, :, None] * self.sw + self.rx[bk, tx][:, None, :]
+        return hot_m[k][:, None, None].expand_as(hit)[hit], pix[hit], full_map, full_tile
 
 
 def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch,
-                 blocks: BilinearBlocks) -> None:
-    """Tally the (sample, unit) maps whose raw maximum crosses T_u (no other map has active pixels)."""
+                 blocks: BilinearBlocks, maps_per_chunk: int = 128) -> None:
+    """Tally the (sample, unit) maps whose raw maximum crosses T_u (no other map has active pixels).
+
+    Maps go in small chunks so every temporary stays small and is reused by the allocator
+    (large short-lived arrays cost page faults that dominate on our VMs; PERF-NOTES). Fully
+    active tiles whose pixels all carry the same labels are counted per tile, not per pixel.
+    """
     mi, ui = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
-    pix_map, pix_s = blocks.active(s[mi, ui], thr[ui])
-    tally.add(ui, torch.div(mi, rep, rounding_mode="floor"), pix_map, pix_s, lb)
+    uniform, first = lb.tile_labels(blocks)
+    for c in range(0, len(mi), maps_per_chunk):
+        m, u = mi[c : c + maps_per_chunk], ui[c : c + maps_per_chunk]
+        image = torch.div(m, rep, rounding_mode="floor")
+        pix_map, pix_s, full_map, full_tile = blocks.active(s[m, u], thr[u])
+        fimg = image[full_map]
+        same = uniform[fimg, full_tile]
+        mixed = full_tile[~same]
+        if len(mixed):  # fully active tiles with mixed labels: count their pixels one by one
+            ok = blocks.tile_ok[mixed]
+            pix_map = torch.cat([pix_map, full_map[~same][:, None].expand_as(ok)[ok]])
+            pix_s = torch.cat([pix_s, blocks.tile_pix[mixed][ok]])
+        tiles = full_tile[same]
+        tally.add(u, image, pix_map, pix_s, lb, full_map[same], first[fimg[same], tiles], blocks.tile_count[tiles])
 
 
 # ----------------------------------------------------------------------------- models and caching

@@ -39,9 +39,15 @@ class TopKQuantile:
             raise ValueError(f"expected {self.units} units, got {tuple(x.shape)}")
         if x.shape[1] == 0:
             return
-        both = torch.cat([self.values, x.detach().to(self.values.device, torch.float32)], dim=1)
-        self.values = torch.topk(both, min(self.k, both.shape[1]), dim=1, sorted=True).values
+        x = x.detach().to(self.values.device, torch.float32)
         self.count += x.shape[1]
+        if self.values.shape[1] == self.k:  # only values above a unit's current k-th can enter
+            above = int((x > self.values[:, -1:]).sum(1).max())
+            if above == 0:
+                return
+            x = torch.topk(x, min(above, x.shape[1]), dim=1, sorted=False).values
+        both = torch.cat([self.values, x], dim=1)
+        self.values = torch.topk(both, min(self.k, both.shape[1]), dim=1, sorted=True).values
 
     def merge(self, other: "TopKQuantile") -> None:
         """Merge another shard's state (exact: the top k of a union is the top k of the top ks)."""
@@ -131,7 +137,7 @@ class LabelBatch:
         plane_cat = batch["plane_cat"].to(device)
         whole = batch["whole"].to(device)
         whole_cat = batch["whole_cat"].to(device)
-        planes = list(pixel.reshape(n, p, self.S).int().unbind(1))
+        planes = list(pixel.reshape(n, p, self.S).to(torch.int32, copy=True).unbind(1))
         self.present = torch.zeros((n, num_categories), dtype=torch.bool, device=device)
         for k in range(p):
             ok = (planes[k] != 0).any(1) & (plane_cat[:, k] >= 0)
@@ -140,15 +146,39 @@ class LabelBatch:
         for j in range(1, whole.shape[1]):  # a repeated whole-image label counts once
             wvalid[:, j] &= ~(whole[:, j : j + 1] == whole[:, :j]).any(1)
         self.present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
-        for k in range(1, p):  # a label repeated on a later plane of the same pixel counts once
-            dup = torch.stack([planes[k] == planes[j] for j in range(k)]).any(0)
-            planes[k] = torch.where(dup, 0, planes[k])
-        for j in range(whole.shape[1]):  # a whole-image label already covers every pixel
-            w = whole[:, j].int().view(n, 1)
-            planes = [torch.where(q == w, 0, q) for q in planes]
-        self.lab = torch.stack(planes, 2).view(n * self.S, p)
         self.whole = torch.where(wvalid, whole, torch.zeros_like(whole))
+        # union semantics: find the images where a label sits on two planes, or on a plane and as
+        # a whole-image label, with one bincount; only those images pay for the per-pixel dedup
+        stack = torch.stack(planes, 1)  # (N, P, S)
+        l1 = max(int(stack.max()), int(self.whole.max()), 0) + 1
+        keys = (torch.arange(n * p, device=device).view(n, p, 1) * l1 + stack).view(-1)
+        counts = (torch.bincount(keys, minlength=n * p * l1).view(n, p, l1) > 0).sum(1)  # (N, L1)
+        counts.scatter_add_(1, self.whole, torch.ones_like(self.whole))
+        counts[:, 0] = 0
+        need = (counts > 1).any(1).nonzero().view(-1)
+        if len(need):
+            sub = [q[need] for q in planes]
+            for k in range(1, p):  # a label repeated on a later plane of the same pixel counts once
+                dup = torch.stack([sub[k] == sub[j] for j in range(k)]).any(0)
+                sub[k] = torch.where(dup, 0, sub[k])
+            for j in range(whole.shape[1]):  # a whole-image label already covers every pixel
+                w = self.whole[need, j].int().view(-1, 1)
+                sub = [torch.where(q == w, 0, q) for q in sub]
+            for k in range(p):
+                planes[k][need] = sub[k]
+        self.lab = torch.stack(planes, 2).view(n * self.S, p)
         self.index = batch["index"].to(device)
+        self._tiles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tile_labels(self, blocks) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a tiling (``tile_fill``: each tile's pixels, padding repeating its first): whether each
+        tile's pixels carry the same labels on every plane ``(N, tiles)``, and those labels ``(N, tiles, P)``."""
+        key = id(blocks)
+        if key not in self._tiles:
+            x = self.lab.view(self.n, self.S, -1)[:, blocks.tile_fill]  # (N, tiles, tt, P)
+            same = (x.amax(2) == x.amin(2)).all(2)
+            self._tiles[key] = (same, x[:, :, 0].contiguous())
+        return self._tiles[key]
 
 
 class Tally:
@@ -184,26 +214,24 @@ class Tally:
         self.samples += lb.n * repeats
 
     def add(self, unit: torch.Tensor, image: torch.Tensor, pix_map: torch.Tensor, pix_s: torch.Tensor,
-            lb: LabelBatch, max_bins: int = 1 << 22) -> None:
-        """Add thresholded maps given sparsely: map j is unit ``unit[j]`` on batch image ``image[j]``;
-        its active pixels are the flat mask positions ``pix_s[i]`` with ``pix_map[i] == j`` (ascending)."""
+            lb: LabelBatch, tile_map: torch.Tensor | None = None, tile_labels: torch.Tensor | None = None,
+            tile_count: torch.Tensor | None = None) -> None:
+        """Add thresholded maps given sparsely. Map j is unit ``unit[j]`` on batch image ``image[j]``;
+        its active pixels are the flat mask positions ``pix_s[i]`` with ``pix_map[i] == j``, plus
+        ``tile_count[t]`` pixels labelled ``tile_labels[t] (P,)`` for each ``tile_map[t] == j``."""
         n = unit.shape[0]
         if n == 0:
             return
-        step = max(1, max_bins // self.L)
-        bounds = torch.searchsorted(pix_map, torch.arange(0, n + step, step, device=pix_map.device)) if n > step else None
-        for c, m0 in enumerate(range(0, n, step)):
-            m1 = min(n, m0 + step)
-            sl = slice(int(bounds[c]), int(bounds[c + 1])) if bounds is not None else slice(None)
-            self._add_maps(unit[m0:m1], image[m0:m1], pix_map[sl] - m0, pix_s[sl], lb)
-
-    def _add_maps(self, unit, image, pix_map, pix_s, lb: LabelBatch) -> None:
-        """Per-map label histograms -> I, both activation areas (one chunk of maps)."""
-        n = unit.shape[0]
         area = torch.bincount(pix_map, minlength=n)
         flat = image[pix_map] * lb.S + pix_s
         keys = ((pix_map.int() * self.L)[:, None] + lb.lab[flat]).reshape(-1)
-        hist = torch.bincount(keys, minlength=n * self.L).view(n, self.L)  # (maps, labels) pixel counts
+        hist = torch.bincount(keys, minlength=n * self.L)  # (maps x labels) pixel counts, flat
+        if tile_map is not None and len(tile_map):
+            area += torch.bincount(tile_map, weights=tile_count.double(), minlength=n).round().long()
+            tkeys = ((tile_map.int() * self.L)[:, None] + tile_labels).reshape(-1)
+            w = tile_count.double()[:, None].expand_as(tile_labels).reshape(-1)
+            hist += torch.bincount(tkeys, weights=w, minlength=n * self.L).round().long()
+        hist = hist.view(n, self.L)
         wl = lb.whole[image]  # (n, W)
         if wl.shape[1]:
             hist.scatter_add_(1, wl, area[:, None].expand_as(wl).contiguous())
