@@ -85,3 +85,15 @@ def test_merge_rejects_clashing_numbers(world):
     acts = build_action_regions(boxes, frames, root / "acts")  # numbered from 1: clashes with the base
     with pytest.raises(BrodenFormatError, match="base="):
         merge_concept_sets([root / "broden", acts], root / "merged")
+
+
+def test_cli_build_merge_info(world, capsys):
+    from broden_actions.cli import main
+
+    root, frames, boxes = world
+    assert main(["build", str(boxes), str(frames), str(root / "acts"), "--base", str(root / "broden")]) == 0
+    assert main(["merge", str(root / "broden"), str(root / "acts"), "--out", str(root / "m")]) == 0
+    assert "action" in capsys.readouterr().out
+    boxes.write_text("image,action,x1,y1,x2,y2\nnope.png,running,0,0,1,1\n")
+    assert main(["build", str(boxes), str(frames), str(root / "x")]) == 1
+    assert "boxes.csv:2: unknown image" in capsys.readouterr().err
