@@ -429,3 +429,12 @@ def test_job_queue_bounded_dedup_failure_and_eviction():
         assert sum(q.stats()[s] for s in ("done", "failed")) <= 3  # old finished jobs forgotten
     finally:
         q.close()
+
+
+def test_run_names_with_odd_characters_are_encoded_in_links(world):
+    odd = make_run(world["root"] / "odd" / "my run #1 <b>", None, analysed=False)
+    with TestClient(create_app(settings_for(odd)), client=LOCAL) as c:
+        home = c.get("/")
+        assert "/runs/my%20run%20%231%20%3Cb%3E" in home.text and "my run #1 &lt;b&gt;" in home.text
+        assert c.get("/runs/my%20run%20%231%20%3Cb%3E").status_code == 200
+        assert c.get("/files/my%20run%20%231%20%3Cb%3E/config.json").status_code == 200

@@ -14,6 +14,7 @@ from mmit_interp.checkpoint import atomic_write_json
 
 from .jobs import Job, JobQueue, Progress
 from .settings import Settings
+from .services import seg
 from .uploads import StoredClip, copy_capped, store_clip
 
 UPLOADS = "uploads"
@@ -79,8 +80,8 @@ def submit(run_name: str, run: Path, sha: str, jobs: JobQueue, analyzer: Callabl
 
 def job_view(run_name: str, sha: str, job: Job | None, jobs: JobQueue) -> dict:
     """Status of a clip's analysis for pages and the API (`done` when the result exists)."""
-    base = {"run": run_name, "sha256": sha, "permalink": f"/runs/{run_name}/clips/{sha}",
-            "api": f"/api/runs/{run_name}/clips/{sha}"}
+    base = {"run": run_name, "sha256": sha, "permalink": f"/runs/{seg(run_name)}/clips/{sha}",
+            "api": f"/api/runs/{seg(run_name)}/clips/{sha}"}
     if job is None:
         return {**base, "state": "done", "progress": 1.0, "message": "analysed", "job": None}
     return {**base, "state": job.state, "progress": job.progress, "message": job.message, "error": job.error,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Iterable, Sequence
 
 from mmit_interp.store import DB_NAME, ResultsStore, StoreError
@@ -23,6 +24,11 @@ METRIC_NAMES = {
 CURVE_METRICS = ("map_sample", "map_class", "map_micro", "hit@1", "hit@5")
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 UNIT_SORTS = ("iou", "label", "unit", "category")
+
+
+def seg(part: str) -> str:
+    """One URL path segment, percent-encoded (run and layer names come from folders and files)."""
+    return quote(str(part), safe="")
 
 
 def commands(run: Path) -> dict[str, str]:
@@ -216,7 +222,7 @@ def file_url(name: str, run: Path, path: str | Path, base: Path | None = None) -
         except ValueError:
             continue
         if cand.is_file():
-            return f"/files/{name}/{rel.as_posix()}"
+            return f"/files/{seg(name)}/{quote(rel.as_posix())}"
     return None
 
 
@@ -269,7 +275,7 @@ def analysed_clips(name: str, run: Path) -> list[dict]:
         result = read_json(res) or {}
         preds = result.get("predictions") or []
         top = preds[0] if preds else {}
-        out.append({"sha256": sha, "permalink": f"/runs/{name}/clips/{sha}", "filename": side.get("filename"),
+        out.append({"sha256": sha, "permalink": f"/runs/{seg(name)}/clips/{sha}", "filename": side.get("filename"),
                     "source": side.get("source"), "labels": side.get("labels"), "top_name": top.get("name"),
                     "top_score": top.get("score"), "mtime": res.stat().st_mtime})
     return finite(sorted(out, key=lambda d: -d["mtime"]))
@@ -302,9 +308,9 @@ def clip_view(name: str, run: Path, sha: str) -> dict:
     video = one("video")
     downloads = [{"label": "overlay video (MP4)", "url": u} for u in video if u.endswith(".mp4")]
     downloads += [{"label": "overlay animation (GIF)", "url": u} for u in video if u.endswith(".gif")]
-    downloads.append({"label": "scores and file list (JSON)", "url": f"/api/runs/{name}/clips/{sha}"})
+    downloads.append({"label": "scores and file list (JSON)", "url": f"/api/runs/{seg(name)}/clips/{sha}"})
     downloads.append({"label": "every frame image: frames, mCAM, per-class CAMs, RGBA heat-map PNGs (ZIP)",
-                      "url": f"/api/runs/{name}/clips/{sha}/frames.zip"})
+                      "url": f"/api/runs/{seg(name)}/clips/{sha}/frames.zip"})
     mcam = one("mcam")
     return finite({
         "name": name, "sha256": sha, "clip_key": key, "clip": side,
@@ -317,7 +323,7 @@ def clip_view(name: str, run: Path, sha: str) -> dict:
                    "heat": per_class("heat")},
         "n_frames": len(mcam),
         "video": video, "downloads": downloads, "params": src.get("params") or {},
-        "permalink": f"/runs/{name}/clips/{sha}", "clip_url": file_url(name, run, run / "uploads" / side.get("file", "")),
+        "permalink": f"/runs/{seg(name)}/clips/{sha}", "clip_url": file_url(name, run, run / "uploads" / side.get("file", "")),
         "missing": [] if row else [{"what": "this clip's rows in the results store", "command": commands(run)["clip"]}],
     })
 
@@ -351,7 +357,7 @@ def concept_path_view(name: str, run: Path, sha: str, class_idx: int) -> dict:
     path = [{**r, "children": children.get(r["unit"], [])} for r in steps0]
     return finite({"name": name, "sha256": sha, "class_idx": class_idx,
                    "class_name": names[class_idx] if 0 <= class_idx < len(names) else f"class {class_idx}",
-                   "path": path, "clip_permalink": f"/runs/{name}/clips/{sha}",
+                   "path": path, "clip_permalink": f"/runs/{seg(name)}/clips/{sha}",
                    "missing": [] if rows else [{"what": "the concept path of this clip and class",
                                                 "command": f"mmit-analyze concept-path {result.get('clip', 'CLIP')} "
                                                            f"--run {run} --class {class_idx}"}]})
@@ -401,7 +407,7 @@ def units_overview(name: str, run: Path, layer: str | None = None, concept_set: 
     interp = [u for u in every if u["interpretable"]]
     needle = (q or "").lower()
     units = [{"unit": u["unit"], "label": u["label"], "category": u["category"], "iou": u["iou"],
-              "interpretable": u["interpretable"], "href": f"/runs/{name}/units/{layer}/{u['unit']}",
+              "interpretable": u["interpretable"], "href": f"/runs/{seg(name)}/units/{seg(layer)}/{u['unit']}",
               "match": (not category or u["category"] == category) and needle in (u["label"] or "").lower()}
              for u in every]
     return finite({
@@ -476,7 +482,7 @@ def unit_detail(name: str, run: Path, layer: str, unit: int) -> dict | None:
         "neighbours": {"previous": unit - 1 if unit > 0 else None, "next": unit + 1 if unit + 1 < n_units else None,
                        "better_iou": order[pos - 1] if pos else None,
                        "worse_iou": order[pos + 1] if pos is not None and pos + 1 < len(order) else None},
-        "permalink": f"/runs/{name}/units/{layer}/{unit}",
+        "permalink": f"/runs/{seg(name)}/units/{seg(layer)}/{unit}",
         "missing": ([] if block_used else [{"what": "selectivity and unit-to-class relations of this block",
                                              "command": commands(run)["relations"]}])
                    + ([] if any(urls_of(name, run, gallery_paths(run, r["concept_set"], layer, unit, r["extra"]))

@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .. import intake, services
+from ..services import seg
 from ..deps import get_analyzer, get_concept_path, get_jobs, get_run, get_settings
 from ..jobs import JobQueue, QueueFull
 from ..settings import Settings, is_local_host
@@ -133,7 +134,7 @@ def why_state(name: str, run: Path, sha: str, class_idx: int, jobs: JobQueue) ->
     data = services.concept_path_view(name, run, sha, class_idx)
     job = jobs.by_key(intake.concept_key(run, sha, class_idx))
     data["job"] = job.public(jobs.position(job)) if job else None
-    data["api"] = f"/api/runs/{name}/clips/{sha}/why/{class_idx}"
+    data["api"] = f"/api/runs/{seg(name)}/clips/{sha}/why/{class_idx}"
     return data
 
 
@@ -146,7 +147,7 @@ def start_concept_path(name: str, run: Path, sha: str, class_idx: int, jobs: Job
     except QueueFull as e:
         raise UploadRejected(503, "busy", str(e)) from None
     return {"job": job.public(jobs.position(job)), "status": f"/api/jobs/{job.id}",
-            "permalink": f"/runs/{name}/clips/{sha}/why/{class_idx}"}
+            "permalink": f"/runs/{seg(name)}/clips/{sha}/why/{class_idx}"}
 
 
 @router.get("/runs/{run}/clips/{sha}/why/{class_idx}", response_class=HTMLResponse)
