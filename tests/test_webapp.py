@@ -438,3 +438,16 @@ def test_run_names_with_odd_characters_are_encoded_in_links(world):
         assert "/runs/my%20run%20%231%20%3Cb%3E" in home.text and "my run #1 &lt;b&gt;" in home.text
         assert c.get("/runs/my%20run%20%231%20%3Cb%3E").status_code == 200
         assert c.get("/files/my%20run%20%231%20%3Cb%3E/config.json").status_code == 200
+
+
+def test_clip_analysed_by_the_cli_has_a_page(client, world):
+    from mmit_interp.clip_analysis import analyze_clip
+
+    clip = tiny_clip(world["root"] / "cli.mp4", seed=21)
+    key = analyze_clip(world["run"], clip)["clip_key"]  # what `mmit-cam CLIP --run RUN` does
+    listed = {c["sha256"]: c for c in client.get("/api/runs/tiny/clips").json()["analysed"]}
+    assert key in listed and listed[key]["source"] == "mmit-cam" and listed[key]["filename"] == "cli.mp4"
+    d = client.get(f"/api/runs/tiny/clips/{key}").json()
+    assert d["state"] == "done" and d["frames"]["mcam"] and d["predictions"]
+    assert client.get(f"/runs/tiny/clips/{key}").status_code == 200
+    assert client.get(f"/api/runs/tiny/clips/{key}/frames.zip").status_code == 200

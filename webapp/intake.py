@@ -26,6 +26,19 @@ def sidecar_path(run: Path, sha: str) -> Path:
     return run / UPLOADS / f"{sha}.json"
 
 
+def known(run: Path, key: str) -> bool:
+    """A clip the run knows: uploaded here (sidecar) or analysed into `cams/<key>/` (e.g. by `mmit-cam`)."""
+    return sidecar_path(run, key).is_file() or result_path(run, key).is_file()
+
+
+def clip_file(run: Path, key: str) -> Path:
+    """The clip's own file: the stored upload, else the path its analysis recorded."""
+    side = sidecar_path(run, key)
+    if side.is_file():
+        return run / UPLOADS / json.loads(side.read_text(encoding="utf-8"))["file"]
+    return Path(json.loads(result_path(run, key).read_text(encoding="utf-8"))["clip"])
+
+
 def result_path(run: Path, sha: str) -> Path:
     """Where the clip analysis service leaves its returned dict (`out_dir/result.json`)."""
     return run / CAMS / sha / "result.json"
@@ -66,7 +79,7 @@ def submit(run_name: str, run: Path, sha: str, jobs: JobQueue, analyzer: Callabl
         return current
     if result_path(run, sha).is_file():
         return None
-    clip = run / UPLOADS / json.loads(sidecar_path(run, sha).read_text(encoding="utf-8"))["file"]
+    clip = clip_file(run, sha)
     out_dir = run / CAMS / sha
 
     def work(progress: Progress) -> dict:
@@ -91,7 +104,7 @@ def job_view(run_name: str, sha: str, job: Job | None, jobs: JobQueue) -> dict:
 def submit_concept_path(run: Path, sha: str, class_idx: int, jobs: JobQueue,
                         service: Callable[..., dict[str, Any]]) -> Job:
     """Queue the concept path of (clip, class); the service stores it under the clip's key."""
-    clip = run / UPLOADS / json.loads(sidecar_path(run, sha).read_text(encoding="utf-8"))["file"]
+    clip = clip_file(run, sha)
 
     def work(progress: Progress) -> dict:
         """Trace the block-4 units driving the class and the block-3 units driving those."""

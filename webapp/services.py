@@ -275,16 +275,18 @@ def analysed_clips(name: str, run: Path) -> list[dict]:
         result = read_json(res) or {}
         preds = result.get("predictions") or []
         top = preds[0] if preds else {}
-        out.append({"sha256": sha, "permalink": f"/runs/{seg(name)}/clips/{sha}", "filename": side.get("filename"),
-                    "source": side.get("source"), "labels": side.get("labels"), "top_name": top.get("name"),
+        out.append({"sha256": sha, "permalink": f"/runs/{seg(name)}/clips/{sha}",
+                    "filename": side.get("filename") or Path(result.get("clip", sha)).name,
+                    "source": side.get("source", "mmit-cam"), "labels": side.get("labels"), "top_name": top.get("name"),
                     "top_score": top.get("score"), "mtime": res.stat().st_mtime})
     return finite(sorted(out, key=lambda d: -d["mtime"]))
 
 
 def clip_view(name: str, run: Path, sha: str) -> dict:
     """An analysed clip shaped for the viewer: predictions (+ truth), frame URLs per kind, downloads."""
-    side = read_json(run / "uploads" / f"{sha}.json") or {}
     result = read_json(run / "cams" / sha / "result.json") or {}
+    side = read_json(run / "uploads" / f"{sha}.json") or {"filename": Path(result.get("clip", sha)).name,
+                                                          "source": "mmit-cam", "n_frames": result.get("n_frames")}
     out_dir = run / "cams" / sha
     key = _clip_key(result, sha)
     store = open_store(run)

@@ -81,7 +81,7 @@ def reanalyse(sha: str = SHA, run: tuple[str, Path] = Depends(get_run), settings
               jobs: JobQueue = Depends(get_jobs), analyzer=Depends(get_analyzer),
               _: None = Depends(upload_guard)) -> JSONResponse:
     """Queue a stored clip's analysis again (after a failure or a restart)."""
-    if not intake.sidecar_path(run[1], sha).is_file():
+    if not intake.known(run[1], sha):
         raise HTTPException(404, f"no clip {sha} in run {run[0]!r}")
     view = queue_analysis(*run, sha, settings, jobs, analyzer)
     return JSONResponse(view, status_code=200 if view["state"] == "done" else 202)

@@ -18,7 +18,8 @@ from ..templating import templates
 from ..uploads import UploadRejected
 
 router = APIRouter(include_in_schema=False)
-SHA = PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of the clip's bytes")
+SHA = PathParam(pattern="^([0-9a-f]{16}|[0-9a-f]{64})$",
+                description="sha256 of the clip's bytes (uploads), or the 16-digit clip key of `mmit-cam`")
 
 
 def upload_guard(request: Request, settings: Settings = Depends(get_settings),
@@ -96,7 +97,7 @@ def pick_validation(request: Request, index: int = Form(...), run: tuple[str, Pa
 
 def clip_state(name: str, run: Path, sha: str, jobs: JobQueue) -> dict:
     """The clip's analysis (when done) or its job's status; 404 for an unknown clip."""
-    if not intake.sidecar_path(run, sha).is_file():
+    if not intake.known(run, sha):
         raise HTTPException(404, f"no clip {sha} in run {name!r}: upload it first")
     job = jobs.by_key(f"{run}:{sha}")
     busy = job is not None and job.state in ("queued", "running")
@@ -121,7 +122,7 @@ def reanalyse(request: Request, sha: str = SHA, run: tuple[str, Path] = Depends(
               settings: Settings = Depends(get_settings), jobs: JobQueue = Depends(get_jobs),
               analyzer=Depends(get_analyzer), _: None = Depends(upload_guard)):
     """Queue the analysis of a stored clip again (after a failure or a restart)."""
-    if not intake.sidecar_path(run[1], sha).is_file():
+    if not intake.known(run[1], sha):
         raise HTTPException(404, f"no clip {sha} in run {run[0]!r}")
     view = queue_analysis(*run, sha, settings, jobs, analyzer)
     return RedirectResponse(view["permalink"], status_code=303)
@@ -129,7 +130,7 @@ def reanalyse(request: Request, sha: str = SHA, run: tuple[str, Path] = Depends(
 
 def why_state(name: str, run: Path, sha: str, class_idx: int, jobs: JobQueue) -> dict:
     """The concept path view plus the state of its job (404 for an unknown clip)."""
-    if not intake.sidecar_path(run, sha).is_file():
+    if not intake.known(run, sha):
         raise HTTPException(404, f"no clip {sha} in run {name!r}: upload it first")
     data = services.concept_path_view(name, run, sha, class_idx)
     job = jobs.by_key(intake.concept_key(run, sha, class_idx))
@@ -140,7 +141,7 @@ def why_state(name: str, run: Path, sha: str, class_idx: int, jobs: JobQueue) ->
 
 def start_concept_path(name: str, run: Path, sha: str, class_idx: int, jobs: JobQueue, service) -> dict:
     """Queue the concept path computation (503 when the queue is full)."""
-    if not intake.sidecar_path(run, sha).is_file():
+    if not intake.known(run, sha):
         raise HTTPException(404, f"no clip {sha} in run {name!r}: upload it first")
     try:
         job = intake.submit_concept_path(run, sha, class_idx, jobs, service)
