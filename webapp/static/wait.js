@@ -22,7 +22,7 @@
     } catch (e) {
       msg.textContent = "lost contact with the server; retrying";
     }
-    setTimeout(poll, 250);
+    setTimeout(poll, 150);
   }
   poll();
 })();
