@@ -362,6 +362,7 @@ def test_analysis_page(client, world):
     assert [b["block"] for b in d["selectivity"]["softmax"]] == ["layer3.1", "layer4.1"]
     assert {(t["layer"], t["concept_set"]) for t in d["table3"]} >= {("layer4", "broden"), ("layer4", "broden+actions")}
     assert [m["what"] for m in d["missing"]] == ["matplotlib figures (PNG/SVG) of these analyses"]
+    assert len(d["localisation"]) == 4 and 'id="localisation"' in r.text
     assert "mmit-analyze figures" in r.text
     from mmit_interp.figures import run_figures
 

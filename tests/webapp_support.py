@@ -96,6 +96,9 @@ def fill_store(run: Path, ev: dict, n_units: int) -> None:
                                      for m in ("map_sample", "map_class") for p in (0.0, 0.25, 0.5, 1.0) for s in (0, 1)])
         for b, v in (("layer3.1", 0.3), ("layer4.1", 0.6)):
             st.write_selectivity(b, list(rng.uniform(v - 0.1, v + 0.1, n_units)))
+        st.write_localisation("synth-val", [{"method": m, "score": sc, "class_idx": c, "frame": -1, "value": v, "n": 12}
+                                            for m, v in (("cam_max", 0.6), ("mcam", 0.7)) for sc in ("pointing", "energy")
+                                            for c in (-1, 0)])
         st.write_relations("layer4.1", "unit_to_class", {u: [(u % 4, 0.9), ((u + 1) % 4, 0.5)] for u in range(n_units)},
                            prob="logit")
 

@@ -42,6 +42,7 @@ def commands(run: Path) -> dict[str, str]:
         "selectivity": f"mmit-analyze selectivity --run {run}",
         "relations": f"mmit-analyze selectivity --run {run}  (writes selectivity and unit/class relations)",
         "figures": f"mmit-analyze figures --run {run} --out {run}/analysis",
+        "localisation": f"mmit-analyze localisation --run {run} --world WORLD_DIR",
         "clip": f"mmit-cam CLIP.mp4 --run {run}  (or upload the clip on this page)",
     }
 
@@ -521,9 +522,10 @@ def analysis_overview(name: str, run: Path) -> dict:
     dissect_figures = urls_of(name, run, [str(run / "dissect" / "table3.png")]
                               + sorted(str(p) for p in (run / "dissect").glob("*/blockwise.png")))
     store = open_store(run)
-    ablation, selectivity, table3, counts = {}, {}, [], []
+    ablation, selectivity, table3, counts, localisation = {}, {}, [], [], []
     try:
         if store is not None:
+            localisation = [r for r in store.localisation() if r["class_idx"] == -1 and r["frame"] == -1]
             ablation = store.ablation_curves()
             selectivity = {p: store.selectivity_blocks(prob=p) for p in ("softmax", "sigmoid")}
             selectivity = {p: v for p, v in selectivity.items() if v}
@@ -557,8 +559,10 @@ def analysis_overview(name: str, run: Path) -> dict:
         missing.append({"what": "selectivity per block", "command": cmd["selectivity"]})
     if not table3:
         missing.append({"what": "Table 3 and block-wise concept counts (dissection)", "command": cmd["dissect"]})
+    if not localisation:
+        missing.append({"what": "CAM localisation scores (pointing game, energy in box)", "command": cmd["localisation"]})
     if not figures:
         missing.append({"what": "matplotlib figures (PNG/SVG) of these analyses", "command": cmd["figures"]})
     return finite({"name": name, "figures": figures, "dissect_figures": dissect_figures, "ablation": abl_charts, "selectivity": selectivity,
                    "selectivity_charts": sel_charts, "table3": table3, "categories": cats, "counts": counts,
-                   "count_charts": count_charts, "missing": missing})
+                   "count_charts": count_charts, "localisation": localisation, "missing": missing})

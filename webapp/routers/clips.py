@@ -10,9 +10,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .. import intake, services
-from ..services import seg
 from ..deps import get_analyzer, get_concept_path, get_jobs, get_run, get_settings
 from ..jobs import JobQueue, QueueFull
+from ..services import seg
 from ..settings import Settings, is_local_host
 from ..templating import templates
 from ..uploads import UploadRejected
