@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")
+        if torch.cuda.is_available() and not args.device:
+            args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+            torch.cuda.set_device(args.device)
     out = Path(args.out) if args.out else (run_dir / "dissect" if run_dir else Path("dissect_out"))
     kwargs = {"mean": mean, "std": std} if mean and std else {}
     results = run_dissection(
@@ -110,14 +113,22 @@ def main(argv: list[str] | None = None) -> int:
             gallery=None if args.no_gallery else {"model": model, "k": args.top_k, "time": args.time,
                                                   "frames": frames, "size": size, "dataset_kwargs": kwargs},
         )
-        if args.store and run_dir is not None:
-            from mmit_interp.store import ResultsStore
-
-            with ResultsStore(run_dir) as store:
-                for cs, layers in results.items():
-                    for layer, res in layers.items():
-                        store.write_units(layer, Path(cs).name, report.to_records(res, args.denominator, args.iou_threshold))
         print(json.dumps(summary, indent=2))
+        if args.store:
+            from mmit_interp.store import ResultsStore, StoreError
+
+            if run_dir is None:
+                print("mmit-dissect: --store needs a run dir as MODEL", file=sys.stderr)
+                return 1
+            try:
+                with ResultsStore(run_dir) as store:
+                    for cs, layers in results.items():
+                        for layer, res in layers.items():
+                            recs = report.to_records(res, args.denominator, args.iou_threshold)
+                            store.write_units(layer, Path(cs).name, recs, min_iou=args.iou_threshold)
+            except StoreError as e:
+                print(f"mmit-dissect: results written to {out}, but not to the store: {e}", file=sys.stderr)
+                return 1
     if dist_on:
         torch.distributed.destroy_process_group()
     return 0

@@ -298,7 +298,7 @@ class BilinearBlocks:
 
 
 def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch,
-                 blocks: BilinearBlocks, maps_per_chunk: int = 128) -> None:
+                 blocks: BilinearBlocks, maps_per_chunk: int = 512) -> None:
     """Tally the (sample, unit) maps whose raw maximum crosses T_u (no other map has active pixels).
 
     Maps go in small chunks so every temporary stays small and is reused by the allocator
@@ -306,20 +306,17 @@ def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb:
     active tiles whose pixels all carry the same labels are counted per tile, not per pixel.
     """
     mi, ui = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
-    uniform, first = lb.tile_labels(blocks)
     for c in range(0, len(mi), maps_per_chunk):
         m, u = mi[c : c + maps_per_chunk], ui[c : c + maps_per_chunk]
         image = torch.div(m, rep, rounding_mode="floor")
         pix_map, pix_s, full_map, full_tile = blocks.active(s[m, u], thr[u])
-        fimg = image[full_map]
-        same = uniform[fimg, full_tile]
+        same, first = lb.tile_labels(image[full_map], blocks.tile_fill[full_tile])
         mixed = full_tile[~same]
         if len(mixed):  # fully active tiles with mixed labels: count their pixels one by one
             ok = blocks.tile_ok[mixed]
             pix_map = torch.cat([pix_map, full_map[~same][:, None].expand_as(ok)[ok]])
             pix_s = torch.cat([pix_s, blocks.tile_pix[mixed][ok]])
-        tiles = full_tile[same]
-        tally.add(u, image, pix_map, pix_s, lb, full_map[same], first[fimg[same], tiles], blocks.tile_count[tiles])
+        tally.add(u, image, pix_map, pix_s, lb, full_map[same], first[same], blocks.tile_count[full_tile[same]])
 
 
 # ----------------------------------------------------------------------------- models and caching
@@ -391,6 +388,7 @@ def run_dissection(
 ) -> dict[str, dict[str, LayerResult]]:
     """Dissect ``layers`` of ``model`` on each concept-set folder; returns ``{concept set: {layer: result}}``.
 
+    The model is moved to ``device`` (default: CUDA when available) and run in eval mode.
     ``frames=T`` feeds a video model (N, 3, T, H, W) clips (snippet or T still copies); leave it
     None for 2-D models. ``input_adapter(images)`` returns the model's positional inputs (default
     ``(images,)``). Results are cached in ``cache_dir`` under a key of checkpoint hash, layer,
@@ -436,7 +434,7 @@ def run_dissection(
                     if c in cat_pos:
                         member[num, cat_pos[c]] = True
             was_training = model.training
-            model.eval()
+            model.to(device).eval()
 
             def batches():
                 from tqdm import tqdm

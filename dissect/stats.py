@@ -168,17 +168,12 @@ class LabelBatch:
                 planes[k][need] = sub[k]
         self.lab = torch.stack(planes, 2).view(n * self.S, p)
         self.index = batch["index"].to(device)
-        self._tiles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def tile_labels(self, blocks) -> tuple[torch.Tensor, torch.Tensor]:
-        """For a tiling (``tile_fill``: each tile's pixels, padding repeating its first): whether each
-        tile's pixels carry the same labels on every plane ``(N, tiles)``, and those labels ``(N, tiles, P)``."""
-        key = id(blocks)
-        if key not in self._tiles:
-            x = self.lab.view(self.n, self.S, -1)[:, blocks.tile_fill]  # (N, tiles, tt, P)
-            same = (x.amax(2) == x.amin(2)).all(2)
-            self._tiles[key] = (same, x[:, :, 0].contiguous())
-        return self._tiles[key]
+    def tile_labels(self, image: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For tiles given as ``pixels (n, tt)`` of batch images ``image (n,)``: whether all their
+        pixels carry the same labels on every plane ``(n,)``, and the first pixel's labels ``(n, P)``."""
+        x = self.lab[(image * self.S)[:, None] + pixels]  # (n, tt, P)
+        return (x.amax(1) == x.amin(1)).all(1), x[:, 0]
 
 
 class Tally:
