@@ -243,7 +243,9 @@ def bad_uploads(world) -> list[tuple[str, bytes, int, str]]:
             ("truncated mkv (frames stop early)", mkv[: int(len(mkv) * 0.75)], 422, "truncated"),
             ("text", b"this is plain text, not a video\n" * 64, 415, "not_video"),
             ("audio only", wav_bytes(world["root"] / "tone.wav").read_bytes(), 415, "audio_only"),
-            ("too long", long_clip, 422, "too_long")]
+            ("too long", long_clip, 422, "too_long"),
+            ("frames over 4K", tiny_clip(world["root"] / "huge.mp4", seconds=0.25, fps=4, size=4352,
+                                         audio=False).read_bytes(), 422, "frame_too_large")]
 
 
 def test_every_bad_upload_is_a_clear_4xx_and_the_server_keeps_serving(client, world):

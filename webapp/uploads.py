@@ -17,6 +17,7 @@ from typing import BinaryIO
 from mmit_interp.video import ClipDecodeError, ClipInfo, probe
 
 CHUNK = 1 << 20
+MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD: a larger frame is refused before any is decoded (memory)
 # Leading bytes of containers FFmpeg reads: a file that starts like one but cannot be opened is
 # reported as truncated/corrupt rather than "not a video".
 CONTAINER_MAGIC = (b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"FLV", b"GIF8", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")
@@ -94,6 +95,10 @@ def check_clip(path: Path, max_duration_s: float, decode_timeout_s: float) -> tu
                                                         "upload a video clip (audio alone cannot be analysed)")
             raise UploadRejected(415, "not_video", "the content is not a video: no video stream found")
         stream = video[0]
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if w * h > MAX_FRAME_PIXELS:
+            raise UploadRejected(422, "frame_too_large", f"frames of {w}x{h} pixels are larger than 4K UHD "
+                                                         "(3840x2160): scale the clip down first")
         declared = float(container.duration / 1e6) if container.duration else 0.0
         if declared > max_duration_s:
             raise UploadRejected(422, "too_long", f"the clip lasts {declared:.1f} s; the limit is "
