@@ -151,7 +151,7 @@ class LabelBatch:
         # a whole-image label, with one bincount; only those images pay for the per-pixel dedup
         stack = torch.stack(planes, 1)  # (N, P, S)
         l1 = max(int(stack.max()), int(self.whole.max()), 0) + 1
-        keys = (torch.arange(n * p, device=device).view(n, p, 1) * l1 + stack).view(-1)
+        keys = (torch.arange(n * p, device=device, dtype=torch.int32).view(n, p, 1) * l1 + stack).view(-1)
         counts = (torch.bincount(keys, minlength=n * p * l1).view(n, p, l1) > 0).sum(1)  # (N, L1)
         counts.scatter_add_(1, self.whole, torch.ones_like(self.whole))
         counts[:, 0] = 0
