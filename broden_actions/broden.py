@@ -489,13 +489,13 @@ class Broden:
         """Name of a global label number."""
         return self.labels[number].name
 
-    def primary_categories(self) -> np.ndarray:
-        """Category index c(l) per label number: the category where l has the largest coverage (-1 if none).
-
-        Coverage comes from the ``c_<cat>.csv`` tables; ties go to the category listed first.
-        """
-        cov = np.full((self.num_labels + 1, len(self.categories)), -1.0)
-        for ci, cat in enumerate(self.categories):
+    def primary_categories(self, categories: list[str] | None = None) -> np.ndarray:
+        """Index into ``categories`` (default: all) of c(l) per label number: the category where l
+        has the largest coverage, -1 if none. Coverage comes from the ``c_<cat>.csv`` tables; ties
+        go to the category listed first."""
+        categories = list(categories) if categories is not None else self.categories
+        cov = np.full((self.num_labels + 1, len(categories)), -1.0)
+        for ci, cat in enumerate(categories):
             for cl in self.category_labels[cat]:
                 cov[cl.number, ci] = cl.coverage
         out = np.where(cov.max(1) >= 0, cov.argmax(1), -1)

@@ -425,9 +425,8 @@ def run_dissection(
             names = [""] * (ds.broden.num_labels + 1)
             for num, lab in ds.broden.labels.items():
                 names[num] = lab.name
-            full_prim = ds.broden.primary_categories()
             cat_pos = {c: i for i, c in enumerate(ds.categories)}
-            prim = torch.tensor([cat_pos.get(ds.broden.categories[c], -1) if c >= 0 else -1 for c in full_prim])
+            prim = torch.from_numpy(ds.broden.primary_categories(ds.categories)).long()
             member = torch.zeros((ds.broden.num_labels + 1, len(ds.categories)), dtype=torch.bool)
             for num, lab in ds.broden.labels.items():
                 for c in lab.categories:

@@ -147,3 +147,9 @@ def test_dataset_uses_snippet_beside_image(tmp_path):
     assert (means[1:] > means[:-1]).all()  # frames sampled through the snippet, not repeated
     still = BrodenDataset(tmp_path, size=16, frames=4, use_snippets=False)[0]["image"]
     assert (still == still[:, :1]).all()
+
+
+def test_primary_category_within_a_category_subset(tmp_path):
+    _, (red, wheel, street) = write_small(tmp_path)
+    b = load_broden(tmp_path)
+    assert b.primary_categories(["part", "scene"])[[red, wheel, street]].tolist() == [0, 0, 1]
