@@ -91,13 +91,18 @@ def test_settings_from_env_and_file(world, tmp_path, monkeypatch):
     assert load_settings({}).runs == ()
 
 
-def test_serve_refuses_public_bind_without_token(monkeypatch):
-    from webapp.__main__ import serve
+def test_serve_refuses_public_bind_without_token(monkeypatch, world):
+    from webapp.__main__ import main
+    from webapp.serve import serve
 
     monkeypatch.delenv("MMIT_UPLOAD_TOKEN", raising=False)
     monkeypatch.setenv("MMIT_RUNS", "")
     with pytest.raises(SettingsError, match="refusing to bind 0.0.0.0"):
-        serve("0.0.0.0", 8123)
+        serve([world["run"]], "0.0.0.0", 8123)
+    with pytest.raises(SettingsError, match="not a directory"):
+        serve([world["root"] / "missing"], "127.0.0.1", 8123)
+    with pytest.raises(SystemExit, match="refusing to bind 10.0.0.1"):
+        main(["--host", "10.0.0.1", str(world["run"])])
 
 
 def test_no_run_page_says_how_to_make_one():
