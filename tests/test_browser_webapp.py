@@ -4,6 +4,7 @@ Screenshots go to `test-artifacts/screenshots/` (the chosen ones are copied to d
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -181,3 +182,52 @@ def test_no_run_page(browser):
         assert "make demo" in pg.inner_text("pre.cmd")
         shot(pg, "no_run")
         pg.close()
+
+
+def demo_runs() -> list[Path]:
+    """The embedded demo's runs (or `MMIT_BROWSER_RUNS`), when they have been built."""
+    from webapp.settings import DEFAULT_RUNS, expand_runs, is_run_dir
+
+    root = Path(os.environ.get("MMIT_BROWSER_RUNS", Path(__file__).resolve().parents[1] / DEFAULT_RUNS))
+    if not root.is_dir() or not any(is_run_dir(c) for c in root.iterdir()):
+        return []
+    return list(expand_runs([root], "demo"))
+
+
+def test_demo_run_pages(browser):
+    """Every page on the real demo run (trained model, dissection, analyses): the README's screenshots."""
+    runs = demo_runs()
+    if not runs:
+        pytest.skip("no demo run built (make demo)")
+    names = name_runs(tuple(runs))
+    name = next((n for n, p in names.items() if (p / "results.sqlite").is_file()), next(iter(names)))
+    with LiveServer(create_app(Settings(runs=tuple(runs), run_names=names))) as s:
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        for path, shot_name in (("/", "demo_home"), (f"/runs/{name}", "demo_run"),
+                                (f"/runs/{name}/analysis", "demo_analysis")):
+            assert pg.goto(s.url + path).status == 200, path
+            shot(pg, shot_name)
+        pg.goto(s.url + f"/runs/{name}/clips")
+        if pg.locator("#val-index").count():
+            pg.select_option("#val-index", index=min(2, pg.locator("#val-index option").count() - 1))
+            pg.click("#val-form button")
+            pg.wait_for_selector("#scrub", timeout=120_000)
+            pg.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
+            shot(pg, "demo_clip_mcam")
+            pg.locator("#preds button.cls").first.click()
+            shot(pg, "demo_clip_class")
+            pg.locator("#preds a", has_text="why this class?").first.click()
+            if pg.locator("#compute-path").count():
+                pg.click("#compute-path")
+            pg.wait_for_selector("#concept-path li", timeout=120_000)
+            shot(pg, "demo_why")
+        assert pg.goto(s.url + f"/runs/{name}/units").status == 200
+        shot(pg, "demo_units", full=False)
+        if pg.locator("#units-table tbody tr a").count():
+            pg.locator("#units-table tbody tr a").first.click()
+            pg.wait_for_selector("#unit-label")
+            shot(pg, "demo_unit")
+        pg.close()
+    assert not errors, errors
