@@ -32,15 +32,13 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 
 def demo_run(arg: str | None, tmp: Path) -> tuple[Path, str]:
-    """The run to benchmark: `--run`, the demo's, or a copy-free stand-in with the demo recipe."""
-    if arg:
-        return Path(arg).resolve(), "given run"
+    """The run to benchmark (a scratch copy: the original stays as it is): `--run`, the demo's, or a stand-in."""
     demo = ROOT / DEFAULT_RUNS
-    if demo.is_dir() and any(is_run_dir(c) for c in demo.iterdir()):
-        run = expand_runs([demo], "default")[0]
-        out = tmp / "runs" / run.name  # analyse into a scratch copy: the demo run stays as it is
-        shutil.copytree(run, out, ignore=shutil.ignore_patterns("cams", "uploads"))
-        return out, f"demo run {run}"
+    if arg or (demo.is_dir() and any(is_run_dir(c) for c in demo.iterdir())):
+        run = Path(arg).resolve() if arg else expand_runs([demo], "default")[0]
+        out = tmp / "runs" / run.name
+        shutil.copytree(run, out, ignore=shutil.ignore_patterns("cams", "uploads", "dissect", "tb"))
+        return out, f"run {run}"
     import torch
     from mmit_interp.checkpoint import atomic_write_json, save_checkpoint
     from mmit_interp.dataset import ClipTransform
