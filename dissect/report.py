@@ -132,12 +132,12 @@ def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
 
     names = [r["concept_set"] for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.2))
+    fig, ax = plt.subplots(figsize=(3.4 + 1.2 * len(rows), 3.2))
     ax.bar(x - 0.2, [r["concepts"] for r in rows], 0.4, label="concepts found")
     ax.bar(x + 0.2, [r["interpretable_units"] for r in rows], 0.4, label="interpretable units")
     ax.set_xticks(x, names, rotation=15)
-    ax.legend(frameon=False)
-    ax.set_title("Concept sets compared (Table 3)")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Concept sets compared (Table 3)", fontsize=10)
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(Path(stem).with_suffix(f".{ext}"), dpi=150)
@@ -152,7 +152,7 @@ def plot_blockwise(rows: Sequence[Mapping], categories: Sequence[str], stem: str
     import matplotlib.pyplot as plt
 
     layers = [r["layer"] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(rows), 3.4))
+    fig, ax = plt.subplots(figsize=(2.8 + 0.9 * len(rows), 3.4))
     bottom = np.zeros(len(rows))
     for c in categories:
         v = np.array([r.get(c, 0) for r in rows], dtype=float)
@@ -160,8 +160,8 @@ def plot_blockwise(rows: Sequence[Mapping], categories: Sequence[str], stem: str
         bottom += v
     ax.set_ylabel("interpretable units")
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(frameon=False, fontsize=8)
-    ax.set_title("Interpretable units per category, by block")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Interpretable units per category, by block", fontsize=10)
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(Path(stem).with_suffix(f".{ext}"), dpi=150)
@@ -206,7 +206,7 @@ def write_gallery(
             for j, i in enumerate(idx):
                 maps[i] = feats[j, units].cpu()
     paths = []
-    size = dataset.seg_size
+    size = tuple(max(112, s) for s in dataset.size)  # tiles at least 112 px, the region drawn at tile size
     for pos, u in enumerate(units):
         tiles = []
         for i in tops[u]:
