@@ -89,7 +89,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
 
     p.run("world", asdict(synth), make_world)
 
-    def train_stage(name: str, **over) -> None:
+    def train_stage(name: str, deps: tuple[str, ...] = (), **over) -> None:
         from train.loop import TrainConfig, train
 
         run = runs / name
@@ -106,8 +106,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
             return {"metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"}, "run": str(run),
                     "resumed": resume}
 
-        deps = ("world",) + tuple(f"train-{d}" for d in over.pop("_deps", ()))
-        p.run(f"train-{name}", key, fn, deps=deps)
+        p.run(f"train-{name}", key, fn, deps=("world",) + tuple(f"train-{d}" for d in deps))
 
     for loss in cfg.losses:
         train_stage(loss, model="i3d_r18", model_kwargs=visual_kwargs(cfg), loss=loss)
@@ -117,7 +116,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
                      "audio": "soundnet", "audio_kwargs": {"width_mult": cfg.audio_width}}
         train_stage("fusion", model="fusion", model_kwargs=fusion_kw, loss="wlsep",
                     init_visual=str(runs / "wlsep"), init_audio=str(runs / "audio"), freeze_trunks=True,
-                    lr=1e-2, _deps=("wlsep", "audio"))
+                    lr=1e-2, deps=("wlsep", "audio"))
 
     p.run("table1", {"runs": sorted(r for r in p.results if r.startswith("train-"))},
           lambda: table1(out, runs), deps=tuple(r for r in p.results if r.startswith("train-")))
