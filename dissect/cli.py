@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
     ap.add_argument("--store", action="store_true", help="also write unit labels into the run dir's results store")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on busy shared machines)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from dissect import report
     from dissect.capture import list_layers
     from dissect.engine import run_dissection
