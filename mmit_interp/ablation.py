@@ -136,14 +136,14 @@ def run_ablation(run_dir: str | Path, *, block: str = "layer4", data: str | None
                  record: bool = True) -> dict[str, Any]:
     """Ablation sweep of a run dir's block on its validation split, recorded in the run's store."""
     from .checkpoint import load_model
-    from .store import ResultsStore, run_root
+    from .store import open_run_store
 
     model, meta = load_model(run_dir)
     cache = cache_features(model, validation_batches(run_dir, meta, model, data=data, split=split,
                                                      max_clips=max_clips), block)
     res = ablation_sweep(model, cache, ps=ps, seeds=seeds)
     if record:
-        with ResultsStore(run_root(run_dir)) as st:
-            rid = st.register_run(meta)
+        st, rid = open_run_store(run_dir, meta)
+        with st:
             st.write_ablation(res["block"], res["rows"], split=split, run_id=rid)
     return res

@@ -31,7 +31,7 @@ from .checkpoint import load_model, resolve_checkpoint
 from .dataset import ClipTransform, load_clip
 from .mcam import mcam, normalise
 from .render import colormap_lut, mcam_layer, mcam_overlay, resize_frames, side_by_side, write_video
-from .store import ResultsStore, run_root
+from .store import open_run_store, run_root
 from .video import probe
 
 OUTPUT_PATTERNS = ("frame_*.jpg", "cam_*.jpg", "heat_*.png", "mcam_*.jpg", "mcam_layer_*.png", "strip_*.jpg",
@@ -157,8 +157,8 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
         "timings": {"model_s": round(t_model, 4), "total_s": round(time.perf_counter() - t0, 4)},
     }
     if record:
-        with ResultsStore(root) as store:
-            rid = store.register_run(meta)
+        store, rid = open_run_store(root, meta)
+        with store:
             store.write_clip(key, path=str(clip_path), n_frames=n_t, has_audio=bool(clip["has_audio"]), out_dir=str(out),
                              predictions=[(c, float(probs[c])) for c in order], files=files,
                              overlay_video=str(video), params=params, run_id=rid)

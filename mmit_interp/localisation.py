@@ -165,7 +165,7 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
     `{method: {pointing, energy}}` plus the store rows."""
     from .clip_analysis import cached_model
     from .dataset import ClipTransform
-    from .store import ResultsStore, run_root
+    from .store import open_run_store
 
     if (world is None) == (boxes_csv is None):
         raise ValueError("give exactly one of world= (synthetic truth) or boxes_csv=")
@@ -179,7 +179,7 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
                for m in (*METHODS, "chance")}
     dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
     if record:
-        with ResultsStore(run_root(run_dir)) as st:
-            rid = st.register_run(meta)
+        st, rid = open_run_store(run_dir, meta)
+        with st:
             st.write_localisation(dataset, rows, run_id=rid)
     return {"dataset": dataset, "n_clips": len(clips), "n_records": len(recs), "summary": summary, "rows": rows}

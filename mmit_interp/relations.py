@@ -102,7 +102,7 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     from .cam import cam_for
     from .clip_analysis import analyze_clip, cached_model, clip_key
     from .dataset import ClipTransform, load_clip
-    from .store import ResultsStore, run_root
+    from .store import open_run_store
 
     model, meta = cached_model(run_dir)
     vocab = meta["vocab"]
@@ -116,8 +116,8 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     c = class_ if isinstance(class_, int) else vocab.index(class_)
     rows = concept_path(model, video, c, top_upper=top_upper, top_lower=top_lower)
     key = clip_key(clip_path)
-    with ResultsStore(run_root(run_dir)) as st:
-        rid = st.register_run(meta)
+    st, rid = open_run_store(run_dir, meta)
+    with st:
         label_rows(rows, st)
         if record:
             if st.clip(key, run_id=rid) is None:

@@ -89,13 +89,13 @@ def run_selectivity(run_dir: str | Path, *, blocks: Sequence[str] | None = None,
     """Selectivity and unit <-> class relations of a run's blocks, recorded in the run's store."""
     from .checkpoint import load_model
     from .relations import relation_tables
-    from .store import ResultsStore, run_root
+    from .store import open_run_store
 
     model, meta = load_model(run_dir)
     res = network_selectivity(model, input_like(model, meta["transforms"]), blocks=blocks, prob=prob)
     if record:
-        with ResultsStore(run_root(run_dir)) as st:
-            rid = st.register_run(meta)
+        st, rid = open_run_store(run_dir, meta)
+        with st:
             for r in res:
                 st.write_selectivity(r["block"], r["units"].tolist(), prob=prob, run_id=rid)
                 u2c, c2u = relation_tables(r["logits"], r["baseline_logits"], top=top)

@@ -106,6 +106,16 @@ def run_root(run: str | Path) -> Path:
     return p.parent.parent if p.parent.name == "checkpoints" else p.parent
 
 
+def open_run_store(run: str | Path, meta: Mapping[str, Any]) -> tuple["ResultsStore", int]:
+    """The store of a run dir (or checkpoint path) with this checkpoint registered and the run's
+    evaluation files ingested: `(store, run_id)`; close the store when done."""
+    root = run_root(run)
+    store = ResultsStore(root)
+    rid = store.register_run(meta)
+    store.ingest_evaluations(root, run_id=rid)
+    return store, rid
+
+
 class StoreError(RuntimeError):
     """A read or write that the store cannot satisfy (unknown run, bad record)."""
 
@@ -170,6 +180,18 @@ class ResultsStore:
             c.execute("DELETE FROM classes WHERE run_id = ?", (run_id,))
             c.executemany("INSERT INTO classes VALUES (?,?,?)", [(run_id, i, n) for i, n in enumerate(names)])
         return run_id
+
+    def ingest_evaluations(self, run_dir: str | Path, run_id: int | None = None) -> list[str]:
+        """Store the run dir's `eval.json` then `eval_<split>.json` files (training's evaluations); returns the splits."""
+        rid = self.run_id(run_id)
+        root = Path(run_dir)
+        splits = []
+        for f in [root / "eval.json", *sorted(root.glob("eval_*.json"))]:
+            if f.is_file():
+                d = json.loads(f.read_text())
+                self.write_eval(d, split=str(d.get("split", "val")), run_id=rid)
+                splits.append(str(d.get("split", "val")))
+        return splits
 
     def run_id(self, run_id: int | None = None) -> int:
         """`run_id` checked, or the most recently registered run's id."""

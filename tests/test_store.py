@@ -125,3 +125,19 @@ def test_failed_write_rolls_back(store):
     with pytest.raises(Exception, match="UNIQUE"):  # duplicate unit: fails after the DELETE ran
         store.write_units("layer4", "broden", good + good)
     assert [r["label"] for r in store.units("layer4")] == ["dotted"]
+
+
+def test_open_run_store_ingests_evaluations(tmp_path):
+    import json
+
+    from mmit_interp.store import open_run_store
+
+    (tmp_path / "eval.json").write_text(json.dumps({"split": "val", "hit@1": 0.5, "per_class_ap": [0.1, 0.2, 0.3]}))
+    (tmp_path / "eval_test.json").write_text(json.dumps({"split": "test", "hit@1": 0.25, "data": "/x"}))
+    st, rid = open_run_store(tmp_path, _meta())
+    with st:
+        assert st.metrics("val")["hit@1"] == 0.5 and st.metrics("test") == {"hit@1": 0.25}
+        assert [r["ap"] for r in st.class_ap("val")] == [0.1, 0.2, 0.3]
+    again, rid2 = open_run_store(tmp_path, _meta())
+    again.close()
+    assert rid2 == rid
