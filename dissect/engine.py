@@ -281,8 +281,9 @@ class BilinearBlocks:
         bot = c10[:, None, None] + xe * (c11 - c10)[:, None, None]
         corner = (top + self.wy_end[a].view(-1, 2 * ny, 1) * (bot - top)).view(-1, ny, 2, nx, 2)
         ok = self.ty_ok[a][:, :, None] & self.tx_ok[b][:, None, :]
-        full = (corner.amin((2, 4)) > t) & ok
-        part = (corner.amax((2, 4)) > t) & ok & ~full
+        c = [corner[:, :, i, :, j] for i in (0, 1) for j in (0, 1)]  # four corner grids, no reduction kernels
+        full = (torch.minimum(torch.minimum(c[0], c[1]), torch.minimum(c[2], c[3])) > t) & ok
+        part = (torch.maximum(torch.maximum(c[0], c[1]), torch.maximum(c[2], c[3])) > t) & ok & ~full
         k, ty, tx = full.nonzero(as_tuple=True)
         full_map = hot_m[k]
         full_tile = ((a[k] * ny + ty) * self.w + b[k]) * nx + tx
