@@ -56,13 +56,25 @@ def heat_overlay(frame: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", 
     return _blend(frame, colormap_lut(colormap)[_u8(heat)], np.full(heat.shape, opacity, np.float32))
 
 
-def _put_label(img: np.ndarray, text: str, xy: tuple[int, int]) -> None:
-    """White text with a black outline centred at `xy` (clamped into the image); RGB or RGBA (opaque)."""
+def _put_label(img: np.ndarray, text: str, xy: tuple[int, int], taken: list[tuple[int, int, int, int]] | None = None
+               ) -> None:
+    """White text with a black outline centred at `xy` (clamped into the image; RGB or opaque RGBA),
+    moved down (then up) by line heights while it would overlap a box in `taken`, which it joins."""
     scale = max(img.shape[0], 128) / 400
     thick = max(1, int(round(scale * 2)))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     x = int(np.clip(xy[0] - w // 2, 0, max(img.shape[1] - w, 0)))
-    y = int(np.clip(xy[1] + h // 2, h, img.shape[0] - base))
+    y0 = xy[1] + h // 2
+    lo, hi = h, img.shape[0] - base
+    y = int(np.clip(y0, lo, hi))
+    if taken is not None:
+        step = h + base + 2
+        for k in (0, 1, -1, 2, -2, 3, -3):
+            y = int(np.clip(y0 + k * step, lo, hi))
+            box = (x, y - h, x + w, y + base)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        taken.append((x, y - h, x + w, y + base))
     black, white = (0, 0, 0, 255)[: img.shape[2]], (255, 255, 255, 255)[: img.shape[2]]
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, black, thick + 2, cv2.LINE_AA)
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, white, thick, cv2.LINE_AA)
@@ -95,10 +107,11 @@ def mcam_layer(intensity: np.ndarray, owner: np.ndarray, names: Sequence[str], *
     layer[class_boundaries(own)] = (*BLUE, 255)
     if labels:
         ys, xs = np.mgrid[: own.shape[0], : own.shape[1]]
+        taken: list[tuple[int, int, int, int]] = []
         for c in np.unique(own[own >= 0]):
             w = np.where(own == c, intensity, 0.0)
             tot = w.sum()
-            _put_label(layer, names[int(c)], (int((xs * w).sum() / tot), int((ys * w).sum() / tot)))
+            _put_label(layer, names[int(c)], (int((xs * w).sum() / tot), int((ys * w).sum() / tot)), taken)
     return layer
 
 
