@@ -17,16 +17,25 @@ from .stages import Pipeline
 
 LOSSES = ("wlsep", "lsep", "warp", "bce")
 
+# The demo's world: the 10 most frequent catalogue actions (incl. the planted-bias action, a heard-only
+# action and two look-alike pairs), a steeper tail so the head/tail ratio stays >= 20, and nuisances
+# sized so that the small model learns within the 2-core budget (see docs/experiments.md).
+DEMO_CLASSES = ("sliding", "bouncing", "spinning", "falling", "beeping", "orbiting", "growing", "shaking",
+                "jumping", "blinking")
+DEMO_WORLD = dict(classes=DEMO_CLASSES, tail_exponent=1.3, actor_size=0.16, clutter=0.8, noise=5.0,
+                  camera_shake=0.5, occlusion=0.15)
+
 PRESETS: dict[str, dict] = {
-    # CI-sized: every stage runs, in a couple of minutes on 2 cores
-    "tiny": dict(train_clips=160, val_clips=60, images=120, action_frames=40, epochs=2, width=8, audio_width=0.25,
-                 cam_clips=3),
+    # CI-sized: every stage runs, in a few minutes on 2 cores
+    "tiny": dict(train_clips=240, val_clips=60, images=120, action_frames=40, epochs=4, width=8, audio_width=0.25,
+                 cam_clips=3, synth=dict(DEMO_WORLD, classes=DEMO_CLASSES[:5], actor_size=0.2, clutter=0.0,
+                                         noise=2.0, camera_shake=0.0, occlusion=0.0, tail_exponent=1.0)),
     # the README's default: the whole first run in under 15 minutes on 2 cores
-    "default": dict(train_clips=1600, val_clips=400, images=800, action_frames=240, epochs=3, width=16,
-                    audio_width=0.5, cam_clips=8),
-    # closer to the issue's suggested world size, for a GPU or a patient CPU
-    "large": dict(train_clips=4000, val_clips=1000, images=2000, action_frames=600, epochs=8, width=24,
-                  audio_width=0.5, cam_clips=16),
+    "default": dict(train_clips=1200, val_clips=300, images=800, action_frames=240, epochs=4, width=8,
+                    audio_width=0.5, cam_clips=8, synth=DEMO_WORLD),
+    # the full 30-class world of `mmit-synth`'s defaults, for a GPU or a patient CPU
+    "large": dict(train_clips=2000, val_clips=500, images=1000, action_frames=300, epochs=12, width=16,
+                  audio_width=0.5, cam_clips=16, synth={}),
 }
 
 
@@ -45,6 +54,7 @@ class DemoConfig:
     width: int | None = None
     audio_width: float | None = None
     cam_clips: int | None = None
+    synth: dict | None = None
     losses: tuple[str, ...] = LOSSES
     frames: int = 8
     size: int = 64
@@ -54,7 +64,6 @@ class DemoConfig:
     skip: tuple[str, ...] = ()
     force: tuple[str, ...] = ()
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def resolved(self) -> "DemoConfig":
         """The config with every size taken from the preset where not given."""
@@ -81,7 +90,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
     from mmit_interp.synth import SynthConfig, generate_world
 
     synth = SynthConfig(seed=cfg.seed, train_clips=cfg.train_clips, val_clips=cfg.val_clips, images=cfg.images,
-                        action_frames=cfg.action_frames, workers=cfg.workers)
+                        action_frames=cfg.action_frames, workers=cfg.workers, **cfg.synth)
 
     def make_world() -> dict:
         s = generate_world(world, synth, force=True, progress=cfg.progress)
@@ -95,7 +104,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
         run = runs / name
         tc = TrainConfig(data=str(world), out=str(run), frames=cfg.frames, size=cfg.size, batch_size=cfg.batch_size,
                          epochs=cfg.epochs, workers=cfg.workers, seed=cfg.seed, device=cfg.device,
-                         progress=cfg.progress, **over)
+                         progress=cfg.progress, lr=3e-3, warmup_epochs=0.2, **over)
         key = {k: v for k, v in asdict(tc).items() if k not in ("progress", "workers", "device")}
 
         def fn() -> dict:
@@ -116,12 +125,190 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
                      "audio": "soundnet", "audio_kwargs": {"width_mult": cfg.audio_width}}
         train_stage("fusion", model="fusion", model_kwargs=fusion_kw, loss="wlsep",
                     init_visual=str(runs / "wlsep"), init_audio=str(runs / "audio"), freeze_trunks=True,
-                    lr=1e-2, deps=("wlsep", "audio"))
+                    deps=("wlsep", "audio"))
 
-    p.run("table1", {"runs": sorted(r for r in p.results if r.startswith("train-"))},
-          lambda: table1(out, runs), deps=tuple(r for r in p.results if r.startswith("train-")))
+    trained = tuple(r for r in p.results if r.startswith("train-"))
+    p.run("table1", {"runs": sorted(trained)}, lambda: table1(out, runs), deps=trained)
+    analyse(p, cfg, out, world, runs)
     atomic_write_json(out / "report" / "timings.json", p.timings())
     return p
+
+
+MAIN_RUN = "wlsep"
+DISSECT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+
+def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) -> None:
+    """Concept sets, dissection, ablation, selectivity/relations, CAMs, localisation, bias, figures."""
+    main = runs / MAIN_RUN
+    concepts = out / "concepts"
+    visual = [r for r in cfg.losses if f"train-{r}" in p.results]
+    main_dep = (f"train-{MAIN_RUN}",)
+
+    def make_concepts() -> dict:
+        from broden_actions.actions import build_action_regions, merge_concept_sets
+
+        if concepts.exists():
+            shutil.rmtree(concepts)
+        actions = build_action_regions(world / "action_regions" / "boxes.csv", world / "action_regions" / "frames",
+                                       concepts / "actions", base=world / "broden")
+        both = merge_concept_sets([world / "broden", actions], concepts / "broden+actions")
+        return {"broden": str(world / "broden"), "actions": str(actions), "broden+actions": str(both)}
+
+    p.run("concepts", {}, make_concepts, deps=("world",))
+
+    def dissect_main() -> dict:
+        from dissect import report, run_dissection
+        from mmit_interp.checkpoint import load_model
+        from mmit_interp.store import ResultsStore
+
+        model, meta = load_model(main)
+        sets = [world / "broden", concepts / "actions", concepts / "broden+actions"]
+        t = meta["transforms"]
+        results = run_dissection(model, list(DISSECT_LAYERS), [str(s) for s in sets], frames=t["frames"],
+                                 size=t["size"], batch_size=32, workers=cfg.workers, progress=cfg.progress,
+                                 checkpoint_hash=meta["sha256"][:16])
+        dest = main / "dissect"
+        if dest.exists():
+            shutil.rmtree(dest)
+        summary = report.write_outputs(results, dest, gallery={"model": model, "k": 8, "frames": t["frames"],
+                                                               "size": t["size"]})
+        with ResultsStore(main) as st:
+            st.register_run(meta)
+            for cs, layers in results.items():
+                for layer, res in layers.items():
+                    st.write_units(layer, Path(cs).name, report.to_records(res))
+        return {"counts": summary}
+
+    p.run("dissect", {"layers": DISSECT_LAYERS}, dissect_main, deps=("concepts",) + main_dep)
+
+    def ablate() -> dict:
+        from mmit_interp.ablation import run_ablation
+
+        return {r: _brief(run_ablation(runs / r, block="layer4", seeds=(0, 1, 2))) for r in visual}
+
+    p.run("ablation", {"runs": visual, "seeds": 3}, ablate, deps=tuple(f"train-{r}" for r in visual))
+
+    def selectivity() -> dict:
+        from mmit_interp.selectivity import run_selectivity
+
+        return {r: _brief(run_selectivity(runs / r, prob="softmax")) for r in visual}
+
+    p.run("selectivity", {"runs": visual}, selectivity, deps=tuple(f"train-{r}" for r in visual))
+
+    def cams() -> dict:
+        from mmit_interp.clip_analysis import analyze_clip
+
+        clips = pick_cam_clips(world, cfg.cam_clips)
+        done = [analyze_clip(main, world / "videos" / c.path)["clip_key"] for c in clips]
+        return {"clips": [c.path for c in clips], "keys": done}
+
+    p.run("cams", {"n": cfg.cam_clips}, cams, deps=main_dep + ("dissect",))
+
+    def localise() -> dict:
+        from mmit_interp.localisation import run_localisation
+
+        return _brief(run_localisation(main, world=world))
+
+    p.run("localisation", {}, localise, deps=main_dep)
+    p.run("bias", {}, lambda: planted_bias(main, world), deps=main_dep + ("dissect",))
+
+    def figures() -> dict:
+        from mmit_interp.figures import run_figures
+
+        files = run_figures([runs / r for r in visual], out / "report" / "figures")
+        return {"files": [str(f) for f in files]}
+
+    p.run("figures", {"runs": visual}, figures, deps=("ablation", "selectivity"))
+    p.run("report", {}, lambda: write_report(out, p), deps=("table1",))
+
+
+def _brief(obj):
+    """A JSON-able digest of an analysis result for the stage marker (big arrays left out)."""
+    if isinstance(obj, dict):
+        return {k: _brief(v) for k, v in obj.items() if not (isinstance(v, list) and len(v) > 64)}
+    if isinstance(obj, list):
+        return [_brief(v) for v in obj[:64]]
+    if isinstance(obj, (int, float, str, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def pick_cam_clips(world: Path, n: int):
+    """Validation clips with two or more visible actions (what mCAM is for), in file order."""
+    from mmit_interp.synth import load_truth
+
+    val = [c for c in load_truth(world) if c.split == "val"]
+    multi = [c for c in val if sum(a.visible for a in c.actors) >= 2]
+    return (multi + [c for c in val if c not in multi])[:n]
+
+
+def planted_bias(run: Path, world: Path, max_clips: int = 12) -> dict:
+    """The Fig. 12-14 analog: for clips where a dotted actor does *another* action, does the model
+    score the biased action, and does the concept path of that action reach a unit labelled with the
+    planted texture?"""
+    import numpy as np
+
+    from mmit_interp.checkpoint import load_model
+    from mmit_interp.dataset import ClipTransform, load_clip
+    from mmit_interp.relations import clip_concept_path
+    from mmit_interp.synth import load_truth
+
+    desc = json.loads((world / "world.json").read_text())["bias"]
+    action, texture = desc["action"], desc["texture"]
+    model, meta = load_model(run)
+    vocab = meta["vocab"]
+    if action not in vocab:
+        return {"action": action, "texture": texture, "note": "biased action not among the classes"}
+    c = vocab.index(action)
+    t = ClipTransform.from_dict(meta["transforms"])
+    val = [x for x in load_truth(world) if x.split == "val"]
+
+    def score(clip) -> float:
+        import torch
+
+        with torch.no_grad():
+            v = load_clip(world / "videos" / clip.path, t, want_audio=False)["video"][None]
+            return float(torch.sigmoid(model(v))[0, c])
+
+    def dotted_other(x) -> bool:
+        return action not in x.labels and any(a.texture == texture and a.visible for a in x.actors)
+
+    def plain_other(x) -> bool:
+        return action not in x.labels and all(a.texture != texture for a in x.actors if a.visible)
+
+    lure = [x for x in val if dotted_other(x)][:max_clips]
+    ctrl = [x for x in val if plain_other(x)][:max_clips * 2]
+    s_lure = [score(x) for x in lure]
+    s_ctrl = [score(x) for x in ctrl]
+    paths = [clip_concept_path(run, world / "videos" / x.path, c) for x in lure]
+    hits = [any(texture in str(r.get("label", "")) for r in cp["path"]) for cp in paths]
+    return {"action": action, "texture": texture, "n_lure": len(lure), "n_control": len(ctrl),
+            "score_lure_mean": float(np.mean(s_lure)) if s_lure else None,
+            "score_control_mean": float(np.mean(s_ctrl)) if s_ctrl else None,
+            "paths_reaching_texture": int(sum(hits)), "paths": len(paths),
+            "examples": [{"clip": cp["clip"], "path": [{k: r.get(k) for k in ("step", "layer", "unit", "label", "iou",
+                                                                              "contribution")} for r in cp["path"]]}
+                         for cp in paths[:3]]}
+
+
+def write_report(out: Path, p: Pipeline) -> dict:
+    """`report/experiments.md`: the tables and numbers every stage produced, in one page."""
+    r = {k: v.summary for k, v in p.results.items()}
+    lines = ["# Experiments on the synthetic world (generated by mmit-demo)", ""]
+    if (out / "report" / "table1.md").is_file():
+        lines += ["## Table 1 analog", "", (out / "report" / "table1.md").read_text(), ""]
+    t3 = out / "runs" / MAIN_RUN / "dissect" / "table3.csv"
+    if t3.is_file():
+        lines += ["## Table 3 analog (dissection of the wLSEP model)", "", "```", t3.read_text().strip(), "```", ""]
+    for key in ("localisation", "bias", "ablation", "selectivity"):
+        if key in r:
+            lines += [f"## {key}", "", "```json", json.dumps(r[key], indent=1)[:6000], "```", ""]
+    lines += ["## Stage timings", "", "| stage | seconds | reused |", "|---|---|---|"]
+    lines += [f"| {t['stage']} | {t['seconds']} | {t['reused']} |" for t in p.timings()]
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    (out / "report" / "experiments.md").write_text("\n".join(lines) + "\n")
+    return {"file": str(out / "report" / "experiments.md")}
 
 
 def _same_config(run: Path, tc) -> bool:

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class frequency ~ (rank+1)^-exponent (default %(default)s)")
     p.add_argument("--bias-strength", type=float, default=d.bias_strength,
                    help=f"P({d.bias_texture} | {d.bias_action}); 0 turns the planted bias off (default %(default)s)")
+    p.add_argument("--shape-affinity", type=float, default=d.shape_affinity,
+                   help="probability that an actor has its action's typical shape (default %(default)s)")
     p.add_argument("--bias-leak", type=float, default=d.bias_leak,
                    help=f"P({d.bias_texture} | other action) (default %(default)s)")
     g = p.add_argument_group("difficulty")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, train_clips=args.train_clips, val_clips=args.val_clips, images=args.images,
             action_frames=args.action_frames, size=args.size, frames=args.frames, fps=args.fps, classes=args.classes,
             missing_rate=args.missing_rate, tail_exponent=args.tail_exponent, bias_strength=args.bias_strength,
-            bias_leak=args.bias_leak, actor_size=args.actor_size, clutter=args.clutter, noise=args.noise,
+            bias_leak=args.bias_leak, shape_affinity=args.shape_affinity, actor_size=args.actor_size, clutter=args.clutter, noise=args.noise,
             camera_shake=args.camera_shake, occlusion=args.occlusion, image_size=args.image_size,
             seg_size=args.seg_size, workers=args.workers)
     except ValueError as e:

@@ -97,6 +97,7 @@ class SynthConfig:
     bias_texture: str = "dotted"
     bias_strength: float = 0.8
     bias_leak: float = 0.05
+    shape_affinity: float = 0.5
     actor_size: float = 0.11
     clutter: float = 1.5
     noise: float = 8.0
@@ -122,6 +123,8 @@ class SynthConfig:
             raise ValueError("frames must be >= 2 and fps >= 1")
         if not 0.0 <= self.missing_rate < 1.0:
             raise ValueError("missing_rate must lie in [0, 1)")
+        if not 0.0 <= self.shape_affinity <= 1.0:
+            raise ValueError("shape_affinity must lie in [0, 1]")
         if not 0.0 <= self.bias_strength <= 1.0 or not 0.0 <= self.bias_leak <= 1.0:
             raise ValueError("bias_strength and bias_leak must lie in [0, 1]")
         if self.bias_texture not in TEXTURES:
@@ -195,6 +198,24 @@ def class_weights(config: SynthConfig) -> np.ndarray:
     return w / w.sum()
 
 
+def typical_shape(action: str) -> str:
+    """The shape an action's actors favour (a look-alike pair shares one, so shape never separates
+    them): actions correlate with objects, as in real video (juggling balls, rolling wheels)."""
+    order = [c.name for c in CATALOGUE]
+
+    def rep(name: str) -> str:
+        partner = CLASSES[name].similar
+        return min((name, partner) if partner in CLASSES else (name,), key=order.index)
+
+    reps = list(dict.fromkeys(rep(c.name) for c in CATALOGUE if c.visible))
+    return SHAPES[reps.index(rep(action)) % len(SHAPES)]
+
+
+def _shape(rng: np.random.Generator, action: str, config: SynthConfig) -> str:
+    """An actor's shape: its action's typical shape with probability `shape_affinity`, else uniform."""
+    return typical_shape(action) if rng.random() < config.shape_affinity else str(rng.choice(SHAPES))
+
+
 def _texture(rng: np.random.Generator, action: str, config: SynthConfig) -> str:
     """Draw an actor's texture, applying the planted bias (bias action -> mostly bias texture)."""
     if not config.bias_active:
@@ -216,7 +237,7 @@ def _sample_clip(rng: np.random.Generator, split: str, index: int, config: Synth
     for a in rng.permutation(labels):
         cls = CLASSES[str(a)]
         if cls.visible:
-            actors.append(ActorSpec(cls.name, str(rng.choice(SHAPES)), str(colours.pop()),
+            actors.append(ActorSpec(cls.name, _shape(rng, cls.name, config), str(colours.pop()),
                                     _texture(rng, cls.name, config), True, cls.audible))
         else:
             actors.append(ActorSpec(cls.name, None, None, None, False, True))
