@@ -35,7 +35,8 @@ def demo_run(arg: str | None, tmp: Path) -> tuple[Path, str]:
     """The run to benchmark (a scratch copy: the original stays as it is): `--run`, the demo's, or a stand-in."""
     demo = ROOT / DEFAULT_RUNS
     if arg or (demo.is_dir() and any(is_run_dir(c) for c in demo.iterdir())):
-        run = Path(arg).resolve() if arg else expand_runs([demo], "default")[0]
+        runs = expand_runs([demo], "default")
+        run = Path(arg).resolve() if arg else next((r for r in runs if r.name == "wlsep"), runs[0])
         out = tmp / "runs" / run.name
         shutil.copytree(run, out, ignore=shutil.ignore_patterns("cams", "uploads", "dissect", "tb"))
         return out, f"run {run}"
