@@ -74,7 +74,23 @@ def _shortcut(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequentia
     return nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
 
 
-class VideoResNet(nn.Module):
+class GapLinearNet(nn.Module):
+    """The shared tail of every trunk with a GAP + linear head (`fc`): subclasses give `blocks()`,
+    `forward_features()` and `pool()`; CAMs and the block analyses rely on this shape."""
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        """Global average pooling + (dropout) + linear: logits `(N, C)` from the last features."""
+        return self.fc(self.dropout(self.pool(f)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Logits from `x`, the output of block `name`: runs every later block, then the head."""
+        return _run_from(self.blocks(), name, x, self.forward_head)
+
+
+class VideoResNet(GapLinearNet):
     """Generic 3-D ResNet trunk + GAP + linear head.
 
     `kt_plan[s][b]` is the (conv1, conv2) temporal kernel pair of block b in stage s;
@@ -138,17 +154,6 @@ class VideoResNet(nn.Module):
     def pool(self, f: torch.Tensor) -> torch.Tensor:
         """Global average pooling `(N, K, ...) -> (N, K)`."""
         return self.avgpool(f).flatten(1)
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        """GAP + (dropout) + linear: logits `(N, C)` from layer4 features."""
-        return self.fc(self.dropout(self.pool(f)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Logits from `x`, the output of block `name`: runs every later block, then the head."""
-        return _run_from(self.blocks(), name, x, self.forward_head)
 
 
 class _Stem(nn.Module):

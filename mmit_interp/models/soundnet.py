@@ -9,14 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .resnet3d import _run_from
+from .resnet3d import GapLinearNet
 
 # (out channels, kernel, stride, padding, max-pool after) per layer, conv1..conv7
 _SPEC = [(16, 64, 2, 32, 8), (32, 32, 2, 16, 8), (64, 16, 2, 8, 0), (128, 8, 2, 4, 0),
          (256, 4, 2, 2, 4), (512, 4, 2, 2, 0), (1024, 4, 2, 2, 0)]
 
 
-class SoundNet(nn.Module):
+class SoundNet(GapLinearNet):
     """SoundNet conv1..conv7 trunk + GAP + linear head."""
 
     modality = "audio"
@@ -49,17 +49,6 @@ class SoundNet(nn.Module):
     def pool(self, f: torch.Tensor) -> torch.Tensor:
         """Average over time `(N, K, L') -> (N, K)`."""
         return f.mean(-1)
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        """GAP + linear."""
-        return self.fc(self.dropout(self.pool(f)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Logits from the output of layer `name`."""
-        return _run_from(self.blocks(), name, x, self.forward_head)
 
 
 def soundnet(*, num_classes: int, width_mult: float = 1.0, dropout: float = 0.0) -> SoundNet:
