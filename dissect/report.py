@@ -125,10 +125,7 @@ def write_rows(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
 
 def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
     """Grouped bars of concepts found and interpretable units per concept set (PNG + SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mmit_interp.figures import plt, save_figure
 
     names = [r["concept_set"] for r in rows]
     x = np.arange(len(rows))
@@ -138,18 +135,12 @@ def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
     ax.set_xticks(x, names, rotation=15)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Concept sets compared (Table 3)", fontsize=10)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(Path(stem).with_suffix(f".{ext}"), dpi=150)
-    plt.close(fig)
+    save_figure(fig, stem, dpi=150)
 
 
 def plot_blockwise(rows: Sequence[Mapping], categories: Sequence[str], stem: str | os.PathLike) -> None:
     """Stacked bars of interpretable units per category for each layer/block (Fig. 11; PNG + SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mmit_interp.figures import plt, save_figure
 
     layers = [r["layer"] for r in rows]
     fig, ax = plt.subplots(figsize=(2.8 + 0.9 * len(rows), 3.4))
@@ -162,10 +153,7 @@ def plot_blockwise(rows: Sequence[Mapping], categories: Sequence[str], stem: str
     ax.tick_params(axis="x", rotation=30)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Interpretable units per category, by block", fontsize=10)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(Path(stem).with_suffix(f".{ext}"), dpi=150)
-    plt.close(fig)
+    save_figure(fig, stem, dpi=150)
 
 
 def write_gallery(

@@ -18,12 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, base: Path) -> list[Path]:
+def save_figure(fig, base: str | Path, dpi: int = 120) -> list[Path]:
+    """Lay out, save as `<base>.svg` and `<base>.png`, close; every figure of the toolkit goes through here."""
+    base = Path(base)
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [base.parent / f"{base.name}.svg", base.parent / f"{base.name}.png"]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=120)
+        fig.savefig(p, dpi=dpi)
     plt.close(fig)
     return paths
 
@@ -43,7 +45,7 @@ def ablation_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], base: s
     ax.grid(alpha=0.3)
     ax.set_title(title or f"Feature ablation: {metric}")
     ax.legend(fontsize=8)
-    return _save(fig, Path(base))
+    return save_figure(fig, base)
 
 
 def selectivity_figure(blocks: Mapping[str, Sequence[Mapping]], base: str | Path, *, prob: str = "softmax") -> list[Path]:
@@ -62,7 +64,7 @@ def selectivity_figure(blocks: Mapping[str, Sequence[Mapping]], base: str | Path
     ax.set_title("Selectivity per residual block")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, Path(base))
+    return save_figure(fig, base)
 
 
 def class_ap_figure(rows: Sequence[Mapping], base: str | Path, *, title: str = "Per-class AP") -> list[Path]:
@@ -74,7 +76,7 @@ def class_ap_figure(rows: Sequence[Mapping], base: str | Path, *, title: str = "
     ax.set_ylabel("AP")
     ax.set_ylim(0, 1)
     ax.set_title(f"{title} ({len(kept)} classes with positives)")
-    return _save(fig, Path(base))
+    return save_figure(fig, base)
 
 
 def run_figures(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric: str = "map_sample",
