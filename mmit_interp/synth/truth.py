@@ -22,19 +22,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .world import ActorSpec
+
 Box = tuple[int, int, int, int]
 
 
 @dataclass
-class ActorTruth:
-    """One actor of a clip and, if visible, its per-frame box (None where not visible)."""
+class ActorTruth(ActorSpec):
+    """One actor of a clip (its `ActorSpec`) and, if visible, its per-frame box (None where not visible)."""
 
-    action: str
-    shape: str | None
-    colour: str | None
-    texture: str | None
-    visible: bool
-    audible: bool
     boxes: list[Box | None] | None
 
 
