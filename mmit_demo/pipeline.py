@@ -248,6 +248,7 @@ def planted_bias(run: Path, world: Path, max_clips: int = 12) -> dict:
     score the biased action, and does the concept path of that action reach a unit labelled with the
     planted texture?"""
     import numpy as np
+    import torch
 
     from mmit_interp.checkpoint import load_model
     from mmit_interp.dataset import ClipTransform, load_clip
@@ -265,8 +266,6 @@ def planted_bias(run: Path, world: Path, max_clips: int = 12) -> dict:
     val = [x for x in load_truth(world) if x.split == "val"]
 
     def score(clip) -> float:
-        import torch
-
         with torch.no_grad():
             v = load_clip(world / "videos" / clip.path, t, want_audio=False)["video"][None]
             return float(torch.sigmoid(model(v))[0, c])

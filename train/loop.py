@@ -254,6 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                            strict=cfg.strict, seed=cfg.seed)
     val_ds = ClipDataset(val_ann, transform, train=False, video=want_video, audio=want_audio, strict=cfg.strict)
     train_loader = make_loader(train_ds, cfg.batch_size, cfg.workers, True, cfg.seed)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate_clips)
     if len(train_loader) == 0:
         raise ValueError(f"{len(train_ds)} training clips give no full batch of {cfg.batch_size} per process")
 
@@ -360,7 +361,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             _average_buffers(model, world)
         train_loss = float(epoch_stats[0] / max(1, epoch_stats[1]))
         if rank == 0:
-            val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate_clips)
             s, y, _, vskip = predict(model, val_loader, device, use_amp, cfg.progress)
             metrics = evaluate(s, y)
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
@@ -390,7 +390,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     epochs_run = cfg.epochs - start_epoch
     if rank == 0:
         if not metrics:  # resumed a finished run: evaluate the last checkpoint again
-            val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate_clips)
             metrics = evaluate(*predict(model, val_loader, device, use_amp, cfg.progress)[:2])
         atomic_write_json(out / "eval.json", {"split": "val", **metrics})
         writer.close()
