@@ -19,6 +19,7 @@ import hashlib
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +31,7 @@ from .cam import cam_for
 from .checkpoint import load_model, resolve_checkpoint
 from .dataset import ClipTransform, load_clip
 from .mcam import mcam, normalise
-from .render import colormap_lut, mcam_layer, mcam_overlay, resize_frames, side_by_side, write_video
+from .render import captioned_row, colormap_lut, composite, mcam_layers, resize_frames, write_video
 from .store import open_run_store, run_root
 from .video import probe
 
@@ -119,23 +120,30 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
     sel_names = [vocab.names[c] for c in sel]
     heat_u8 = (heat * 255).round().astype(np.uint8)
     rgb = colormap_lut(colormap)[heat_u8]  # (S, T, H, W, 3)
-    blended = (frames[None].astype(np.float32) * (1 - opacity) + rgb * opacity).round().astype(np.uint8)
     files: list[tuple[str, int, int, str]] = []
     mcam_frames = []
-    for t in range(n_t):
-        files.append(("frame", -1, t, _img(out / f"frame_{t}.jpg", frames[t])))
-        for j, c in enumerate(sel):
-            files.append(("cam", c, t, _img(out / f"cam_{c}_{t}.jpg", blended[j, t])))
-            files.append(("heat", c, t, _img(out / f"heat_{c}_{t}.png", np.concatenate([rgb[j, t], heat_u8[j, t, ..., None]], -1))))
-        layer = mcam_layer(inten[t], owner[t], sel_names, opacity=1.0)
-        files.append(("mcam_layer", -1, t, _img(out / f"mcam_layer_{t}.png", layer)))
-        m = mcam_overlay(frames[t], inten[t], owner[t], sel_names, opacity=max(opacity, 0.6))
-        mcam_frames.append(m)
-        files.append(("mcam", -1, t, _img(out / f"mcam_{t}.jpg", m)))
-        files.append(("strip", -1, t, _img(out / f"strip_{t}.jpg",
-                                           side_by_side(frames[t], heat[:, t], sel_names, colormap=colormap,
-                                                        opacity=opacity))))
-    video = write_video(mcam_frames, out / f"overlay.{video_format}", fps=_clip_fps(clip_path, n_t))
+    # encoders release the GIL: images are written by two threads while the next frame is drawn
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = []
+
+        def put(kind: str, c: int, t: int, name: str, img: np.ndarray) -> None:
+            files.append((kind, c, t, str(out / name)))
+            jobs.append(pool.submit(_img, out / name, img))
+
+        for t in range(n_t):
+            put("frame", -1, t, f"frame_{t}.jpg", frames[t])
+            blended = [cv2.addWeighted(frames[t], 1 - opacity, rgb[j, t], opacity, 0) for j in range(len(sel))]
+            for j, c in enumerate(sel):
+                put("cam", c, t, f"cam_{c}_{t}.jpg", blended[j])
+                put("heat", c, t, f"heat_{c}_{t}.png", np.concatenate([rgb[j, t], heat_u8[j, t, ..., None]], -1))
+            layer, over = mcam_layers(inten[t], owner[t], sel_names, opacities=(1.0, max(opacity, 0.6)))
+            put("mcam_layer", -1, t, f"mcam_layer_{t}.png", layer)
+            mcam_frames.append(composite(frames[t], over))
+            put("mcam", -1, t, f"mcam_{t}.jpg", mcam_frames[-1])
+            put("strip", -1, t, f"strip_{t}.jpg", captioned_row(blended, sel_names))
+        video = write_video(mcam_frames, out / f"overlay.{video_format}", fps=_clip_fps(clip_path, n_t))
+        for job in jobs:
+            job.result()  # re-raises a failed write
     files.append(("video", -1, -1, str(video)))
     params = dict(top_k=top_k, classes=names_idx, threshold=threshold, delta=delta, sigma=sigma,
                   colormap=colormap, opacity=opacity, display_size=disp, frames=n_t, size=tf.size)
@@ -168,7 +176,14 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
 
 
 def _clip_fps(path: str | Path, n_frames: int) -> float:
-    """Frame rate that plays the sampled frames over the clip's own duration."""
-    info = probe(path)
-    dur = info.duration or (info.n_frames / info.fps if info.fps else 0.0)
+    """Frame rate that plays the sampled frames over the clip's own duration (OpenCV's container
+    figures; PyAV's probe only when OpenCV has none)."""
+    cap = cv2.VideoCapture(str(path))
+    n, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    if n > 0 and fps > 0:
+        dur = n / fps
+    else:
+        info = probe(path)
+        dur = info.duration or (info.n_frames / info.fps if info.fps else 0.0)
     return max(n_frames / dur, 1.0) if dur > 0 else 8.0

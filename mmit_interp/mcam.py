@@ -47,10 +47,10 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:
 def suppress_similar(maps: torch.Tensor, delta: float) -> torch.Tensor:
     """Zero both classes at every pixel where two class maps `(S, ...)` differ by less than `delta`."""
     similar = torch.zeros_like(maps, dtype=torch.bool)
-    for i in range(maps.shape[0]):  # S is small (top-k); each step compares class i with all at once
-        close = (maps - maps[i]).abs_() < delta
-        close[i] = False
-        similar[i] = close.any(0)
+    for i in range(maps.shape[0] - 1):  # S is small (top-k); each pair once: class i against every later class
+        close = (maps[i + 1:] - maps[i]).abs_() < delta
+        similar[i] |= close.any(0)
+        similar[i + 1:] |= close
     return maps.masked_fill(similar, 0.0)
 
 
