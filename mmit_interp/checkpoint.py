@@ -69,7 +69,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, mode
                     config: dict | None = None, metrics: dict | None = None,
                     train_state: dict | None = None) -> None:
     """Save a self-describing checkpoint atomically."""
-    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     ckpt = {
         "format": FORMAT,
         "model": {"name": model_name, "kwargs": dict(model_kwargs)},

@@ -66,6 +66,7 @@ class TrainConfig:
     max_val_clips: int | None = None
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = True  # NDHWC for the 3-D convs: ~1.5x faster steps with oneDNN on CPU
     progress: bool = True
 
     def resolved_weights(self) -> str:
@@ -171,14 +172,27 @@ def make_loader(ds: ClipDataset, batch_size: int, workers: int, train: bool, see
                       persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def _to(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    if channels_last and "video" in out and out["video"].dim() == 5:
+        out["video"] = out["video"].contiguous(memory_format=torch.channels_last_3d)
+    return out
+
+
+def set_conv3d_format(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Put every Conv3d weight in NDHWC (oneDNN's fast layout) or back in the default layout."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            m.to(memory_format=fmt)
+    return model
 
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
-            progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Sigmoid scores, targets and dataset indices over a loader (+ the number of skipped clips)."""
+            progress: bool = False, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Sigmoid scores, targets and dataset indices over a loader (+ the number of skipped clips);
+    `channels_last` feeds NDHWC video (for a model whose Conv3d weights are NDHWC)."""
     from tqdm import tqdm
 
     model.eval()
@@ -187,7 +201,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: boo
         skipped += batch["n_skipped"]
         if "target" not in batch:
             continue
-        b = _to(batch, device)
+        b = _to(batch, device, channels_last)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = forward_batch(model, b)
         scores.append(torch.sigmoid(logits.float()).cpu().numpy())
@@ -248,7 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     vocab, train_ann, val_ann = load_splits(cfg)
     transform = ClipTransform(frames=cfg.frames, size=cfg.size)
     weights = compute_class_weights(train_ann.targets(), cfg.resolved_weights()).float()
-    model = build(cfg, vocab).to(device)
+    model = set_conv3d_format(build(cfg, vocab).to(device), cfg.channels_last)
     want_video, want_audio = _modalities(cfg.model)
     train_ds = ClipDataset(train_ann, transform, train=True, video=want_video, audio=want_audio,
                            strict=cfg.strict, seed=cfg.seed)
@@ -334,7 +348,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             if "target" not in batch:
                 bar.update(1)
                 continue
-            b = _to(batch, device)
+            b = _to(batch, device, cfg.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = forward_batch(net, b)
             loss = loss_fn(logits.float(), b["target"], w_dev)
@@ -361,7 +375,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             _average_buffers(model, world)
         train_loss = float(epoch_stats[0] / max(1, epoch_stats[1]))
         if rank == 0:
-            s, y, _, vskip = predict(model, val_loader, device, use_amp, cfg.progress)
+            s, y, _, vskip = predict(model, val_loader, device, use_amp, cfg.progress, cfg.channels_last)
             metrics = evaluate(s, y)
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": sched.get_last_lr()[0],
                       "clips_per_s": float(epoch_stats[2]) / elapsed, "data_wait_share": float(epoch_stats[4]) / world / elapsed,
@@ -390,13 +404,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     epochs_run = cfg.epochs - start_epoch
     if rank == 0:
         if not metrics:  # resumed a finished run: evaluate the last checkpoint again
-            metrics = evaluate(*predict(model, val_loader, device, use_amp, cfg.progress)[:2])
+            metrics = evaluate(*predict(model, val_loader, device, use_amp, cfg.progress, cfg.channels_last)[:2])
         atomic_write_json(out / "eval.json", {"split": "val", **metrics})
         writer.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(metrics, model, out, epochs_run)
+    return TrainResult(metrics, set_conv3d_format(model, False), out, epochs_run)
 
 
 def _average_buffers(model: nn.Module, world: int) -> None:
