@@ -8,7 +8,7 @@ one map per sampled frame under three methods:
   (its value there, 0 elsewhere),
 - `mcam`: the same with mCAM (suppression below `delta`, smoothed intensity), DESIGN 7.
 Scores per (class, frame) where the class has a box: *pointing* = 1 if the map's maximum lies in a
-box of that class (first maximum in raster order; a map that is 0 everywhere misses), *energy* =
+box of that class (tied maxima: the one nearest their centroid; a map that is 0 everywhere misses), *energy* =
 share of the map's sum inside the boxes (0 for an all-zero map); *chance* = the boxes' share of the
 frame (the pointing score of a uniformly random point). Boxes are scaled from the video's pixel
 grid to the model's input grid (frames are resized without crop); a pixel is inside when its centre is.
@@ -92,11 +92,17 @@ def box_mask(boxes: Sequence[Box], width: int, height: int, size: int) -> np.nda
     return m
 
 
-def pointing(heat: np.ndarray, mask: np.ndarray) -> float:
-    """1.0 if the map's (first) maximum lies in the mask, else 0.0; an all-zero map misses."""
+def pointing(heat: np.ndarray, mask: np.ndarray, tie: float = 1e-6) -> float:
+    """1.0 if the map's maximum lies in the mask, else 0.0; an all-zero map misses.
+
+    Values within `tie` of the maximum are tied (bilinear upsampling makes each border cell a flat
+    plateau); the tied pixel nearest their centroid is the point, so no raster-order bias favours
+    maps whose plateau edge happens to face the box."""
     if not heat.any():
         return 0.0
-    return float(mask.flat[int(heat.argmax())])
+    ys, xs = np.nonzero(heat >= heat.max() - tie)
+    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return float(mask[ys[k], xs[k]])
 
 
 def energy(heat: np.ndarray, mask: np.ndarray) -> float:

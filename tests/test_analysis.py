@@ -154,6 +154,9 @@ def test_localisation_scores():
     heat[2, 1], heat[5, 6] = 1.0, 0.5
     assert pointing(heat, mask) == 1.0 and energy(heat, mask) == pytest.approx(1 / 1.5)
     assert pointing(np.zeros((8, 8)), mask) == 0.0 and energy(np.zeros((8, 8)), mask) == 0.0
+    plateau = np.zeros((8, 8))
+    plateau[:, 3:8] = 1.0  # tied maxima: the first in raster order (column 3) is in the box, their centre is not
+    assert pointing(plateau, mask) == 0.0 and pointing(plateau[:, ::-1].copy(), mask) == 1.0
     maps = torch.zeros(2, 1, 8, 8)
     maps[0, 0, :, :4], maps[1, 0, :, 4:] = 1.0, 1.0
     mm = method_maps(maps, torch.tensor([3, 4]), delta=0.05, sigma=1.1)
