@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mmit_interp.hooks import capture_activations
-from dissect.stats import LabelBatch, Tally, TopKImages, TopKQuantile, quantile_rank
+from dissect.stats import LabelBatch, Tally, TileLabels, TopKImages, TopKQuantile, quantile_rank
 
 TIME_MODES = ("frames", "mean")
 DENOMINATORS = ("lite", "original")
@@ -191,14 +191,21 @@ def dissect_stream(
     blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
-            lb = LabelBatch(labels, len(categories), device)
-            for name, x in feats.items():
-                s, rep = to_samples(x.to(device).float(), time)
-                geom = tuple(s.shape[2:]) + lb.seg_size
+            samples = {name: to_samples(x.to(device).float(), time) for name, x in feats.items()}
+            geoms = {name: tuple(s.shape[2:]) + tuple(labels["pixel"].shape[2:]) for name, (s, _) in samples.items()}
+            for geom in geoms.values():
                 if geom not in blocks:
                     blocks[geom] = BilinearBlocks(*geom, device=device)
+            # the batch's labels are tiled once per geometry; the first tiling also yields its statistics
+            first = blocks[next(iter(geoms.values()))]
+            lb = LabelBatch(labels, len(categories), device, partition=first.partition)
+            tiles = {next(iter(geoms.values())): lb.tiles}
+            for name, (s, rep) in samples.items():
+                geom = geoms[name]
+                if geom not in tiles:
+                    tiles[geom] = blocks[geom].labels(lb)
                 tallies[name].add_labels(lb, rep)
-                _tally_layer(tallies[name], s, rep, thresholds[name], lb, blocks[geom])
+                _tally_layer(tallies[name], s, rep, thresholds[name], lb, tiles[geom], blocks[geom])
     tallies = {n: _all_merge(t, lambda st: Tally.from_state_dict(st, device)) for n, t in tallies.items()}
     prim = torch.as_tensor(primary, dtype=torch.long)
     return {
@@ -210,114 +217,128 @@ def dissect_stream(
 class BilinearBlocks:
     """Bilinear (align_corners=False) upsampling from (h, w) to (sh, sw), evaluated only where needed.
 
-    Each output pixel lies in one raw cell, between rows (a, a1) and columns (b, b1) clamped at the
-    border as PyTorch does, where the map is bilinear; a bilinear function on a rectangle peaks at
-    one of its corners. So: cells whose four raw corners are all <= T are skipped; the rest are cut
-    into tiles of at most ``tile`` x ``tile`` pixels, tiles whose four corner pixels are all <= T are
-    skipped, and only the remaining pixels are evaluated (float64) and thresholded. Pass-2 cost then
+    Along each axis the output splits into segments where the map is linear between two raw
+    samples (lo, hi): the leading border (clamped to sample 0), one per raw cell, and the trailing
+    border (clamped to the last sample). On a rectangle of segments the map is bilinear, so it peaks
+    and bottoms out at one of its corners. So: segment cells whose four raw corners are all <= T
+    are skipped; the rest are cut into tiles of at most ``tile`` x ``tile`` pixels; tiles whose four
+    corner pixels all exceed T are wholly active, tiles whose corners are all <= T are skipped, and
+    only the remaining tiles' pixels are evaluated (float64) and thresholded. Pass-2 cost then
     follows the active area instead of units x mask pixels.
     """
 
     def __init__(self, h: int, w: int, sh: int, sw: int, tile: int = 4, device: torch.device | str = "cpu"):
+        if tile > 4:
+            raise ValueError(f"tiles hold at most 4 x 4 pixels (16-bit masks), got {tile}")
         self.h, self.w, self.sh, self.sw = h, w, sh, sw
-        self.a1, self.ry, self.ry_ok, self.wy, self.wy_end, self.ty_ok = self._axis(h, sh, tile, device)
-        self.b1, self.rx, self.rx_ok, self.wx, self.wx_end, self.tx_ok = self._axis(w, sw, tile, device)
-        self.ny, self.nx = self.wy_end.shape[1], self.wx_end.shape[1]
-        # every tile (a, ty, b, tx), id ((a*Ty + ty)*w + b)*Tx + tx: its flat pixels and their validity
-        pix = self.ry[:, :, None, None, :, None] * sw + self.rx[None, None, :, :, None, :]
-        ok = self.ry_ok[:, :, None, None, :, None] & self.rx_ok[None, None, :, :, None, :]
-        self.tile_pix = pix.reshape(-1, tile * tile)
-        self.tile_ok = ok.reshape(-1, tile * tile)
-        self.tile_count = self.tile_ok.sum(1)
-        # padding entries repeat the tile's first pixel, so per-tile min/max ignore them
-        self.tile_fill = torch.where(self.tile_ok, self.tile_pix, self.tile_pix[:, :1])
+        self.lo_y, self.hi_y, self.ry, self.ry_ok, self.wy, self.wy_end, self.ty_ok = self._axis(h, sh, tile, device)
+        self.lo_x, self.hi_x, self.rx, self.rx_ok, self.wx, self.wx_end, self.tx_ok = self._axis(w, sw, tile, device)
+        self.sy, self.ny = self.ty_ok.shape
+        self.sx, self.nx = self.tx_ok.shape
+        # every real tile (a, ty, b, tx) gets an id tile_id[a, ty, b, tx], row-major over the real row and
+        # column groups, which as (rows, rows_ok, cols, cols_ok) are the partition TileLabels takes
+        real = self.ty_ok[:, :, None, None] & self.tx_ok[None, None, :, :]
+        self.tile_id = (torch.cumsum(real.view(-1), 0) - 1).view(-1)
+        self.partition = (self.ry[self.ty_ok], self.ry_ok[self.ty_ok], self.rx[self.tx_ok], self.rx_ok[self.tx_ok])
+        self.bit = (1 << torch.arange(tile * tile, device=device, dtype=torch.int32))
+        ok = self.partition[1][:, None, :, None] & self.partition[3][None, :, None, :]
+        self.tile_bits = (ok.reshape(-1, tile * tile).int() * self.bit).sum(1, dtype=torch.int32)
 
     @staticmethod
     def _axis(inp: int, out: int, tile: int, device):
-        """Per raw cell and tile: output indices, validity, weights of the next raw sample, end weights."""
-        cells: list[list[tuple[int, float]]] = [[] for _ in range(inp)]
+        """Per segment: raw samples (lo, hi); per segment and tile: output indices, validity, weights
+        of ``hi``, end weights, whether the tile exists."""
+        segs: list[list[tuple[int, float]]] = [[] for _ in range(inp + 1)]
         for d in range(out):
-            src = max((d + 0.5) * inp / out - 0.5, 0.0)
+            src = (d + 0.5) * inp / out - 0.5
             i0 = min(int(src), inp - 1)
-            cells[i0].append((d, src - i0))
-        tiles = [[c[i : i + tile] for i in range(0, len(c), tile)] for c in cells]
+            if src < 0:  # clamped to sample 0; the weight is 0 either way
+                segs[0].append((d, 0.0))
+            else:
+                segs[i0 + 1].append((d, src - i0))
+        tiles = [[c[i : i + tile] for i in range(0, len(c), tile)] for c in segs]
         nt = max(1, max(len(t) for t in tiles))
-        idx = torch.zeros((inp, nt, tile), dtype=torch.long)
-        ok = torch.zeros((inp, nt, tile), dtype=torch.bool)
-        lam = torch.zeros((inp, nt, tile), dtype=torch.float64)
-        end = torch.zeros((inp, nt, 2), dtype=torch.float64)
-        t_ok = torch.zeros((inp, nt), dtype=torch.bool)
+        idx = torch.zeros((inp + 1, nt, tile), dtype=torch.long)
+        ok = torch.zeros((inp + 1, nt, tile), dtype=torch.bool)
+        lam = torch.zeros((inp + 1, nt, tile), dtype=torch.float64)
+        end = torch.zeros((inp + 1, nt, 2), dtype=torch.float64)
+        t_ok = torch.zeros((inp + 1, nt), dtype=torch.bool)
         for a, ts in enumerate(tiles):
             for j, t in enumerate(ts):
                 t_ok[a, j] = True
                 end[a, j, 0], end[a, j, 1] = t[0][1], t[-1][1]
                 for k, (d, lm) in enumerate(t):
                     idx[a, j, k], ok[a, j, k], lam[a, j, k] = d, True, lm
-        nxt = torch.clamp(torch.arange(inp) + 1, max=inp - 1)
-        return tuple(v.to(device) for v in (nxt, idx, ok, lam, end, t_ok))
+        lo = torch.clamp(torch.arange(inp + 1) - 1, min=0)
+        hi = torch.clamp(torch.arange(inp + 1), max=inp - 1)
+        return tuple(v.to(device) for v in (lo, hi, idx, ok, lam, end, t_ok))
 
-    def cell_max(self, x: torch.Tensor) -> torch.Tensor:
-        """Max of each cell's four corners: (n, h, w) -> (n, h, w)."""
-        r = torch.maximum(x, x[:, self.a1])
-        return torch.maximum(r, r[:, :, self.b1])
-
-    def active(self, x: torch.Tensor, thr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def active(self, x: torch.Tensor, thr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Active pixels (upsampled > thr) of maps ``x (n, h, w)`` with per-map ``thr (n,)``.
 
-        Returns ``(pix_map, pix_s, full_map, full_tile)``: single active pixels (map index, flat
-        pixel index y*sw + x, maps ascending), and whole tiles whose four corners all exceed thr
-        (a bilinear function on a rectangle also has its minimum at a corner, so all their pixels
-        are active), as (map index, tile id into ``tile_pix``).
+        Returns ``(tile_map, tile, act)``: per tile with an active pixel, its map index, its tile id
+        and the bitmask of its active pixels.
         """
-        hot_m, a, b = (self.cell_max(x) > thr[:, None, None]).nonzero(as_tuple=True)
-        a1, b1 = self.a1[a], self.b1[b]
-        c00, c01 = x[hot_m, a, b].double(), x[hot_m, a, b1].double()
-        c10, c11 = x[hot_m, a1, b].double(), x[hot_m, a1, b1].double()
-        t = thr[hot_m].double()[:, None, None]
+        rows = [x.index_select(1, r) for r in (self.lo_y, self.hi_y)]
+        c = [r.index_select(2, q).reshape(-1) for r in rows for q in (self.lo_x, self.hi_x)]  # c00, c01, c10, c11
+        cmax = torch.maximum(torch.maximum(c[0], c[1]), torch.maximum(c[2], c[3])).view(len(x), self.sy, self.sx)
+        hot = (cmax > thr[:, None, None]).view(-1).nonzero().view(-1)
+        hot_m = torch.div(hot, self.sy * self.sx, rounding_mode="floor")
+        a = torch.div(hot, self.sx, rounding_mode="floor") % self.sy
+        b = hot % self.sx
+        c00, c01, c10, c11 = (v.index_select(0, hot).double() for v in c)
+        coef = torch.stack([c00, c01 - c00, c10, c11 - c10], 1)  # top = c00 + wx*(c01-c00), bot likewise
+        t = thr.index_select(0, hot_m).double()
         # the bilinear value at each tile's four corner pixels bounds it from above and below
         ny, nx = self.ny, self.nx
-        xe = self.wx_end[b].view(-1, 1, 2 * nx)
-        top = c00[:, None, None] + xe * (c01 - c00)[:, None, None]
-        bot = c10[:, None, None] + xe * (c11 - c10)[:, None, None]
-        corner = (top + self.wy_end[a].view(-1, 2 * ny, 1) * (bot - top)).view(-1, ny, 2, nx, 2)
-        ok = self.ty_ok[a][:, :, None] & self.tx_ok[b][:, None, :]
-        c = [corner[:, :, i, :, j] for i in (0, 1) for j in (0, 1)]  # four corner grids, no reduction kernels
-        full = (torch.minimum(torch.minimum(c[0], c[1]), torch.minimum(c[2], c[3])) > t) & ok
-        part = (torch.maximum(torch.maximum(c[0], c[1]), torch.maximum(c[2], c[3])) > t) & ok & ~full
+        xe = self.wx_end.view(self.sx, 1, 2 * nx).index_select(0, b)
+        top = coef[:, 0, None, None] + xe * coef[:, 1, None, None]
+        bot = coef[:, 2, None, None] + xe * coef[:, 3, None, None]
+        corner = (top + self.wy_end.view(self.sy, 2 * ny, 1).index_select(0, a) * (bot - top)).view(-1, ny, 2, nx, 2)
+        ok = self.ty_ok.index_select(0, a)[:, :, None] & self.tx_ok.index_select(0, b)[:, None, :]
+        q = [corner[:, :, i, :, j] for i in (0, 1) for j in (0, 1)]  # four corner grids, no reduction kernels
+        t3 = t[:, None, None]
+        full = (torch.minimum(torch.minimum(q[0], q[1]), torch.minimum(q[2], q[3])) > t3) & ok
+        part = (torch.maximum(torch.maximum(q[0], q[1]), torch.maximum(q[2], q[3])) > t3) & ok & ~full
         k, ty, tx = full.nonzero(as_tuple=True)
-        full_map = hot_m[k]
-        full_tile = ((a[k] * ny + ty) * self.w + b[k]) * nx + tx
+        full_map = hot_m.index_select(0, k)
+        full_tile = self.tile_id.index_select(0, ((a.index_select(0, k) * ny + ty) * self.sx + b.index_select(0, k)) * nx + tx)
         k, ty, tx = part.nonzero(as_tuple=True)
-        ak, bk = a[k], b[k]
-        wxk = self.wx[bk, tx]  # (nt, tile)
-        top = c00[k, None] + wxk * (c01 - c00)[k, None]
-        bot = c10[k, None] + wxk * (c11 - c10)[k, None]
-        val = top[:, None, :] + self.wy[ak, ty][:, :, None] * (bot - top)[:, None, :]  # (nt, tile, tile)
-        hit = (val > t[k]) & self.ry_ok[ak, ty][:, :, None] & self.rx_ok[bk, tx][:, None, :]
-        pix = self.ry[ak, ty][:, :, None] * self.sw + self.rx[bk, tx][:, None, :]
-        return hot_m[k][:, None, None].expand_as(hit)[hit], pix[hit], full_map, full_tile
+        ay, bx = a.index_select(0, k) * ny + ty, b.index_select(0, k) * nx + tx
+        wx = self.wx.view(-1, self.wx.shape[2]).index_select(0, bx)  # (nt, tile)
+        wy = self.wy.view(-1, self.wy.shape[2]).index_select(0, ay)
+        ck = coef.index_select(0, k)
+        top = ck[:, 0, None] + wx * ck[:, 1, None]
+        bot = ck[:, 2, None] + wx * ck[:, 3, None]
+        val = top[:, None, :] + wy[:, :, None] * (bot - top)[:, None, :]  # (nt, tile, tile)
+        hit = val > t.index_select(0, k)[:, None, None]
+        tile = self.tile_id.index_select(0, (ay * self.sx + b.index_select(0, k)) * nx + tx)
+        bits = (hit.flatten(1).float() @ self.bit.float()).int() & self.tile_bits.index_select(0, tile)  # exact: < 2**16
+        some = (bits != 0).nonzero().view(-1)
+        return (torch.cat([full_map, hot_m.index_select(0, k.index_select(0, some))]),
+                torch.cat([full_tile, tile.index_select(0, some)]),
+                torch.cat([self.tile_bits.index_select(0, full_tile), bits.index_select(0, some)]))
+
+    def labels(self, lb: LabelBatch) -> TileLabels:
+        """The batch's labels per tile of this geometry (shared by every layer of that geometry)."""
+        return TileLabels(lb, *self.partition)
 
 
-def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch,
+def _tally_layer(tally: Tally, s: torch.Tensor, rep: int, thr: torch.Tensor, lb: LabelBatch, tiles: TileLabels,
                  blocks: BilinearBlocks, maps_per_chunk: int = 512) -> None:
     """Tally the (sample, unit) maps whose raw maximum crosses T_u (no other map has active pixels).
 
     Maps go in small chunks so every temporary stays small and is reused by the allocator
-    (large short-lived arrays cost page faults that dominate on our VMs; PERF-NOTES). Fully
-    active tiles whose pixels all carry the same labels are counted per tile, not per pixel.
+    (large short-lived arrays cost page faults that dominate on our VMs; PERF-NOTES).
     """
+    s = s.contiguous()
+    flat = s.view(-1, *s.shape[2:])
     mi, ui = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
     for c in range(0, len(mi), maps_per_chunk):
         m, u = mi[c : c + maps_per_chunk], ui[c : c + maps_per_chunk]
         image = torch.div(m, rep, rounding_mode="floor")
-        pix_map, pix_s, full_map, full_tile = blocks.active(s[m, u], thr[u])
-        same, first = lb.tile_labels(image[full_map], blocks.tile_fill[full_tile])
-        mixed = full_tile[~same]
-        if len(mixed):  # fully active tiles with mixed labels: count their pixels one by one
-            ok = blocks.tile_ok[mixed]
-            pix_map = torch.cat([pix_map, full_map[~same][:, None].expand_as(ok)[ok]])
-            pix_s = torch.cat([pix_s, blocks.tile_pix[mixed][ok]])
-        tally.add(u, image, pix_map, pix_s, lb, full_map[same], first[same], blocks.tile_count[full_tile[same]])
+        tile_map, tile, act = blocks.active(flat.index_select(0, m * s.shape[1] + u), thr.index_select(0, u))
+        tally.add(u, image, tile_map, tile, act, lb, tiles)
 
 
 # ----------------------------------------------------------------------------- models and caching

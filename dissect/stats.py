@@ -12,6 +12,7 @@ P(a > T) = floor(qN)/N. Keeping the running top k+1 values per unit makes it exa
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
 import torch
 
@@ -21,6 +22,13 @@ def quantile_rank(quantile: float, n: int) -> int:
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
     return int(Fraction(str(quantile)) * n)
+
+
+@lru_cache(maxsize=None)
+def _popcount_table(bits: int, device: str) -> torch.Tensor:
+    """Number of set bits of every integer below 2**bits (float64, the weights of a bincount)."""
+    v = torch.arange(1 << bits, device=device)
+    return ((v[:, None] >> torch.arange(bits, device=device)) & 1).sum(1).double()
 
 
 class TopKQuantile:
@@ -122,14 +130,18 @@ class LabelBatch:
     """Per-batch label tensors prepared once and shared by every layer's tally.
 
     From a collated batch (``pixel (N, P, sh, sw)``, ``plane_cat``, ``whole``, ``whole_cat``) it
-    builds ``lab (N*S, P)``, the label numbers at pixel s of image b in row ``b*S + s``, where a label
-    repeated on a later plane of the same pixel, or also given as a whole-image label of the image,
-    is set to 0 (a label's mask in an image is the union of its planes; a whole-image label is the
-    full mask); ``whole (N, W)`` the whole-image labels (0 = padding); and ``present (N, C)``,
-    whether the image's category-c column holds any label.
+    keeps ``planes (N, P, S)`` (int32), the label numbers at flat pixel s, where a label repeated on
+    a later plane of the same pixel, or also given as a whole-image label of the image, is set to 0
+    (a label's mask in an image is the union of its planes; a whole-image label is the full mask);
+    ``whole (N, W)`` the whole-image labels (0 = padding); ``present (N, C)``, whether the image's
+    category-c column holds any label; ``label_area``, the pixel count of each label number; and
+    ``tiles``, the labels per tile of ``partition`` (``(rows, rows_ok, cols, cols_ok)`` as
+    ``TileLabels`` takes; default: 4 x 4 blocks), whose few entries give the rest without a pass
+    over every pixel.
     """
 
-    def __init__(self, batch: dict, num_categories: int, device: torch.device | str = "cpu"):
+    def __init__(self, batch: dict, num_categories: int, device: torch.device | str = "cpu",
+                 partition: tuple[torch.Tensor, ...] | None = None):
         pixel = batch["pixel"].to(device)
         n, p = pixel.shape[:2]
         self.n, self.seg_size = n, tuple(pixel.shape[2:])
@@ -137,43 +149,157 @@ class LabelBatch:
         plane_cat = batch["plane_cat"].to(device)
         whole = batch["whole"].to(device)
         whole_cat = batch["whole_cat"].to(device)
-        planes = list(pixel.reshape(n, p, self.S).to(torch.int32, copy=True).unbind(1))
-        self.present = torch.zeros((n, num_categories), dtype=torch.bool, device=device)
-        for k in range(p):
-            ok = (planes[k] != 0).any(1) & (plane_cat[:, k] >= 0)
-            self.present[ok.nonzero(as_tuple=True)[0], plane_cat[ok, k]] = True
+        self.planes = pixel.reshape(n, p, self.S).to(torch.int32)
         wvalid = (whole > 0) & (whole_cat >= 0)
         for j in range(1, whole.shape[1]):  # a repeated whole-image label counts once
             wvalid[:, j] &= ~(whole[:, j : j + 1] == whole[:, :j]).any(1)
-        self.present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
         self.whole = torch.where(wvalid, whole, torch.zeros_like(whole))
-        # union semantics: find the images where a label sits on two planes, or on a plane and as
-        # a whole-image label, with one bincount; only those images pay for the per-pixel dedup
-        stack = torch.stack(planes, 1)  # (N, P, S)
-        l1 = max(int(stack.max()), int(self.whole.max()), 0) + 1
-        keys = (torch.arange(n * p, device=device, dtype=torch.int32).view(n, p, 1) * l1 + stack).view(-1)
-        counts = (torch.bincount(keys, minlength=n * p * l1).view(n, p, l1) > 0).sum(1)  # (N, L1)
+        partition = partition or (block_axis(self.seg_size[0], device=device) + block_axis(self.seg_size[1], device=device))
+        self.tiles = TileLabels(self, *partition)
+        # per (image, plane) label sets from the tile entries: the categories present, and the images
+        # where a label sits on two planes or on a plane and as a whole-image label
+        group = torch.div(self.tiles.group, self.tiles.T * p, rounding_mode="floor") * p + self.tiles.group % p
+        l1 = max(int(self.tiles.label.max()) if len(self.tiles.label) else 0, int(self.whole.max()) if self.whole.numel() else 0) + 1
+        seen = torch.bincount(group * l1 + self.tiles.label, minlength=n * p * l1).view(n, p, l1) > 0
+        self.present = torch.zeros((n, num_categories), dtype=torch.bool, device=device)
+        ok = seen.any(2) & (plane_cat >= 0)
+        self.present[ok.nonzero(as_tuple=True)[0], plane_cat[ok]] = True
+        self.present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
+        counts = seen.sum(1)  # (N, L1)
         counts.scatter_add_(1, self.whole, torch.ones_like(self.whole))
         counts[:, 0] = 0
         need = (counts > 1).any(1).nonzero().view(-1)
-        if len(need):
-            sub = [q[need] for q in planes]
+        if len(need):  # only these images pay for the per-pixel dedup
+            self.planes = self.planes.clone()  # never the caller's tensor
+            sub = list(self.planes[need].unbind(1))
             for k in range(1, p):  # a label repeated on a later plane of the same pixel counts once
                 dup = torch.stack([sub[k] == sub[j] for j in range(k)]).any(0)
                 sub[k] = torch.where(dup, 0, sub[k])
             for j in range(whole.shape[1]):  # a whole-image label already covers every pixel
                 w = self.whole[need, j].int().view(-1, 1)
                 sub = [torch.where(q == w, 0, q) for q in sub]
-            for k in range(p):
-                planes[k][need] = sub[k]
-        self.lab = torch.stack(planes, 2).view(n * self.S, p)
+            self.planes[need] = torch.stack(sub, 1)
+            self.tiles = TileLabels(self, *partition)
+        area = torch.bincount(self.tiles.label, weights=self.tiles.popcount.index_select(0, self.tiles.mask), minlength=l1)
+        self.label_area = area.round().long() + torch.bincount(self.whole.reshape(-1), minlength=l1) * self.S
+        self.label_area[0] = 0
         self.index = batch["index"].to(device)
 
-    def tile_labels(self, image: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For tiles given as ``pixels (n, tt)`` of batch images ``image (n,)``: whether all their
-        pixels carry the same labels on every plane ``(n,)``, and the first pixel's labels ``(n, P)``."""
-        x = self.lab[(image * self.S)[:, None] + pixels]  # (n, tt, P)
-        return (x.amax(1) == x.amin(1)).all(1), x[:, 0]
+
+def block_axis(size: int, tile: int = 4, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """One axis of a partition into runs of ``tile`` pixels, as ``TileLabels`` takes it: (index, ok)."""
+    idx = torch.arange(0, size, tile, device=device)[:, None] + torch.arange(tile, device=device)
+    return idx.clamp(max=size - 1), idx < size
+
+
+def _as_slices(idx: torch.Tensor) -> list[slice | torch.Tensor]:
+    """Each column of ``idx (T, t)`` as a slice where it is an increasing arithmetic progression."""
+    out: list[slice | torch.Tensor] = []
+    for v in idx.T.tolist():
+        step = v[1] - v[0] if len(v) > 1 else 1
+        regular = step > 0 and all(b - a == step for a, b in zip(v, v[1:]))
+        out.append(slice(v[0], v[-1] + 1, step) if regular else idx[:, len(out)])
+    return out
+
+
+class TileLabels:
+    """A batch's labels per tile of a partition of the mask, as lists of (label, pixel bitmask).
+
+    The tiles are the products of row groups ``rows (Ty, ty)`` and column groups ``cols (Tx, tx)``
+    (output indices; ``rows_ok``/``cols_ok`` mark the real ones, ty * tx <= 16); tile t = iy*Tx + ix
+    and bit i*tx + j of a mask is its pixel (rows[iy, i], cols[ix, j]). A tile-plane carrying one
+    label gives one entry, others one entry per distinct label; label 0 gives none. Entries of
+    (image b, tile t) are ``label[off[r]:off[r+1]]``, r = b*T + t, with ``group`` = r*P + plane.
+    Built once per batch and partition, they let a layer count an active tile's labels by
+    ``popcount(active & mask)`` per entry instead of visiting its pixels and planes.
+    """
+
+    def __init__(self, lb: LabelBatch, rows: torch.Tensor, rows_ok: torch.Tensor, cols: torch.Tensor,
+                 cols_ok: torch.Tensor):
+        (Ty, ty), (Tx, tx) = rows.shape, cols.shape
+        tt, T = ty * tx, Ty * Tx
+        if tt > 16:
+            raise ValueError(f"tiles hold at most 16 pixels, got {ty} x {tx}")
+        dev, n, p = rows.device, lb.n, lb.planes.shape[1]
+        self.T = T
+        self.popcount = _popcount_table(tt, str(dev))
+        ok = (rows_ok[:, None, :, None] & cols_ok[None, :, None, :]).reshape(T, tt)
+        full = (ok.int() << torch.arange(tt, device=dev, dtype=torch.int32)).sum(1, dtype=torch.int32)
+        # pixel i*tx + j of every tile, one contiguous (N, P, T) array each (padding repeats a real pixel)
+        rows = torch.where(rows_ok, rows, rows[:, :1])
+        cols = torch.where(cols_ok, cols, cols[:, :1])
+        img = lb.planes.view(n * p, *lb.seg_size)
+        ys, xs = _as_slices(rows), _as_slices(cols)
+        x = []
+        for i, j in ((i, j) for i in range(ty) for j in range(tx)):
+            if isinstance(ys[i], slice) and isinstance(xs[j], slice):  # a strided copy, no gather
+                x.append(img[:, ys[i], xs[j]].reshape(n, p, T))
+            else:
+                flat = (rows[:, i, None] * lb.seg_size[1] + cols[None, :, j]).view(1, T).expand(n * p, T)
+                x.append(torch.gather(img.view(n * p, -1), 1, flat).view(n, p, T))
+        uniform = x[1] == x[0] if tt > 1 else torch.ones_like(x[0], dtype=torch.bool)
+        for q in range(2, tt):
+            uniform &= x[q] == x[0]
+        uniform = uniform.permute(0, 2, 1).contiguous()  # (N, T, P): entries go in (image, tile, plane) order
+        first = x[0].permute(0, 2, 1).contiguous()
+        one = uniform & (first != 0)
+        count = one.int()
+        mixed = (~uniform).view(-1).nonzero().view(-1)  # flat (b, t, p)
+        t = torch.div(mixed, p, rounding_mode="floor") % T
+        src = torch.div(mixed, T * p, rounding_mode="floor") * (p * T) + (mixed % p) * T + t  # into (N, P, T)
+        y = torch.stack([q.view(-1).index_select(0, src) for q in x], 1)  # (k, tt)
+        lab, mask, rank, col = self._split(y, full.index_select(0, t))
+        mixed = mixed.index_select(0, col)
+        count.view(-1).index_add_(0, mixed, torch.ones_like(mixed, dtype=torch.int32))
+        # an exclusive prefix sum gives each (image, tile, plane) group's first entry
+        c = count.view(-1)
+        start = torch.cumsum(c, 0) - c
+        uni = one.view(-1).nonzero().view(-1)
+        self.label = torch.empty(int(c.sum()), dtype=torch.int32, device=dev)
+        self.mask = torch.empty_like(self.label)
+        self.group = torch.empty(len(self.label), dtype=torch.long, device=dev)
+        for pos, group, label, m in ((start.index_select(0, uni), uni, first.view(-1).index_select(0, uni),
+                                      full.index_select(0, torch.div(uni, p, rounding_mode="floor") % T)),
+                                     (start.index_select(0, mixed) + rank, mixed, lab, mask)):
+            self.label.index_copy_(0, pos, label)
+            self.mask.index_copy_(0, pos, m)
+            self.group.index_copy_(0, pos, group)
+        ends = count.sum(2, dtype=torch.long).view(-1).cumsum(0)
+        self.off = torch.cat([ends.new_zeros(1), ends])
+
+    @staticmethod
+    def _split(y: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Group the pixels of mixed tile-planes ``y (k, tt)`` (real pixels: bits ``valid (k,)``) by
+        label, one label per round (the first pixel's, then the largest one left); returns, per
+        nonzero label, its label, its pixel bitmask, its rank among its tile-plane's entries, and
+        its row in y."""
+        bit = (1 << torch.arange(y.shape[1], device=y.device)).float()
+        col = torch.arange(y.shape[0], device=y.device)
+        rank = torch.zeros_like(col)
+        lab = y[:, 0]
+        out = [(lab[:0], lab[:0], rank[:0], col[:0])]
+        while len(col):
+            eq = y == lab[:, None]
+            mask = (eq.float() @ bit).int() & valid  # exact: below 2**16
+            nz = (lab != 0).nonzero().view(-1)
+            out.append((lab.index_select(0, nz), mask.index_select(0, nz), rank.index_select(0, nz), col.index_select(0, nz)))
+            rank += lab != 0
+            y = torch.where(eq, -1, y)  # grouped pixels leave (labels are >= 0)
+            lab = y.amax(1)
+            left = (lab >= 0).nonzero().view(-1)
+            y, valid, col, rank, lab = (v.index_select(0, left) for v in (y, valid, col, rank, lab))
+        return tuple(torch.cat(v) for v in zip(*out))
+
+    def expand(self, image: torch.Tensor, tile: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """For active tiles (batch image, tile, active-pixel bitmask): per entry, the tile's index,
+        the label and the active pixels carrying it (float64 counts, for a weighted bincount)."""
+        r = image * self.T + tile
+        start = self.off.index_select(0, r)
+        cnt = self.off.index_select(0, r + 1) - start
+        which = torch.repeat_interleave(cnt)
+        idx = torch.arange(len(which), device=r.device) + (start - (torch.cumsum(cnt, 0) - cnt)).index_select(0, which)
+        m = self.mask.index_select(0, idx) & act.index_select(0, which)
+        return which, self.label.index_select(0, idx), self.popcount.index_select(0, m)
 
 
 class Tally:
@@ -202,31 +328,21 @@ class Tally:
 
     def add_labels(self, lb: LabelBatch, repeats: int = 1) -> None:
         """Add label areas G[l] for a batch; ``repeats`` samples per image (frames)."""
-        g = torch.bincount(lb.lab.reshape(-1), minlength=self.L)[: self.L]
-        g = g + torch.bincount(lb.whole.reshape(-1), minlength=self.L)[: self.L] * lb.S
-        g[0] = 0
-        self.label_area += g * repeats
+        g = lb.label_area[: self.L]
+        self.label_area[: len(g)] += g * repeats
         self.samples += lb.n * repeats
 
-    def add(self, unit: torch.Tensor, image: torch.Tensor, pix_map: torch.Tensor, pix_s: torch.Tensor,
-            lb: LabelBatch, tile_map: torch.Tensor | None = None, tile_labels: torch.Tensor | None = None,
-            tile_count: torch.Tensor | None = None) -> None:
+    def add(self, unit: torch.Tensor, image: torch.Tensor, tile_map: torch.Tensor, tile: torch.Tensor,
+            act: torch.Tensor, lb: LabelBatch, tiles: TileLabels) -> None:
         """Add thresholded maps given sparsely. Map j is unit ``unit[j]`` on batch image ``image[j]``;
-        its active pixels are the flat mask positions ``pix_s[i]`` with ``pix_map[i] == j``, plus
-        ``tile_count[t]`` pixels labelled ``tile_labels[t] (P,)`` for each ``tile_map[t] == j``."""
+        its active pixels are the bits ``act[i]`` of tile ``tile[i]`` of ``tiles`` for ``tile_map[i] == j``."""
         n = unit.shape[0]
         if n == 0:
             return
-        area = torch.bincount(pix_map, minlength=n)
-        flat = image[pix_map] * lb.S + pix_s
-        keys = ((pix_map.int() * self.L)[:, None] + lb.lab[flat]).reshape(-1)
-        hist = torch.bincount(keys, minlength=n * self.L)  # (maps x labels) pixel counts, flat
-        if tile_map is not None and len(tile_map):
-            area += torch.bincount(tile_map, weights=tile_count.double(), minlength=n).round().long()
-            tkeys = ((tile_map.int() * self.L)[:, None] + tile_labels).reshape(-1)
-            w = tile_count.double()[:, None].expand_as(tile_labels).reshape(-1)
-            hist += torch.bincount(tkeys, weights=w, minlength=n * self.L).round().long()
-        hist = hist.view(n, self.L)
+        area = torch.bincount(tile_map, weights=tiles.popcount.index_select(0, act), minlength=n).round().long()
+        which, labels, count = tiles.expand(image.index_select(0, tile_map), tile, act)
+        keys = tile_map.index_select(0, which) * self.L + labels
+        hist = torch.bincount(keys, weights=count, minlength=n * self.L).round().long().view(n, self.L)
         wl = lb.whole[image]  # (n, W)
         if wl.shape[1]:
             hist.scatter_add_(1, wl, area[:, None].expand_as(wl).contiguous())
