@@ -32,13 +32,20 @@ def _popcount_table(bits: int, device: str) -> torch.Tensor:
 
 
 class TopKQuantile:
-    """Exact per-unit upper quantile by keeping each unit's running top ``k`` values (float32)."""
+    """Exact per-unit upper quantile by keeping each unit's running top ``k`` values (float32).
+
+    Once k values are kept, a batch only contributes the values above each unit's k-th largest
+    at the last compaction; they wait in a padded buffer, and the top k of kept + buffered values
+    is taken only when the buffer holds k columns (or on read-out), so the costly top-k runs
+    rarely instead of every batch.
+    """
 
     def __init__(self, units: int, k: int, device: torch.device | str = "cpu"):
         if k < 1:
             raise ValueError("k must be >= 1")
         self.units, self.k = units, k
         self.values = torch.empty((units, 0), dtype=torch.float32, device=device)
+        self.pending: list[torch.Tensor] = []
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
@@ -49,19 +56,38 @@ class TopKQuantile:
             return
         x = x.detach().to(self.values.device, torch.float32)
         self.count += x.shape[1]
-        if self.values.shape[1] == self.k:  # only values above a unit's current k-th can enter
-            above = int((x > self.values[:, -1:]).sum(1).max())
-            if above == 0:
-                return
-            x = torch.topk(x, min(above, x.shape[1]), dim=1, sorted=False).values
-        both = torch.cat([self.values, x], dim=1)
-        self.values = torch.topk(both, min(self.k, both.shape[1]), dim=1, sorted=True).values
+        if self.values.shape[1] < self.k:
+            both = torch.cat([self.values, x], dim=1)
+            self.values = torch.topk(both, min(self.k, both.shape[1]), dim=1, sorted=False).values
+            self.bound = self.values.amin(1, keepdim=True)
+            return
+        above = x > self.bound  # only these can be among a unit's top k
+        n_above = above.sum(1)
+        width = int(n_above.max())
+        if width == 0:
+            return
+        unit, col = above.nonzero(as_tuple=True)  # unit-major, so each unit's values are consecutive
+        slot = torch.arange(len(unit), device=x.device) - (torch.cumsum(n_above, 0) - n_above).index_select(0, unit)
+        buf = torch.full((self.units, width), float("-inf"), device=x.device)
+        buf.view(-1).index_copy_(0, unit * width + slot, x.reshape(-1).index_select(0, unit * x.shape[1] + col))
+        self.pending.append(buf)
+        if sum(b.shape[1] for b in self.pending) >= self.k:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Keep the top k of the kept and buffered values."""
+        if self.pending:
+            both = torch.cat([self.values, *self.pending], dim=1)
+            self.values = torch.topk(both, self.k, dim=1, sorted=False).values
+            self.bound = self.values.amin(1, keepdim=True)
+            self.pending = []
 
     def merge(self, other: "TopKQuantile") -> None:
         """Merge another shard's state (exact: the top k of a union is the top k of the top ks)."""
         if (other.units, other.k) != (self.units, self.k):
             raise ValueError("cannot merge TopKQuantile states of different shapes")
         count = self.count + other.count
+        other._compact()
         self.add(other.values.to(self.values.device))
         self.count = count
 
@@ -69,17 +95,19 @@ class TopKQuantile:
         """T_u per unit: the k-th largest value seen (the smallest one kept)."""
         if self.values.shape[1] < self.k:
             raise RuntimeError(f"only {self.values.shape[1]} values seen per unit, need {self.k}")
-        return self.values[:, self.k - 1].clone()
+        self._compact()
+        return self.values.amin(1)
 
     def state_dict(self) -> dict:
         """Plain-tensor state."""
+        self._compact()
         return {"values": self.values.cpu(), "count": torch.tensor(self.count), "k": torch.tensor(self.k)}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "TopKQuantile":
         """Rebuild from ``state_dict()``."""
         obj = cls(state["values"].shape[0], int(state["k"]), device)
-        obj.values = state["values"].to(device).clone()
+        obj.add(state["values"].to(device))
         obj.count = int(state["count"])
         return obj
 
