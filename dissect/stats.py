@@ -253,29 +253,32 @@ class TileLabels:
         self.popcount = _popcount_table(tt, str(dev))
         ok = (rows_ok[:, None, :, None] & cols_ok[None, :, None, :]).reshape(T, tt)
         full = (ok.int() << torch.arange(tt, device=dev, dtype=torch.int32)).sum(1, dtype=torch.int32)
-        # pixel i*tx + j of every tile, one contiguous (N, P, T) array each (padding repeats a real pixel)
+        # pixel i*tx + j of every tile as an (N*P, Ty, Tx) array: a strided view where the partition
+        # is regular, else a gather (padding repeats a real pixel)
         rows = torch.where(rows_ok, rows, rows[:, :1])
         cols = torch.where(cols_ok, cols, cols[:, :1])
+        sw = lb.seg_size[1]
+        pix = (rows[:, None, :, None] * sw + cols[None, :, None, :]).reshape(T, tt)
         img = lb.planes.view(n * p, *lb.seg_size)
         ys, xs = _as_slices(rows), _as_slices(cols)
         x = []
         for i, j in ((i, j) for i in range(ty) for j in range(tx)):
-            if isinstance(ys[i], slice) and isinstance(xs[j], slice):  # a strided copy, no gather
-                x.append(img[:, ys[i], xs[j]].reshape(n, p, T))
+            if isinstance(ys[i], slice) and isinstance(xs[j], slice):
+                x.append(img[:, ys[i], xs[j]])
             else:
-                flat = (rows[:, i, None] * lb.seg_size[1] + cols[None, :, j]).view(1, T).expand(n * p, T)
-                x.append(torch.gather(img.view(n * p, -1), 1, flat).view(n, p, T))
+                x.append(torch.gather(img.view(n * p, -1), 1, pix[:, i * tx + j].view(1, T).expand(n * p, T)))
         uniform = x[1] == x[0] if tt > 1 else torch.ones_like(x[0], dtype=torch.bool)
-        for q in range(2, tt):
-            uniform &= x[q] == x[0]
-        uniform = uniform.permute(0, 2, 1).contiguous()  # (N, T, P): entries go in (image, tile, plane) order
-        first = x[0].permute(0, 2, 1).contiguous()
+        for q in x[2:]:
+            uniform &= q == x[0]
+        # entries go in (image, tile, plane) order
+        uniform = uniform.view(n, p, T).permute(0, 2, 1).contiguous()
+        first = x[0].reshape(n, p, T).permute(0, 2, 1).contiguous()
         one = uniform & (first != 0)
         count = one.int()
         mixed = (~uniform).view(-1).nonzero().view(-1)  # flat (b, t, p)
         t = torch.div(mixed, p, rounding_mode="floor") % T
-        src = torch.div(mixed, T * p, rounding_mode="floor") * (p * T) + (mixed % p) * T + t  # into (N, P, T)
-        y = torch.stack([q.view(-1).index_select(0, src) for q in x], 1)  # (k, tt)
+        base = (torch.div(mixed, T * p, rounding_mode="floor") * p + mixed % p) * lb.S
+        y = lb.planes.view(-1).index_select(0, (base[:, None] + pix.index_select(0, t)).view(-1)).view(-1, tt)
         lab, mask, rank, col = self._split(y, full.index_select(0, t))
         mixed = mixed.index_select(0, col)
         count.view(-1).index_add_(0, mixed, torch.ones_like(mixed, dtype=torch.int32))
@@ -292,30 +295,24 @@ class TileLabels:
             self.label.index_copy_(0, pos, label)
             self.mask.index_copy_(0, pos, m)
             self.group.index_copy_(0, pos, group)
-        ends = count.sum(2, dtype=torch.long).view(-1).cumsum(0)
-        self.off = torch.cat([ends.new_zeros(1), ends])
+        self.off = torch.cat([start[::p], start.new_full((1,), len(self.label))])  # row r: entries off[r]:off[r+1]
 
     @staticmethod
     def _split(y: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Group the pixels of mixed tile-planes ``y (k, tt)`` (real pixels: bits ``valid (k,)``) by
-        label, one label per round (the first pixel's, then the largest one left); returns, per
-        nonzero label, its label, its pixel bitmask, its rank among its tile-plane's entries, and
-        its row in y."""
+        label, the largest label left first; returns, per nonzero label, its label, its pixel bitmask,
+        its rank among its tile-plane's entries, and its row in y."""
         bit = (1 << torch.arange(y.shape[1], device=y.device)).float()
         col = torch.arange(y.shape[0], device=y.device)
-        rank = torch.zeros_like(col)
-        lab = y[:, 0]
-        out = [(lab[:0], lab[:0], rank[:0], col[:0])]
+        out = [(y[:0, 0], y[:0, 0], col[:0], col[:0])]
         while len(col):
-            eq = y == lab[:, None]
-            mask = (eq.float() @ bit).int() & valid  # exact: below 2**16
-            nz = (lab != 0).nonzero().view(-1)
-            out.append((lab.index_select(0, nz), mask.index_select(0, nz), rank.index_select(0, nz), col.index_select(0, nz)))
-            rank += lab != 0
-            y = torch.where(eq, -1, y)  # grouped pixels leave (labels are >= 0)
             lab = y.amax(1)
-            left = (lab >= 0).nonzero().view(-1)
-            y, valid, col, rank, lab = (v.index_select(0, left) for v in (y, valid, col, rank, lab))
+            left = (lab > 0).nonzero().view(-1)  # rows with a nonzero label not yet grouped
+            y, valid, col, lab = (v.index_select(0, left) for v in (y, valid, col, lab))
+            other = (y != lab[:, None]).view(torch.uint8)  # uint8: bool -> float conversions are slow
+            mask = ~(other.float() @ bit).int() & valid  # exact: below 2**16
+            out.append((lab, mask, torch.full_like(col, len(out) - 1), col))
+            y = y * other  # grouped pixels become 0
         return tuple(torch.cat(v) for v in zip(*out))
 
     def expand(self, image: torch.Tensor, tile: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, ...]:
