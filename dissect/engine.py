@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,17 +128,25 @@ class LayerResult:
         )
 
 
-def _all_merge(obj, make: Callable[[dict], object]):
-    """Merge a stat object across torch.distributed ranks (in rank order, exact); no-op when single."""
+def _all_merge(objs: dict[str, Any], make: Callable[[dict], Any]) -> dict[str, Any]:
+    """Merge named stat objects across torch.distributed ranks (in rank order, exact); no-op when single.
+
+    Every rank must call it, also one that got no image and so holds no object: it sends an empty
+    dict and receives the merged objects of the others (instead of skipping the collective and
+    leaving the other ranks waiting)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return obj
-    states = [None] * dist.get_world_size()
-    dist.all_gather_object(states, obj.state_dict())
-    merged = make(states[0])
-    for s in states[1:]:
-        merged.merge(make(s))
+        return objs
+    states: list[dict | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, {n: o.state_dict() for n, o in objs.items()})
+    merged: dict[str, Any] = {}
+    for rank_states in states:
+        for n, st in rank_states.items():
+            if n in merged:
+                merged[n].merge(make(st))
+            else:
+                merged[n] = make(st)
     return merged
 
 
@@ -182,8 +191,8 @@ def dissect_stream(
                     tops[name] = TopKImages(u, top_k, device)
                 quants[name].add(s.permute(1, 0, 2, 3).reshape(u, -1))
                 tops[name].add(s.amax((2, 3)).view(-1, rep, u).amax(1), labels["index"])
-    quants = {n: _all_merge(q, lambda st: TopKQuantile.from_state_dict(st, device)) for n, q in quants.items()}
-    tops = {n: _all_merge(t, lambda st: TopKImages.from_state_dict(st, device)) for n, t in tops.items()}
+    quants = _all_merge(quants, lambda st: TopKQuantile.from_state_dict(st, device))
+    tops = _all_merge(tops, lambda st: TopKImages.from_state_dict(st, device))
     thresholds = {n: q.threshold() for n, q in quants.items()}
 
     member = torch.as_tensor(label_categories, dtype=torch.bool)
@@ -206,7 +215,7 @@ def dissect_stream(
                     tiles[geom] = blocks[geom].labels(lb)
                 tallies[name].add_labels(lb, rep)
                 _tally_layer(tallies[name], s, rep, thresholds[name], lb, tiles[geom], blocks[geom])
-    tallies = {n: _all_merge(t, lambda st: Tally.from_state_dict(st, device)) for n, t in tallies.items()}
+    tallies = _all_merge(tallies, lambda st: Tally.from_state_dict(st, device))
     prim = torch.as_tensor(primary, dtype=torch.long)
     return {
         n: LayerResult(n, thresholds[n].cpu(), tallies[n], tops[n], prim, label_names, categories, dict(settings or {}))

@@ -133,13 +133,15 @@ def collate(images, idx):
             "index": torch.tensor(idx)}
 
 
-def run_engine(feats, images, num_labels, primary, quantile, batch=5, time="mean"):
+def run_engine(feats, images, num_labels, primary, quantile, batch=5, time="mean", shard=None):
+    """Our engine over all images, or over the image indices ``shard`` (with the global count kept)."""
     n = len(images)
     ft = torch.from_numpy(feats)
+    shard = list(range(n)) if shard is None else shard
 
     def batches():
-        for s in range(0, n, batch):
-            idx = list(range(s, min(n, s + batch)))
+        for s in range(0, len(shard), batch):
+            idx = shard[s : s + batch]
             yield {"L": ft[idx]}, collate(images, idx)
 
     names = [f"l{i}" for i in range(num_labels + 1)]
@@ -193,6 +195,36 @@ def test_frames_mode_equals_flattened_images():
     pooled = run_engine(video, images, L, primary, 0.05, time="mean")
     thr_m = naive_dissect(video.mean(2), images, L, primary, 0.05)[0]
     np.testing.assert_allclose(pooled.thresholds.numpy(), thr_m, rtol=1e-6)
+
+
+def _empty_rank_worker(rank, init, out):
+    import datetime
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    try:
+        feats, images, L, primary = make_world()
+        res = run_engine(feats, images, L, primary, 0.05, shard=list(range(len(images))) if rank == 0 else [])
+        torch.save({"thr": res.thresholds, "tally": res.tally.state_dict(), "top": res.top_images.images},
+                   out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_without_images_joins_the_merge(tmp_path):
+    """Under torch.distributed a rank that gets no image still takes part (it used to hang the others)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_empty_rank_worker, args=(f"file://{tmp_path / 'init'}", tmp_path), nprocs=2)
+    feats, images, L, primary = make_world()
+    one = run_engine(feats, images, L, primary, 0.05)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert torch.equal(got["thr"], one.thresholds) and torch.equal(got["top"], one.top_images.images)
+        for k, v in one.tally.state_dict().items():
+            assert torch.equal(got["tally"][k], v), k
 
 
 def test_to_samples_layouts():
