@@ -249,9 +249,10 @@ class BilinearBlocks:
         real = self.ty_ok[:, :, None, None] & self.tx_ok[None, None, :, :]
         self.tile_id = (torch.cumsum(real.view(-1), 0) - 1).view(-1)
         self.partition = (self.ry[self.ty_ok], self.ry_ok[self.ty_ok], self.rx[self.tx_ok], self.rx_ok[self.tx_ok])
-        self.bit = (1 << torch.arange(tile * tile, device=device, dtype=torch.int32))
+        bit = 1 << torch.arange(tile * tile, device=device, dtype=torch.int32)
         ok = self.partition[1][:, None, :, None] & self.partition[3][None, :, None, :]
-        self.tile_bits = (ok.reshape(-1, tile * tile).int() * self.bit).sum(1, dtype=torch.int32)
+        self.tile_bits = (ok.reshape(-1, tile * tile).int() * bit).sum(1, dtype=torch.int32)
+        self.bitf = bit.float()
 
     @staticmethod
     def _axis(inp: int, out: int, tile: int, device):
@@ -322,7 +323,8 @@ class BilinearBlocks:
         val = top[:, None, :] + wy[:, :, None] * (bot - top)[:, None, :]  # (nt, tile, tile)
         hit = val > t.index_select(0, k)[:, None, None]
         tile = self.tile_id.index_select(0, (ay * self.sx + b.index_select(0, k)) * nx + tx)
-        bits = (hit.flatten(1).float() @ self.bit.float()).int() & self.tile_bits.index_select(0, tile)  # exact: < 2**16
+        # uint8, not bool, to float: bool conversions are slow; exact, the sums stay below 2**16
+        bits = (hit.flatten(1).view(torch.uint8).float() @ self.bitf).int() & self.tile_bits.index_select(0, tile)
         some = (bits != 0).nonzero().view(-1)
         return (torch.cat([full_map, hot_m.index_select(0, k.index_select(0, some))]),
                 torch.cat([full_tile, tile.index_select(0, some)]),

@@ -373,7 +373,7 @@ class Tally:
             hist.scatter_add_(1, wl, area[:, None].expand_as(wl).contiguous())
         hist[:, 0] = 0
         self.inter.index_add_(0, unit, hist)
-        overlap = ((hist > 0).float() @ self.member.float()) > 0  # (maps, C): Lite's overlap test
+        overlap = ((hist > 0).view(torch.uint8).float() @ self.member.float()) > 0  # (maps, C): Lite's overlap test
         self.act_lite.index_add_(0, unit, area[:, None] * overlap)
         self.act_orig.index_add_(0, unit, area[:, None] * lb.present[image])
         self.act_total.index_add_(0, unit, area)
