@@ -189,7 +189,7 @@ def dissect_stream(
                                       "larger quantile", stacklevel=2)
                     quants[name] = TopKQuantile(u, k, device)
                     tops[name] = TopKImages(u, top_k, device)
-                quants[name].add(s.permute(1, 0, 2, 3).reshape(u, -1))
+                quants[name].add(s.transpose(0, 1))
                 tops[name].add(s.amax((2, 3)).view(-1, rep, u).amax(1), labels["index"])
     quants = _all_merge(quants, lambda st: TopKQuantile.from_state_dict(st, device))
     tops = _all_merge(tops, lambda st: TopKImages.from_state_dict(st, device))

@@ -49,27 +49,28 @@ class TopKQuantile:
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
-        """Add a batch of values shaped (units, n)."""
+        """Add a batch of values shaped (units, ...) (any layout: a transposed view is not copied)."""
         if x.shape[0] != self.units:
             raise ValueError(f"expected {self.units} units, got {tuple(x.shape)}")
-        if x.shape[1] == 0:
+        if x[0].numel() == 0:
             return
         x = x.detach().to(self.values.device, torch.float32)
-        self.count += x.shape[1]
+        self.count += x[0].numel()
         if self.values.shape[1] < self.k:
-            both = torch.cat([self.values, x], dim=1)
+            both = torch.cat([self.values, x.reshape(self.units, -1)], dim=1)
             self.values = torch.topk(both, min(self.k, both.shape[1]), dim=1, sorted=False).values
             self.bound = self.values.amin(1, keepdim=True)
             return
-        above = x > self.bound  # only these can be among a unit's top k
-        n_above = above.sum(1)
+        above = x > self.bound.view(-1, *[1] * (x.dim() - 1))  # only these can be among a unit's top k
+        n_above = above.sum(tuple(range(1, x.dim())))
         width = int(n_above.max())
         if width == 0:
             return
-        unit, col = above.nonzero(as_tuple=True)  # unit-major, so each unit's values are consecutive
+        vals = x[above]  # unit-major, so each unit's values are consecutive
+        unit = torch.repeat_interleave(n_above)
         slot = torch.arange(len(unit), device=x.device) - (torch.cumsum(n_above, 0) - n_above).index_select(0, unit)
         buf = torch.full((self.units, width), float("-inf"), device=x.device)
-        buf.view(-1).index_copy_(0, unit * width + slot, x.reshape(-1).index_select(0, unit * x.shape[1] + col))
+        buf.view(-1).index_copy_(0, unit * width + slot, vals)
         self.pending.append(buf)
         if sum(b.shape[1] for b in self.pending) >= self.k:
             self._compact()
