@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", help="checkpoint/run dir to fine-tune from (new head when the classes differ)")
+    p.add_argument("--inflate-from", help="local 2-D ResNet state_dict to inflate into the video trunk "
+                   "(torchvision's, or one written by mmit-pretrain)")
     p.add_argument("--init-visual", help="fusion: run dir of the visual trunk")
     p.add_argument("--init-audio", help="fusion: run dir of the audio trunk")
     p.add_argument("--freeze-trunks", action="store_true", help="fusion: train only the linear head")
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                           batch_size=args.batch_size, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                           weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, schedule=args.schedule,
                           workers=args.workers, seed=args.seed, init_from=args.init_from,
+                          inflate_from=args.inflate_from,
                           init_visual=args.init_visual, init_audio=args.init_audio,
                           freeze_trunks=args.freeze_trunks, strict=args.strict, allow_missing=args.allow_missing,
                           max_train_clips=args.max_train_clips, max_val_clips=args.max_val_clips,

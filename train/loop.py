@@ -27,7 +27,7 @@ from mmit_interp.checkpoint import (atomic_write_json, load_state_checked, read_
                                     unwrap)
 from mmit_interp.dataset import ClipDataset, ClipTransform, collate_clips
 from mmit_interp.metrics import evaluate, label_prior_baseline
-from mmit_interp.models import build_model, forward_batch
+from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file
 from mmit_interp.vocab import Vocabulary
 
 from .losses import LOSSES, compute_class_weights
@@ -57,6 +57,7 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     init_from: str | None = None
+    inflate_from: str | None = None  # a local 2-D ResNet state_dict (torchvision's, or mmit-pretrain's)
     init_visual: str | None = None
     init_audio: str | None = None
     freeze_trunks: bool = False
@@ -131,8 +132,13 @@ def load_splits(cfg: TrainConfig) -> tuple[Vocabulary, AnnotationSet, Annotation
 
 
 def build(cfg: TrainConfig, vocab: Vocabulary) -> nn.Module:
-    """The model of `cfg`, initialised from `--init-from` / fusion trunks when given."""
+    """The model of `cfg`, inflated from 2-D weights (`--inflate-from`) and/or initialised from
+    `--init-from` / fusion trunks when given."""
     model = build_model(cfg.model, len(vocab), **cfg.model_kwargs)
+    if cfg.inflate_from:
+        if not isinstance(model, VideoResNet):
+            raise ValueError(f"--inflate-from needs a video trunk, not {cfg.model!r}")
+        inflate_from_file(model, cfg.inflate_from)
     if cfg.init_from:
         _init_from(model, cfg.init_from, vocab)
     if cfg.model == "fusion":
