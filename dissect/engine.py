@@ -3,9 +3,10 @@
 Two passes over the data, features recomputed rather than stored:
 pass 1 keeps each unit's running top-(floor(qN)+1) raw values (exact threshold T_u) and the top
 images by per-image max activation; pass 2 evaluates the bilinear (align_corners=False) upsampling
-only where it can exceed T_u (maps whose raw maximum crosses it, and within them the cells with a
-corner above it), thresholds strictly and tallies I[u,l], G[l] and both activation denominators
-with integer scatter operations on the sparse active pixels. Several layers share each pass;
+only where it can exceed T_u (maps whose raw maximum crosses it, within them the cells with a
+corner above it, within those the 4 x 4 tiles not decided by their corners), thresholds strictly
+and tallies I[u,l], G[l] and both activation denominators from per-tile active-pixel bitmasks and
+the batch's per-tile label bitmasks (``TileLabels``, built once per batch). Several layers share each pass;
 shards of a ``torchrun`` job merge their states exactly (all integer sums / exact top-k unions).
 """
 

@@ -334,8 +334,8 @@ class Tally:
     ``label_categories (L+1, C)`` says which categories each label belongs to (label.csv). The
     NetDissect-Lite area A_lite[u,c] adds a map's active area when its active pixels overlap a label
     belonging to c (a whole-image label always overlaps); the original A_orig[u,c] adds it in every
-    image whose category-c column holds a label. ``add`` takes active pixels as sparse lists, so its
-    cost follows the active area, not units x pixels.
+    image whose category-c column holds a label. ``add`` takes the active tiles as sparse lists of
+    bitmasks, so its cost follows the active area, not units x pixels.
     """
 
     def __init__(self, units: int, num_labels: int, label_categories: torch.Tensor, device: torch.device | str = "cpu"):
