@@ -184,7 +184,9 @@ def main() -> None:
     ap.add_argument("--memory-images", type=int, default=500, help="N for the N vs 4N peak-memory check")
     ap.add_argument("--naive-upsample", choices=["pil", "matmul"], default="pil",
                     help="naive upsampling: PIL float bilinear as NetDissect-Lite, or exact float64 matrices")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fair vs the single-threaded naive loop)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: fair vs the single-threaded naive loop); with more than 1 on a busy "
+                         "machine set OMP_WAIT_POLICY=PASSIVE, or spinning OpenMP threads stall every small op")
     ap.add_argument("--json", type=str, default=None, help="write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
