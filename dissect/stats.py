@@ -172,10 +172,12 @@ class LabelBatch:
     def __init__(self, batch: dict, num_categories: int, device: torch.device | str = "cpu",
                  partition: tuple[torch.Tensor, ...] | None = None):
         pixel = batch["pixel"].to(device)
+        plane_cat = batch["plane_cat"].to(device)
+        if pixel.shape[1] == 0:  # only whole-image labels: one empty plane keeps the tiling shapes
+            pixel, plane_cat = pixel.new_zeros((pixel.shape[0], 1, *pixel.shape[2:])), plane_cat.new_full((len(pixel), 1), -1)
         n, p = pixel.shape[:2]
         self.n, self.seg_size = n, tuple(pixel.shape[2:])
         self.S = pixel.shape[2] * pixel.shape[3]
-        plane_cat = batch["plane_cat"].to(device)
         whole = batch["whole"].to(device)
         whole_cat = batch["whole_cat"].to(device)
         self.planes = pixel.reshape(n, p, self.S).to(torch.int32)

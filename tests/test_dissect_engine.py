@@ -227,6 +227,20 @@ def test_rank_without_images_joins_the_merge(tmp_path):
             assert torch.equal(got["tally"][k], v), k
 
 
+def test_batch_without_planes_equals_one_empty_plane():
+    """Whole-image labels only: a batch with no label plane tallies like one with an empty plane."""
+    feats, images, L, primary = make_world(n=6)
+    images = [{"planes": [], "whole": im["whole"]} for im in images]
+    ft = torch.from_numpy(feats)
+    one = collate(images, list(range(6)))  # pads one empty plane
+    none = dict(one, pixel=one["pixel"][:, :0], plane_cat=one["plane_cat"][:, :0])
+    res = [dissect_stream(lambda b=b: [({"L": ft}, b)], 6, torch.from_numpy(MEMBER), torch.tensor(primary),
+                          [str(i) for i in range(L + 1)], CATS, quantile=0.05)["L"] for b in (one, none)]
+    for k, v in res[0].tally.state_dict().items():
+        assert torch.equal(res[1].tally.state_dict()[k], v), k
+    assert res[0].tally.inter.sum() > 0
+
+
 def test_to_samples_layouts():
     x = torch.arange(2 * 3 * 4 * 5 * 5, dtype=torch.float32).view(2, 3, 4, 5, 5)
     s, rep = to_samples(x, "frames")
