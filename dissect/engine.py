@@ -245,6 +245,7 @@ class BilinearBlocks:
         self.lo_x, self.hi_x, self.rx, self.rx_ok, self.wx, self.wx_end, self.tx_ok = self._axis(w, sw, tile, device)
         self.sy, self.ny = self.ty_ok.shape
         self.sx, self.nx = self.tx_ok.shape
+        self.seg_ok = (self.ty_ok[:, None, :, None] & self.tx_ok[None, :, None, :]).view(-1, self.ny, self.nx)
         # every real tile (a, ty, b, tx) gets an id tile_id[a, ty, b, tx], row-major over the real row and
         # column groups, which as (rows, rows_ok, cols, cols_ok) are the partition TileLabels takes
         real = self.ty_ok[:, :, None, None] & self.tx_ok[None, None, :, :]
@@ -306,7 +307,7 @@ class BilinearBlocks:
         top = coef[:, 0, None, None] + xe * coef[:, 1, None, None]
         bot = coef[:, 2, None, None] + xe * coef[:, 3, None, None]
         corner = (top + self.wy_end.view(self.sy, 2 * ny, 1).index_select(0, a) * (bot - top)).view(-1, ny, 2, nx, 2)
-        ok = self.ty_ok.index_select(0, a)[:, :, None] & self.tx_ok.index_select(0, b)[:, None, :]
+        ok = self.seg_ok.index_select(0, hot % (self.sy * self.sx))  # which tiles of the rectangle exist
         q = [corner[:, :, i, :, j] for i in (0, 1) for j in (0, 1)]  # four corner grids, no reduction kernels
         t3 = t[:, None, None]
         full = (torch.minimum(torch.minimum(q[0], q[1]), torch.minimum(q[2], q[3])) > t3) & ok
