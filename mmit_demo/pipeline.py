@@ -28,14 +28,15 @@ DEMO_WORLD = dict(classes=DEMO_CLASSES, tail_exponent=1.3, actor_size=0.16, clut
 PRESETS: dict[str, dict] = {
     # CI-sized: every stage runs, in a few minutes on 2 cores
     "tiny": dict(train_clips=240, val_clips=60, images=120, action_frames=40, epochs=4, width=8, audio_width=0.25,
+                 stills=160, pretrain_epochs=4,
                  cam_clips=3, synth=dict(DEMO_WORLD, classes=DEMO_CLASSES[:5], actor_size=0.2, clutter=0.0,
                                          noise=2.0, camera_shake=0.0, occlusion=0.0, tail_exponent=1.0)),
     # the README's default: the whole first run in under 15 minutes on 2 cores
-    "default": dict(train_clips=1200, val_clips=300, images=800, action_frames=240, epochs=4, width=8,
-                    audio_width=0.5, cam_clips=8, synth=DEMO_WORLD),
+    "default": dict(train_clips=1200, val_clips=300, images=800, action_frames=240, epochs=6, width=8,
+                    audio_width=0.5, cam_clips=8, stills=1200, pretrain_epochs=15, synth=DEMO_WORLD),
     # the full 30-class world of `mmit-synth`'s defaults, for a GPU or a patient CPU
     "large": dict(train_clips=2000, val_clips=500, images=1000, action_frames=300, epochs=12, width=16,
-                  audio_width=0.5, cam_clips=16, synth={}),
+                  audio_width=0.5, cam_clips=16, stills=2000, pretrain_epochs=15, synth={}),
 }
 
 
@@ -54,11 +55,13 @@ class DemoConfig:
     width: int | None = None
     audio_width: float | None = None
     cam_clips: int | None = None
+    stills: int | None = None
+    pretrain_epochs: int | None = None
     synth: dict | None = None
     losses: tuple[str, ...] = LOSSES
     frames: int = 8
     size: int = 64
-    batch_size: int = 16
+    batch_size: int = 8
     workers: int = 2
     device: str = "auto"
     skip: tuple[str, ...] = ()
@@ -98,6 +101,29 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
 
     p.run("world", asdict(synth), make_world)
 
+    # the stand-in for ImageNet inflation: a separate still-image concept set (seed + 1, so the
+    # dissection probe images stay unseen), the visual trunk's 2-D twin trained on it, then inflated
+    stills_cfg = replace(synth, seed=cfg.seed + 1, train_clips=0, val_clips=0, images=cfg.stills, action_frames=0)
+    p.run("stills", asdict(stills_cfg),
+          lambda: {"images": generate_world(out / "stills", stills_cfg, force=True, progress=cfg.progress).images})
+    still2d = out / "pretrain" / "still2d.pth"
+
+    # pixel-level concepts only: the actions live in the actors, and scene labels are whole-image
+    pretrain_categories = ["color", "object", "texture"]
+
+    def pretrain() -> dict:
+        from train.pretrain import PretrainConfig, pretrain_stills
+
+        s = pretrain_stills(PretrainConfig(concepts=str(out / "stills" / "broden"), out=str(still2d),
+                                           model_kwargs=visual_kwargs(cfg), size=cfg.size, epochs=cfg.pretrain_epochs,
+                                           categories=pretrain_categories, device=cfg.device,
+                                           progress=cfg.progress))
+        return {"file": str(still2d), "concept_map_class": s["history"][-1]["map_class"], "seconds": s["seconds"]}
+
+    p.run("pretrain", {"epochs": cfg.pretrain_epochs, "kwargs": visual_kwargs(cfg), "size": cfg.size,
+                       "categories": pretrain_categories}, pretrain,
+          deps=("stills",))
+
     def train_stage(name: str, deps: tuple[str, ...] = (), **over) -> None:
         from train.loop import TrainConfig, train
 
@@ -115,17 +141,18 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
             return {"metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"}, "run": str(run),
                     "resumed": resume}
 
-        p.run(f"train-{name}", key, fn, deps=("world",) + tuple(f"train-{d}" for d in deps))
+        p.run(f"train-{name}", key, fn, deps=("world",) + deps)
 
     for loss in cfg.losses:
-        train_stage(loss, model="i3d_r18", model_kwargs=visual_kwargs(cfg), loss=loss)
+        train_stage(loss, model="i3d_r18", model_kwargs=visual_kwargs(cfg), loss=loss, inflate_from=str(still2d),
+                    deps=("pretrain",))
     train_stage("audio", model="soundnet", model_kwargs={"width_mult": cfg.audio_width}, loss="wlsep")
     if "train-wlsep" in p.results and "train-audio" in p.results:
         fusion_kw = {"visual": "i3d_r18", "visual_kwargs": visual_kwargs(cfg),
                      "audio": "soundnet", "audio_kwargs": {"width_mult": cfg.audio_width}}
         train_stage("fusion", model="fusion", model_kwargs=fusion_kw, loss="wlsep",
                     init_visual=str(runs / "wlsep"), init_audio=str(runs / "audio"), freeze_trunks=True,
-                    deps=("wlsep", "audio"))
+                    deps=("train-wlsep", "train-audio"))
 
     trained = tuple(r for r in p.results if r.startswith("train-"))
     p.run("table1", {"runs": sorted(trained)}, lambda: table1(out, runs), deps=trained)

@@ -60,6 +60,12 @@ def test_every_stage_output_exists_and_is_sane(demo_out):
     assert best_visual > base["map_class"] + 0.05, (best_visual, base["map_class"])
     for name in ("wlsep", "lsep", "warp", "bce", "audio", "fusion"):
         assert (runs / name / "checkpoints" / "best.pt").is_file()
+    # the visual trunks start from the 2-D twin pretrained on a separate still set
+    assert (demo_out / "stills" / "broden" / "index.csv").is_file()
+    assert (demo_out / "pretrain" / "still2d.pth").is_file()
+    for name in ("wlsep", "lsep", "warp", "bce"):
+        cfg = json.loads((runs / name / "config.json").read_text())
+        assert cfg["inflate_from"] == str(demo_out / "pretrain" / "still2d.pth")
     # dissection: at least one interpretable unit, unit tables for every concept set
     summary = json.loads((runs / "wlsep" / "dissect" / "summary.json").read_text())
     interp = sum(layer["total"]["units"] for cs in summary["counts"].values() for layer in cs.values())

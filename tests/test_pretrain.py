@@ -40,16 +40,19 @@ def test_two_d_twin_equals_the_inflated_trunk_on_a_static_clip():
     assert torch.allclose(f3d, f2d, atol=1e-4, rtol=1e-4)
 
 
-def test_concept_targets_are_the_labels_each_image_holds(stills):
-    data = ConceptStills(stills, 32)
+@pytest.mark.parametrize("categories", [None, ["color", "texture"]])
+def test_concept_targets_are_the_labels_each_image_holds(stills, categories):
+    data = ConceptStills(stills, 32, categories)
     b = data.ds.broden
-    x, y = data[0]
-    assert x.shape == (3, 1, 32, 32) and y.shape == (b.num_labels,)
-    row = b.rows[0]
-    whole = {lab for labs in row.whole.values() for lab in labs}
-    masks = b.load_masks(row)
-    pixel = {int(v) for m in masks.values() for v in m.reshape(-1) if v > 0}
-    assert set((y.nonzero().view(-1) + 1).tolist()) == whole | pixel
+    cats = set(categories or b.categories)
+    assert data.numbers == [n for n in sorted(b.labels) if n > 0 and set(b.labels[n].categories) & cats]
+    for i in (0, 1, 2):
+        x, y = data[i]
+        assert x.shape == (3, 1, 32, 32) and y.shape == (len(data.numbers),)
+        row = b.rows[i]
+        whole = {lab for c, labs in row.whole.items() if c in cats for lab in labs}
+        pixel = {int(v) for c, m in b.load_masks(row).items() if c in cats for v in m.reshape(-1) if v > 0}
+        assert {data.numbers[j] for j in y.nonzero().view(-1).tolist()} == whole | pixel
 
 
 def test_pretrain_writes_inflatable_two_d_weights(stills, tmp_path, capsys):

@@ -43,6 +43,7 @@ class PretrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     val_share: float = 0.15
+    categories: list[str] | None = None  # concept categories to learn (default: all)
     workers: int = 0
     seed: int = 0
     device: str = "auto"
@@ -52,14 +53,18 @@ class PretrainConfig:
 class ConceptStills(Dataset):
     """Broden images as one-frame clips `(3, 1, H, W)` with image-level multi-hot concept targets.
 
-    Target column j is global label j + 1 (label 0 means "none" in Broden and is dropped). Sets
+    Target columns are the labels of the chosen categories (`numbers`, ascending; label 0 means
+    "none" in Broden and is dropped). Sets
     under `cache_bytes` keep their decoded items in memory after the first epoch (in-process only).
     """
 
-    def __init__(self, root: str | Path, size: int, cache_bytes: int = 1 << 30):
-        self.ds = BrodenDataset(root, size=size, use_snippets=False)
-        self.num_labels = self.ds.broden.num_labels
-        fits = len(self.ds) * 4 * (3 * size * size + self.num_labels) <= cache_bytes
+    def __init__(self, root: str | Path, size: int, categories: list[str] | None = None, cache_bytes: int = 1 << 30):
+        self.ds = BrodenDataset(root, size=size, use_snippets=False, categories=categories)
+        b = self.ds.broden
+        self.numbers = [n for n in sorted(b.labels) if n > 0 and set(b.labels[n].categories) & set(self.ds.categories)]
+        self._column = torch.zeros(b.num_labels + 1, dtype=torch.long)  # label number -> column + 1 (0: none)
+        self._column[self.numbers] = torch.arange(1, len(self.numbers) + 1)
+        fits = len(self.ds) * 4 * (3 * size * size + len(self.numbers)) <= cache_bytes
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if fits else None
 
     def __len__(self) -> int:
@@ -69,11 +74,11 @@ class ConceptStills(Dataset):
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         item = self.ds[i]
-        y = torch.zeros(self.num_labels + 1)
+        y = torch.zeros(len(self.numbers) + 1)
         for m in item["masks"].values():
-            y[m.long().unique()] = 1.0
+            y[self._column[m.long().unique()]] = 1.0
         for labels in item["whole"].values():
-            y[list(labels)] = 1.0
+            y[self._column[list(labels)]] = 1.0
         out = item["image"][:, None], y[1:]
         if self._cache is not None:
             self._cache[i] = out
@@ -97,7 +102,7 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    data = ConceptStills(cfg.concepts, cfg.size)
+    data = ConceptStills(cfg.concepts, cfg.size, cfg.categories)
     n_val = max(1, int(round(len(data) * cfg.val_share)))
     if len(data) - n_val < cfg.batch_size:
         raise ValueError(f"{cfg.concepts}: {len(data)} images leave fewer than one batch of {cfg.batch_size} "
@@ -107,7 +112,7 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=cfg.workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    model = build_model(cfg.model, data.num_labels, **cfg.model_kwargs).to(device)
+    model = build_model(cfg.model, len(data.numbers), **cfg.model_kwargs).to(device)
     if not isinstance(model, VideoResNet):
         raise ValueError(f"{cfg.model!r} is not a video trunk; still pretraining needs one (i3d_r18, i3d_r50, ...)")
     for m in model.modules():
@@ -145,7 +150,7 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
     torch.save(state, tmp)
     tmp.replace(out)
     b = data.ds.broden
-    summary = {"config": asdict(cfg), "labels": [b.label_name(j) for j in range(1, data.num_labels + 1)],
+    summary = {"config": asdict(cfg), "labels": [b.label_name(j) for j in data.numbers],
                "train_images": len(train_set), "val_images": len(val_set), "history": history,
                "seconds": time.perf_counter() - t0}
     atomic_write_json(out.with_name(out.name + ".json"), summary)
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="i3d_r18")
     p.add_argument("--model-kwargs", default="{}", help='JSON keyword arguments, e.g. \'{"width": 8}\'')
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--categories", help="comma-separated concept categories to learn (default: all)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = PretrainConfig(concepts=args.concepts, out=args.out, model=args.model,
                          model_kwargs=json.loads(args.model_kwargs), size=args.size, epochs=args.epochs,
+                         categories=args.categories.split(",") if args.categories else None,
                          batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
                          device=args.device, progress=not args.no_progress)
     s = pretrain_stills(cfg)
