@@ -3,10 +3,10 @@
 The paper's I3D starts from 2-D ImageNet weights; with no ImageNet here, a video trunk is trained
 as its own 2-D twin on a Broden-format concept set (one-frame clips: a `kt x k x k` kernel with
 temporal zero padding then uses only its centre slice, and every BatchNorm sees frames), to tell
-which concepts an image holds (image-level multi-hot: any pixel of a colour or object label, plus
-the scene and texture labels). Its centre slices are saved as a plain 2-D `state_dict` that
-`mmit-train --inflate-from` turns back into a video model (`inflate_state_dict`), exactly as it
-would a torchvision ResNet's.
+which concepts an image holds (image-level multi-hot over the chosen categories: any pixel of a
+pixel-level label such as colour or object, and the whole-image labels such as scene). Its centre
+slices are saved as a plain 2-D `state_dict` that `mmit-train --inflate-from` turns back into a
+video model (`inflate_state_dict`), exactly as it would a torchvision ResNet's.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -98,7 +97,7 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
     """
     from tqdm import tqdm
 
-    from train.loop import lr_factor, pick_device
+    from train.loop import lr_factor, pick_device, set_conv3d_format
 
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
@@ -115,9 +114,7 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
     model = build_model(cfg.model, len(data.numbers), **cfg.model_kwargs).to(device)
     if not isinstance(model, VideoResNet):
         raise ValueError(f"{cfg.model!r} is not a video trunk; still pretraining needs one (i3d_r18, i3d_r50, ...)")
-    for m in model.modules():
-        if isinstance(m, nn.Conv3d):
-            m.to(memory_format=torch.channels_last_3d)
+    set_conv3d_format(model, True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(0.1 * total), "cosine"))
@@ -137,8 +134,9 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
             loss_sum += loss.item()
         model.eval()
         with torch.no_grad():
-            scores = [torch.sigmoid(model(x.to(device))).cpu() for x, _ in val_loader]
-        m = evaluate(torch.cat(scores).numpy(), torch.cat([y for _, y in val_loader]).numpy())
+            pairs = [(torch.sigmoid(model(x.to(device).contiguous(memory_format=torch.channels_last_3d))).cpu(), y)
+                     for x, y in val_loader]
+        m = evaluate(torch.cat([s for s, _ in pairs]).numpy(), torch.cat([y for _, y in pairs]).numpy())
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(loader), "map_class": m["map_class"],
                         "map_sample": m["map_sample"]})
         log.info("stills epoch %d/%d  loss %.4f  held-out concept map_class %.3f", epoch + 1, cfg.epochs,
