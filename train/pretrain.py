@@ -53,8 +53,8 @@ class ConceptStills(Dataset):
     """Broden images as one-frame clips `(3, 1, H, W)` with image-level multi-hot concept targets.
 
     Target columns are the labels of the chosen categories (`numbers`, ascending; label 0 means
-    "none" in Broden and is dropped). Sets
-    under `cache_bytes` keep their decoded items in memory after the first epoch (in-process only).
+    "none" in Broden and is dropped). Sets under `cache_bytes` keep their decoded items in memory
+    after the first epoch (in-process only).
     """
 
     def __init__(self, root: str | Path, size: int, categories: list[str] | None = None, cache_bytes: int = 1 << 30):
