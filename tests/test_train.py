@@ -43,6 +43,9 @@ def test_train_writes_a_self_describing_run_and_learns(tiny_mmit, tmp_path):
     m = evaluate_run(run, progress=False)
     best = max(lines, key=lambda x: x["map_sample"])
     assert m["map_sample"] == pytest.approx(best["map_sample"], abs=1e-6)  # best.pt is the best epoch
+    ev = json.loads((run / "eval.json").read_text())  # eval.json describes best.pt, not the last epoch
+    assert ev["checkpoint"] == "best.pt" and ev["epoch"] == best["epoch"]
+    assert ev["map_sample"] == pytest.approx(best["map_sample"]) == res.metrics["map_sample"]
     with pytest.raises(FileExistsError, match="--resume"):
         train(TrainConfig(data=str(tiny_mmit), out=str(run), epochs=4, **SMALL))
 
@@ -75,8 +78,11 @@ def test_killed_run_resumes_to_the_same_weights(tiny_mmit, tmp_path):
     assert "map_sample" in out.stdout
     a, b = _digest(ref / "checkpoints" / "last.pt"), _digest(run / "checkpoints" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
-    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3, 4, 5, 6]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    best = max(lines, key=lambda x: x["map_sample"])  # first maximum, as training picks it
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["epoch"] == best["epoch"] and ev["map_sample"] == pytest.approx(best["map_sample"], abs=1e-6)
 
 
 def test_cli_help_and_bad_arguments():

@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from mmit_interp.annotations import AnnotationSet, read_mmit
-from mmit_interp.checkpoint import (atomic_write_json, load_state_checked, read_checkpoint, save_checkpoint,
-                                    unwrap)
+from mmit_interp.checkpoint import (atomic_write_json, load_model, load_state_checked, read_checkpoint,
+                                    save_checkpoint, unwrap)
 from mmit_interp.dataset import ClipDataset, ClipTransform, collate_clips
 from mmit_interp.metrics import evaluate, label_prior_baseline
 from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file
@@ -79,7 +79,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What `train` returns: the final metrics and the trained model (unwrapped)."""
+    """What `train` returns: the metrics of the best checkpoint (the one analyses load; `epoch` says
+    which) and the model as trained to the last epoch (unwrapped)."""
 
     metrics: dict
     model: nn.Module
@@ -292,7 +293,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    start_epoch, best = 0, -1.0
+    start_epoch, best, best_epoch = 0, -1.0, 0
     if resume:
         ck = read_checkpoint(ckpt_last)
         load_state_checked(model, ck["state_dict"], source=str(ckpt_last), expected=repr(ck["model"]["name"]))
@@ -301,6 +302,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         sched.load_state_dict(ts["scheduler"])
         scaler.load_state_dict(ts["scaler"])
         start_epoch, best = int(ts["epoch"]), float(ts["best"])
+        best_epoch = int(ts.get("best_epoch", 0))
         _set_rng_state(ts["rng"][rank] if rank < len(ts["rng"]) else ts["rng"][0], device)
     net: nn.Module = model
     if distributed:
@@ -327,6 +329,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     loss_fn = LOSSES[cfg.loss]
     w_dev = weights.to(device)
     metrics: dict = {}
+    best_metrics: dict = {}
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
@@ -400,18 +403,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                      metrics["hit@1"], metrics["hit@5"], metrics["map_sample"], metrics["map_class"],
                      metrics["map_micro"], record["clips_per_s"], 100 * record["data_wait_share"])
             is_best = metrics["map_sample"] > best
-            best = max(best, metrics["map_sample"])
-            _save(cfg, model, vocab, transform, weights, metrics, out, epoch + 1, best, opt, sched, scaler,
-                  device, world, is_best)
+            if is_best:
+                best, best_epoch, best_metrics = metrics["map_sample"], epoch + 1, metrics
+            _save(cfg, model, vocab, transform, weights, metrics, out, epoch + 1, best, best_epoch, opt, sched,
+                  scaler, device, world, is_best)
         elif distributed:
             _gather_rng(device, world)
         if distributed:
             dist.barrier()
     epochs_run = cfg.epochs - start_epoch
     if rank == 0:
-        if not metrics:  # resumed a finished run: evaluate the last checkpoint again
-            metrics = evaluate(*predict(model, val_loader, device, use_amp, cfg.progress, cfg.channels_last)[:2])
-        atomic_write_json(out / "eval.json", {"split": "val", **metrics})
+        if not best_metrics:  # the best epoch was before this resume: evaluate best.pt again
+            best_metrics = _evaluate_checkpoint(out / "checkpoints" / "best.pt", val_loader, device, use_amp, cfg)
+        metrics = best_metrics
+        atomic_write_json(out / "eval.json", {"split": "val", "checkpoint": "best.pt", "epoch": best_epoch,
+                                              "selected_by": "map_sample", **metrics})
         writer.close()
     if distributed:
         dist.barrier()
@@ -434,12 +440,20 @@ def _gather_rng(device: torch.device, world: int) -> list:
     return states
 
 
+def _evaluate_checkpoint(path: Path, loader: DataLoader, device: torch.device, use_amp: bool,
+                         cfg: TrainConfig) -> dict:
+    """Metrics of a saved checkpoint on `loader` (a resumed run whose best epoch came earlier)."""
+    model, _ = load_model(path, device)
+    model = set_conv3d_format(model, cfg.channels_last)
+    return evaluate(*predict(model, loader, device, use_amp, cfg.progress, cfg.channels_last)[:2])
+
+
 def _save(cfg: TrainConfig, model: nn.Module, vocab: Vocabulary, transform: ClipTransform, weights: torch.Tensor,
-          metrics: dict, out: Path, epoch: int, best: float, opt, sched, scaler, device: torch.device, world: int,
-          is_best: bool) -> None:
+          metrics: dict, out: Path, epoch: int, best: float, best_epoch: int, opt, sched, scaler,
+          device: torch.device, world: int, is_best: bool) -> None:
     rngs = _gather_rng(device, world) if world > 1 else [_rng_state(device)]
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-             "epoch": epoch, "best": best, "rng": rngs}
+             "epoch": epoch, "best": best, "best_epoch": best_epoch, "rng": rngs}
     kw = dict(model_name=cfg.model, model_kwargs=cfg.model_kwargs, vocab=vocab, transforms=transform.to_dict(),
               class_weights=weights, config=asdict(cfg),
               metrics={k: v for k, v in metrics.items() if k != "per_class_ap"})
