@@ -12,6 +12,12 @@ box of that class (tied maxima: the one nearest their centroid; a map that is 0 
 share of the map's sum inside the boxes (0 for an all-zero map); *chance* = the boxes' share of the
 frame (the pointing score of a uniformly random point). Boxes are scaled from the video's pixel
 grid to the model's input grid (frames are resized without crop); a pixel is inside when its centre is.
+*Which action is where* (frames where two or more scored classes have boxes; `cam_max` and `mcam`,
+the methods that assign pixels to classes): over the pixels inside exactly one class's box,
+*ownership* = share of the pixels the method assigns to some class that it assigns to that class
+(undefined, so not recorded, when it assigns none), *coverage* = share it assigns at all (always 1
+for `cam_max`; mCAM's suppression leaves pixels to nobody); chance ownership = 1 / the number of
+scored classes in the clip (a random owner).
 Results are averaged per class (frame -1), per sampled-frame index (class -1) and overall.
 """
 from __future__ import annotations
@@ -111,19 +117,38 @@ def energy(heat: np.ndarray, mask: np.ndarray) -> float:
     return float(heat[mask].sum()) / tot if tot > 0 else 0.0
 
 
-def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigma: float) -> dict[str, np.ndarray]:
-    """Per-class maps `(S, T, H, W)` of each method from raw CAMs at frame resolution."""
+def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigma: float,
+                owners: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Per-class maps `(S, T, H, W)` of each method from raw CAMs at frame resolution; `owners`, when
+    given, receives the owner maps `(T, H, W)` of the methods that assign pixels to classes."""
     base = max_of_cams(maps, classes)
     mc = mcam(maps, classes, delta=delta, sigma=sigma)
+    if owners is not None:
+        owners.update(cam_max=base.owner.numpy(), mcam=mc.owner.numpy())
     s = torch.arange(maps.shape[0]).view(-1, 1, 1, 1)
     return {"cam": base.maps.numpy(),
             "cam_max": torch.where(base.owner[None] == s, base.intensity[None], 0.0).numpy(),
             "mcam": torch.where(mc.owner[None] == s, mc.intensity[None], 0.0).numpy()}
 
 
+def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | None, float]]:
+    """`(j, ownership, coverage)` per class j with pixels inside its box only, for one frame's owner map
+    `(H, W)` (index into the classes, -1 = nobody) and box masks `(S, H, W)`; ownership is None where
+    the method assigns none of those pixels."""
+    only = masks & (masks.sum(0) == 1)
+    out = []
+    for j in range(masks.shape[0]):
+        o = owner[only[j]]
+        if o.size:
+            owned = int((o >= 0).sum())
+            out.append((j, float((o == j).sum()) / owned if owned else None, owned / o.size))
+    return out
+
+
 def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
                sigma: float = 1.1) -> list[dict[str, Any]]:
-    """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes."""
+    """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
+    `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
     from .cam import cam_for
     from .dataset import load_clip
 
@@ -136,30 +161,45 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     classes = [vocab.index(a) for a in actions]
     extra = dict(audio=d["audio"][None], audio_mask=torch.tensor([float(d["has_audio"])])) if fusion else {}
     res = cam_for(model)(d["video"][None], classes=classes, **extra)
-    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma)
+    owners: dict[str, np.ndarray] = {}
+    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, owners=owners)
     size = transform.size
     out = []
-    for j, (a, c) in enumerate(zip(actions, classes)):
-        for t, fi in enumerate(idx):
-            if fi not in clip.boxes[a]:
+    for t, fi in enumerate(idx):
+        masks = np.stack([box_mask(clip.boxes[a].get(fi, []), clip.width, clip.height, size) for a in actions])
+        for j, c in enumerate(classes):
+            if fi not in clip.boxes[actions[j]]:
                 continue
-            mask = box_mask(clip.boxes[a][fi], clip.width, clip.height, size)
             for meth, mm in maps.items():
-                out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], mask),
-                            "energy": energy(mm[j, t], mask), "chance": float(mask.mean())})
+                out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j]),
+                            "energy": energy(mm[j, t], masks[j]), "chance": float(masks[j].mean())})
+        if sum(a_ in clip.boxes and fi in clip.boxes[a_] for a_ in actions) < 2:
+            continue
+        for meth, own in owners.items():
+            for j, acc, cov in ownership(own[t], masks):
+                r = {"method": meth, "class_idx": classes[j], "frame": t, "coverage": cov,
+                     "chance_ownership": 1.0 / len(actions)}
+                out.append(r if acc is None else {**r, "ownership": acc})
     return out
+
+
+SCORES = ("pointing", "energy", "ownership", "coverage")
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store rows `{method, score, class_idx, frame, value, n}`: means per class, per frame and overall
-    (-1 = all); `chance` is reported as its own method with score `pointing`."""
+    (-1 = all) of every score a record holds; chance is reported as its own method (`pointing` from
+    the `cam` records, `ownership` from the `cam_max` ones)."""
     acc: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
         for key_c, key_f in ((r["class_idx"], -1), (-1, r["frame"]), (-1, -1)):
-            for sc in ("pointing", "energy"):
-                acc[(r["method"], sc, key_c, key_f)].append(r[sc])
-            if r["method"] == METHODS[0]:
+            for sc in SCORES:
+                if sc in r:
+                    acc[(r["method"], sc, key_c, key_f)].append(r[sc])
+            if r["method"] == METHODS[0] and "chance" in r:
                 acc[("chance", "pointing", key_c, key_f)].append(r["chance"])
+            if r["method"] == METHODS[1] and "chance_ownership" in r:
+                acc[("chance", "ownership", key_c, key_f)].append(r["chance_ownership"])
     return [{"method": m, "score": s, "class_idx": c, "frame": f, "value": float(np.mean(v)), "n": len(v)}
             for (m, s, c, f), v in sorted(acc.items())]
 

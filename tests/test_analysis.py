@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mmit_interp.ablation import ablated_logits, ablation_sweep, cache_features, keep_mask, summarise
-from mmit_interp.localisation import aggregate, box_mask, energy, method_maps, pointing
+from mmit_interp.localisation import aggregate, box_mask, energy, method_maps, ownership, pointing
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
 from mmit_interp.relations import concept_path, relation_tables
@@ -166,6 +166,22 @@ def test_localisation_scores():
     rows = {(r["method"], r["score"], r["class_idx"], r["frame"]): r for r in aggregate(recs)}
     assert rows[("cam", "pointing", 3, -1)]["value"] == 0.5 and rows[("cam", "energy", -1, 1)]["value"] == 0.3
     assert rows[("chance", "pointing", -1, -1)]["value"] == 0.25 and rows[("cam", "pointing", -1, -1)]["n"] == 2
+
+
+def test_ownership_scores_which_action_is_where():
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, :, :3], masks[1, :, 2:] = True, True  # column 2 is in both boxes: not scored
+    owner = np.full((4, 4), -1)
+    owner[:, 0], owner[:2, 1] = 0, 1  # class 0's own pixels (8): 4 right, 2 wrong, 2 unowned
+    owner[:, 3] = 1  # class 1's own pixels (4): all right
+    got = {j: (acc, cov) for j, acc, cov in ownership(owner, masks)}
+    assert got[0] == (pytest.approx(4 / 6), pytest.approx(6 / 8)) and got[1] == (1.0, 1.0)
+    assert ownership(np.full((4, 4), -1), masks) == [(0, None, 0.0), (1, None, 0.0)]
+    recs = [{"method": "cam_max", "class_idx": 3, "frame": 0, "ownership": 0.5, "coverage": 1.0, "chance_ownership": 0.5},
+            {"method": "mcam", "class_idx": 3, "frame": 0, "coverage": 0.0, "chance_ownership": 0.5}]
+    rows = {(r["method"], r["score"], r["class_idx"], r["frame"]): r for r in aggregate(recs)}
+    assert rows[("chance", "ownership", -1, -1)]["value"] == 0.5 and rows[("mcam", "coverage", 3, -1)]["value"] == 0.0
+    assert ("mcam", "ownership", -1, -1) not in rows and ("chance", "pointing", -1, -1) not in rows
 
 
 # ---------------------------------------------------------------- analyze_clip, CLI, figures
