@@ -29,7 +29,7 @@ from mmit_interp.cam import LinearCAM
 from mmit_interp.checkpoint import save_checkpoint
 from mmit_interp.clip_analysis import analyze_clip
 from mmit_interp.dataset import ClipTransform
-from mmit_interp.models import build_model
+from mmit_interp.models import build_model, set_conv3d_format
 from mmit_interp.render import write_video
 from mmit_interp.vocab import mmit_v1_vocabulary
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(("i3d_r50 16x224", "i3d_r50", {}, 16, 224))
     for label, name, kw, t, s in cases:
         run = make_run(work / name, name, kw, t, s)
-        model = build_model(name, 313, **kw).eval()
+        model = set_conv3d_format(build_model(name, 313, **kw), True).eval()  # NDHWC, as load_model gives it
         x = torch.randn(1, 3, t, s, s)
         reps = a.reps if s <= 64 else max(3, a.reps // 2)
         res[label] = {**cam_costs(model, x, reps), **whole_cam(run, clip, reps, a.threads)}

@@ -27,7 +27,7 @@ from mmit_interp.checkpoint import (atomic_write_json, load_model, load_state_ch
                                     save_checkpoint, unwrap)
 from mmit_interp.dataset import ClipDataset, ClipTransform, collate_clips
 from mmit_interp.metrics import evaluate, label_prior_baseline
-from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file
+from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file, set_conv3d_format
 from mmit_interp.vocab import Vocabulary
 
 from .losses import LOSSES, compute_class_weights
@@ -184,15 +184,6 @@ def _to(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
     if channels_last and "video" in out and out["video"].dim() == 5:
         out["video"] = out["video"].contiguous(memory_format=torch.channels_last_3d)
     return out
-
-
-def set_conv3d_format(model: nn.Module, channels_last: bool) -> nn.Module:
-    """Put every Conv3d weight in NDHWC (oneDNN's fast layout) or back in the default layout."""
-    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    for m in model.modules():
-        if isinstance(m, nn.Conv3d):
-            m.to(memory_format=fmt)
-    return model
 
 
 @torch.no_grad()
@@ -443,8 +434,7 @@ def _gather_rng(device: torch.device, world: int) -> list:
 def _evaluate_checkpoint(path: Path, loader: DataLoader, device: torch.device, use_amp: bool,
                          cfg: TrainConfig) -> dict:
     """Metrics of a saved checkpoint on `loader` (a resumed run whose best epoch came earlier)."""
-    model, _ = load_model(path, device)
-    model = set_conv3d_format(model, cfg.channels_last)
+    model, _ = load_model(path, device, channels_last=cfg.channels_last)
     return evaluate(*predict(model, loader, device, use_amp, cfg.progress, cfg.channels_last)[:2])
 
 

@@ -97,7 +97,8 @@ def pretrain_stills(cfg: PretrainConfig) -> dict:
     """
     from tqdm import tqdm
 
-    from train.loop import lr_factor, pick_device, set_conv3d_format
+    from mmit_interp.models import set_conv3d_format
+    from train.loop import lr_factor, pick_device
 
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
