@@ -34,6 +34,8 @@ def cam_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default RUN/cams/<clip hash>)")
     p.add_argument("--delta", type=float, default=0.05, help="mCAM: suppress where two maps differ by less (0.05)")
     p.add_argument("--sigma", type=float, default=1.1, help="mCAM: sigma of the 5x5 Gaussian (1.1)")
+    p.add_argument("--normalise", choices=("clip", "frame"), default="clip",
+                   help="min-max scale each class's CAM over the whole clip (default, DESIGN 7) or per frame")
     p.add_argument("--colormap", default="jet", help="matplotlib colormap of per-class CAMs (jet)")
     p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
     p.add_argument("--display-size", type=int, help="side of drawn frames (default max(input size, 256))")
@@ -65,7 +67,8 @@ def _cam(a: argparse.Namespace) -> int:
 
     try:
         r = analyze_clip(a.run, a.clip, a.out, top_k=a.top_k, classes=_class_list(a.classes), threshold=a.threshold,
-                         delta=a.delta, sigma=a.sigma, colormap=a.colormap, opacity=a.opacity,
+                         delta=a.delta, sigma=a.sigma, normalise_per=a.normalise, colormap=a.colormap,
+                         opacity=a.opacity,
                          display_size=a.display_size, video_format=a.format, record=not a.no_record)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"mmit-cam: error: {e}", file=sys.stderr)
@@ -133,6 +136,7 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-clips", type=int)
     s.add_argument("--delta", type=float, default=0.05)
     s.add_argument("--sigma", type=float, default=1.1)
+    s.add_argument("--normalise", choices=("clip", "frame"), default="clip", help="min-max scale CAMs per clip or per frame")
 
     s = sub.add_parser("figures", help="ablation / selectivity / per-class AP figures (SVG + PNG) across runs")
     s.add_argument("--run", required=True, nargs="+", help="one or more run dirs")
@@ -212,7 +216,7 @@ def _localisation(a: argparse.Namespace) -> int:
     from .localisation import run_localisation
 
     r = run_localisation(a.run, world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
-                         max_clips=a.max_clips, delta=a.delta, sigma=a.sigma)
+                         max_clips=a.max_clips, delta=a.delta, sigma=a.sigma, normalise=a.normalise)
     print(f"{r['dataset']}: {r['n_clips']} clips, {r['n_records']} (class, frame, method) records")
     for m, s in r["summary"].items():
         print(f"  {m:<8s} " + "  ".join(f"{k} {v:.4f}" for k, v in s.items()))

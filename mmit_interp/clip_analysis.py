@@ -74,14 +74,15 @@ def _img(path: Path, rgb: np.ndarray) -> str:
 
 def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path | None = None, *,
                  top_k: int = 5, classes: Sequence[int | str] | None = None, threshold: float | None = None,
-                 delta: float = 0.05, sigma: float = 1.1, colormap: str = "jet", opacity: float = 0.5,
-                 display_size: int | None = None, video_format: str = "mp4", n_predictions: int = 10,
-                 record: bool = True) -> dict[str, Any]:
+                 delta: float = 0.05, sigma: float = 1.1, normalise_per: str = "clip", colormap: str = "jet",
+                 opacity: float = 0.5, display_size: int | None = None, video_format: str = "mp4",
+                 n_predictions: int = 10, record: bool = True) -> dict[str, Any]:
     """Predictions, per-class CAM and mCAM frame images and an overlay video for one clip (see module doc).
 
     Classes: named (`classes`, indices or names), else those with sigmoid score >= `threshold`,
     else the `top_k`. `display_size` (default max(model input size, 256)) is the side of the square
-    frames drawn. Scores are sigmoid(logit), the logit is returned too.
+    frames drawn. Scores are sigmoid(logit), the logit is returned too. mCAM: `delta`, `sigma` and
+    `normalise_per` ("clip" or "frame") as in `mcam.mcam`.
     """
     t0 = time.perf_counter()
     model, meta = cached_model(run_dir)
@@ -104,7 +105,7 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
     logits = res.logits[0]
     probs = torch.sigmoid(logits)
     order = probs.argsort(descending=True)[: min(n_predictions, len(vocab))].tolist()
-    norm = normalise(res.maps[0])
+    norm = normalise(res.maps[0], normalise_per)
     mc = mcam(norm, res.classes[0], delta=delta, sigma=sigma, normalised=True)
 
     root = run_root(run_dir)
@@ -146,7 +147,8 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
             job.result()  # re-raises a failed write
     files.append(("video", -1, -1, str(video)))
     params = dict(top_k=top_k, classes=names_idx, threshold=threshold, delta=delta, sigma=sigma,
-                  colormap=colormap, opacity=opacity, display_size=disp, frames=n_t, size=tf.size)
+                  normalise=normalise_per, colormap=colormap, opacity=opacity, display_size=disp, frames=n_t,
+                  size=tf.size)
     result = {
         "clip_key": key, "clip": str(clip_path), "run": str(root), "checkpoint": meta["path"],
         "model": meta["model"]["name"], "has_audio": bool(clip["has_audio"]), "n_frames": n_t,

@@ -117,12 +117,13 @@ def energy(heat: np.ndarray, mask: np.ndarray) -> float:
     return float(heat[mask].sum()) / tot if tot > 0 else 0.0
 
 
-def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigma: float,
+def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigma: float, per: str = "clip",
                 owners: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Per-class maps `(S, T, H, W)` of each method from raw CAMs at frame resolution; `owners`, when
-    given, receives the owner maps `(T, H, W)` of the methods that assign pixels to classes."""
-    base = max_of_cams(maps, classes)
-    mc = mcam(maps, classes, delta=delta, sigma=sigma)
+    """Per-class maps `(S, T, H, W)` of each method from raw CAMs at frame resolution (normalised `per`
+    clip or frame); `owners`, when given, receives the owner maps `(T, H, W)` of the methods that
+    assign pixels to classes."""
+    base = max_of_cams(maps, classes, per)
+    mc = mcam(base.maps, classes, delta=delta, sigma=sigma, normalised=True)
     if owners is not None:
         owners.update(cam_max=base.owner.numpy(), mcam=mc.owner.numpy())
     s = torch.arange(maps.shape[0]).view(-1, 1, 1, 1)
@@ -146,7 +147,7 @@ def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | N
 
 
 def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
-               sigma: float = 1.1) -> list[dict[str, Any]]:
+               sigma: float = 1.1, per: str = "clip") -> list[dict[str, Any]]:
     """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
     `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
     from .cam import cam_for
@@ -162,7 +163,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     extra = dict(audio=d["audio"][None], audio_mask=torch.tensor([float(d["has_audio"])])) if fusion else {}
     res = cam_for(model)(d["video"][None], classes=classes, **extra)
     owners: dict[str, np.ndarray] = {}
-    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, owners=owners)
+    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, owners=owners)
     size = transform.size
     out = []
     for t, fi in enumerate(idx):
@@ -206,9 +207,16 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, boxes_csv: str | Path | None = None,
                      videos_root: str | Path | None = None, split: str = "val", max_clips: int | None = None,
-                     delta: float = 0.05, sigma: float = 1.1, record: bool = True) -> dict[str, Any]:
+                     delta: float = 0.05, sigma: float = 1.1, normalise: str = "clip", record: bool = True
+                     ) -> dict[str, Any]:
     """Localisation of a run's CAMs on a synthetic world's truth or a user boxes CSV; overall summary
-    `{method: {pointing, energy}}` plus the store rows."""
+    `{method: {score: value}}` plus the store rows. The store's data set label is the world's
+    `name:split` (or the CSV's name), followed by the mCAM parameters when they are not the defaults,
+    so runs with other parameters sit beside the default ones instead of replacing them."""
+    from .mcam import NORMALISE
+
+    if normalise not in NORMALISE:
+        raise ValueError(f"normalise per {normalise!r}: choose one of {', '.join(NORMALISE)}")
     from .clip_analysis import cached_model
     from .dataset import ClipTransform
     from .store import open_run_store
@@ -219,11 +227,13 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
     clips = clips[:max_clips] if max_clips else clips
     model, meta = cached_model(run_dir)
     tf = ClipTransform.from_dict(meta["transforms"])
-    recs = [r for c in clips for r in score_clip(model, meta["vocab"], c, tf, delta=delta, sigma=sigma)]
+    recs = [r for c in clips for r in score_clip(model, meta["vocab"], c, tf, delta=delta, sigma=sigma, per=normalise)]
     rows = aggregate(recs)
     summary = {m: {r["score"]: r["value"] for r in rows if r["method"] == m and r["class_idx"] == -1 and r["frame"] == -1}
                for m in (*METHODS, "chance")}
     dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
+    if (delta, sigma, normalise) != (0.05, 1.1, "clip"):
+        dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise})"
     if record:
         st, rid = open_run_store(run_dir, meta)
         with st:

@@ -2,7 +2,9 @@
 
 Given the CAMs of the selected classes `(S, T, H, W)` (already upsampled to the frames by `cam`):
 1. `normalise`: each class's map scaled to [0, 1] over the whole clip (min-max over T, H, W; a
-   constant map becomes 0).
+   constant map becomes 0), DESIGN's choice; `per="frame"` scales each frame on its own instead (see
+   docs/analysis.md: better pointing and ownership on every model measured, but a frame where an
+   action is absent gets its noise stretched to [0, 1]).
 2. `suppress_similar`: at a pixel where two classes' normalised values differ by less than `delta`
    both are set to 0 (strict `<`; `delta = 0` disables it).
 3. `intensity` = max over classes, `owner` = argmax (-1 where every class is 0), then the
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 KERNEL_SIZE = 5
+NORMALISE = ("clip", "frame")
 
 
 @dataclass
@@ -35,10 +38,13 @@ class MCAM:
     classes: torch.Tensor
 
 
-def normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each class map `(S, ...)` to [0, 1] over all its other dimensions (constant -> 0)."""
-    flat = maps.flatten(1)
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+def normalise(maps: torch.Tensor, per: str = "clip") -> torch.Tensor:
+    """Min-max scale each class map `(S, T, H, W)` to [0, 1] over the whole clip (`per="clip"`) or over
+    each frame (`per="frame"`); a constant map (or frame) becomes 0."""
+    if per not in NORMALISE:
+        raise ValueError(f"normalise per {per!r}: choose one of {', '.join(NORMALISE)}")
+    flat = maps.flatten(1) if per == "clip" else maps.flatten(2)
+    lo, hi = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
     span = hi - lo
     out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(flat))
     return out.view_as(maps)
@@ -72,17 +78,18 @@ def smooth(frames: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def mcam(maps: torch.Tensor, classes: torch.Tensor, *, delta: float = 0.05, sigma: float = 1.1,
-         normalised: bool = False) -> MCAM:
-    """mCAM of one clip from its class CAMs `(S, T, H, W)` at frame resolution (DESIGN 7 steps 1-3)."""
-    m = maps if normalised else normalise(maps)
+         normalised: bool = False, per: str = "clip") -> MCAM:
+    """mCAM of one clip from its class CAMs `(S, T, H, W)` at frame resolution (DESIGN 7 steps 1-3);
+    `normalised` says the maps already went through `normalise`, else it runs `per` clip or frame."""
+    m = maps if normalised else normalise(maps, per)
     sup = suppress_similar(m, delta)
     peak, arg = sup.max(0)
     owner = torch.where(peak > 0, arg, torch.full_like(arg, -1))
     return MCAM(smooth(peak, sigma).clamp_(0, 1), owner, sup, classes)
 
 
-def max_of_cams(maps: torch.Tensor, classes: torch.Tensor) -> MCAM:
+def max_of_cams(maps: torch.Tensor, classes: torch.Tensor, per: str = "clip") -> MCAM:
     """The plain baseline: normalised maps, max and argmax, no suppression and no smoothing."""
-    m = normalise(maps)
+    m = normalise(maps, per)
     peak, arg = m.max(0)
     return MCAM(peak, torch.where(peak > 0, arg, torch.full_like(arg, -1)), m, classes)

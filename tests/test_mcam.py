@@ -22,6 +22,22 @@ def test_normalise_per_clip(maps):
     assert normalise(torch.ones(1, 2, 3, 3)).abs().sum() == 0
 
 
+def test_normalise_per_frame(maps):
+    n = normalise(maps, "frame")
+    for s in range(4):
+        for t in range(3):
+            m = maps[s, t].numpy()
+            np.testing.assert_allclose(n[s, t].numpy(), (m - m.min()) / (m.max() - m.min()), rtol=1e-5, atol=1e-6)
+    flat = maps.clone()
+    flat[1, 2] = 7.0  # one constant frame -> 0 there, the other frames untouched
+    n2 = normalise(flat, "frame")
+    assert n2[1, 2].abs().sum() == 0 and torch.allclose(n2[1, :2], n[1, :2])
+    np.testing.assert_array_equal(mcam(maps, torch.arange(4), per="frame").owner,
+                                  mcam(n, torch.arange(4), normalised=True).owner)
+    with pytest.raises(ValueError, match="frame"):
+        normalise(maps, "video")
+
+
 def test_suppression_and_owner_follow_the_definition(maps):
     delta = 0.1
     n = normalise(maps).numpy()
