@@ -41,6 +41,10 @@ def demo_out(tmp_path_factory) -> Path:
     return out
 
 
+def _main(out: Path) -> str:
+    return json.loads((out / "stages" / "main.json").read_text())["summary"]["run"]
+
+
 def test_resumed_run_reused_finished_stages(demo_out):
     log = (demo_out / "resume.log").read_text()
     assert "[done] world" in log and "reused" in log.split("[done] world", 1)[1].splitlines()[0]
@@ -66,18 +70,24 @@ def test_every_stage_output_exists_and_is_sane(demo_out):
     for name in ("wlsep", "lsep", "warp", "bce"):
         cfg = json.loads((runs / name / "config.json").read_text())
         assert cfg["inflate_from"] == str(demo_out / "pretrain" / "still2d.pth")
+    # the main run (analysed, fused) is the visual run with the best validation map_sample
+    main = _main(demo_out)
+    ev = {n: json.loads((runs / n / "eval.json").read_text())["map_sample"] for n in ("wlsep", "lsep", "warp", "bce")}
+    assert ev[main] == max(ev.values())
+    fusion_cfg = json.loads((runs / "fusion" / "config.json").read_text())
+    assert fusion_cfg["init_visual"] == str(runs / main)
     # dissection: at least one interpretable unit, unit tables for every concept set
-    summary = json.loads((runs / "wlsep" / "dissect" / "summary.json").read_text())
+    summary = json.loads((runs / main / "dissect" / "summary.json").read_text())
     interp = sum(layer["total"]["units"] for cs in summary["counts"].values() for layer in cs.values())
     assert interp >= 1
     for cs in ("broden", "actions", "broden+actions"):
-        assert (runs / "wlsep" / "dissect" / cs / "layer4" / "units.csv").is_file()
+        assert (runs / main / "dissect" / cs / "layer4" / "units.csv").is_file()
     # a CAM file per analysed clip, in the store
     from mmit_interp.store import ResultsStore
 
     cams = json.loads((demo_out / "stages" / "cams.json").read_text())["summary"]
     assert cams["keys"]
-    with ResultsStore(runs / "wlsep") as st:
+    with ResultsStore(runs / main) as st:
         for key in cams["keys"]:
             clip = st.clip(key)
             assert clip is not None and Path(clip["overlay_video"]).is_file()
@@ -102,7 +112,9 @@ def test_dashboard_answers_on_the_demo(demo_out):
         from webapp.main import create_app
 
         client = TestClient(create_app())
-        for url in ("/", "/runs/wlsep", "/runs/wlsep/units", "/runs/wlsep/analysis", "/runs/wlsep/clips"):
+        main = _main(demo_out)
+        for url in ("/", f"/runs/{main}", f"/runs/{main}/units", f"/runs/{main}/analysis", f"/runs/{main}/clips",
+                    "/runs/wlsep"):
             assert client.get(url).status_code == 200, url
     finally:
         os.environ.pop("MMIT_RUNS", None)
