@@ -174,7 +174,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
             for meth, mm in maps.items():
                 out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j]),
                             "energy": energy(mm[j, t], masks[j]), "chance": float(masks[j].mean())})
-        if sum(a_ in clip.boxes and fi in clip.boxes[a_] for a_ in actions) < 2:
+        if sum(fi in clip.boxes[a] for a in actions) < 2:  # ownership needs two actions in the frame
             continue
         for meth, own in owners.items():
             for j, acc, cov in ownership(own[t], masks):
