@@ -118,6 +118,10 @@ def test_home_lists_runs(client):
     r = client.get("/")
     assert r.status_code == 200 and "/runs/tiny" in r.text and "/runs/bare" in r.text
     assert client.get("/api/runs").json()["runs"][0]["model"] == "i3d_r18"
+    runs = {x["name"]: x for x in client.get("/api/runs").json()["runs"]}  # which runs have explanations
+    assert runs["tiny"]["analysed"]["dissected_layers"] == ["layer3", "layer4"]
+    assert runs["bare"]["analysed"] == {"dissected_layers": [], "clips": 0}
+    assert "2 layer(s) dissected" in r.text and 'href="/runs/tiny/units"' in r.text
 
 
 def test_run_page_metrics_table_curves_and_escaping(client, world):

@@ -159,11 +159,20 @@ def bar_chart(groups: Sequence[str], series: dict[str, Sequence[float | None]], 
 
 # ------------------------------------------------------------------------- runs
 def run_card(name: str, run: Path) -> dict:
-    """One line of the runs list: model, loss, data and the headline metrics."""
+    """One line of the runs list: model, loss, data, the headline metrics and what has been analysed
+    (dissected layers, analysed clips), so a visitor sees which runs have explanations to browse."""
     cfg = read_json(run / "config.json") or {}
     ev = read_json(run / "eval.json") or {}
+    store = open_store(run)
+    try:
+        layers = sorted({r["layer"] for r in store.layers()}) if store else []
+        n_clips = len(store.clips()) if store else 0
+    finally:
+        if store:
+            store.close()
     return finite({"name": name, "path": str(run), "model": cfg.get("model"), "loss": cfg.get("loss"),
-                   "data": cfg.get("data"), "metrics": {k: ev.get(k) for k in METRIC_NAMES if k in ev}})
+                   "data": cfg.get("data"), "metrics": {k: ev.get(k) for k in METRIC_NAMES if k in ev},
+                   "analysed": {"dissected_layers": layers, "clips": n_clips}})
 
 
 def run_overview(name: str, run: Path) -> dict:
