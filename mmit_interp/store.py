@@ -457,6 +457,11 @@ class ResultsStore:
             "ON c.run_id = k.run_id AND c.class_idx = p.class_idx WHERE k.run_id = ? ORDER BY k.analysed_at DESC",
             (rid,))]
 
+    def n_clips(self, run_id: int | None = None) -> int:
+        """Number of analysed clips (what a runs list shows, without reading the clips)."""
+        rid = self.run_id(run_id)
+        return int(self.conn.execute("SELECT COUNT(*) FROM clips WHERE run_id = ?", (rid,)).fetchone()[0])
+
     def clip(self, clip_key: str, run_id: int | None = None) -> dict | None:
         """One analysed clip: row, predictions `[{class_idx, name, score}]` and files `{kind: {class: [paths by frame]}}`."""
         rid = self.run_id(run_id)

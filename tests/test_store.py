@@ -108,7 +108,7 @@ def test_clip_and_concept_path_replace_with_labels(store):
     d = store.clip("k1")
     assert d["predictions"][0] == {"class_idx": 2, "name": "c2", "score": 0.9}
     assert d["files"]["cam"][2] == ["/out/c2_0.png", "/out/c2_1.png"] and not d["has_audio"]
-    assert store.clips()[0]["top_name"] == "c2"
+    assert store.clips()[0]["top_name"] == "c2" and store.n_clips() == len(store.clips()) == 1
     path = [{"step": 0, "rank": 0, "layer": "layer4.1", "unit": 0, "parent": -1, "contribution": 1.5,
              "label_layers": ["layer4.1", "layer4"]}]
     store.write_concept_path("k1", 2, path)

@@ -166,7 +166,7 @@ def run_card(name: str, run: Path) -> dict:
     store = open_store(run)
     try:
         layers = sorted({r["layer"] for r in store.layers()}) if store else []
-        n_clips = len(store.clips()) if store else 0
+        n_clips = store.n_clips() if store else 0
     finally:
         if store:
             store.close()
