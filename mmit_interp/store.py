@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS localisation (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, method TEXT NOT NULL,
   score TEXT NOT NULL, class_idx INTEGER NOT NULL, frame INTEGER NOT NULL, value REAL, n INTEGER NOT NULL,
   PRIMARY KEY (run_id, dataset, method, score, class_idx, frame));
+CREATE TABLE IF NOT EXISTS bias (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, action TEXT NOT NULL,
+  texture TEXT NOT NULL, summary TEXT NOT NULL, analysed_at REAL NOT NULL,
+  PRIMARY KEY (run_id, dataset, action, texture));
 """
 
 NOT_DISSECTED = "not dissected"
@@ -528,13 +532,30 @@ class ResultsStore:
 
     def localisation(self, dataset: str | None = None, run_id: int | None = None) -> list[dict]:
         """Localisation rows (all datasets unless one is named)."""
+        return self._select("localisation", self.run_id(run_id), "dataset, method, score, class_idx, frame",
+                            dataset=dataset)
+
+    def _select(self, table: str, rid: int, order: str, **equal: Any) -> list[dict]:
+        """A run's rows of `table` where each column given a value (not None) equals it, in `order`."""
+        given = {k: v for k, v in equal.items() if v is not None}
+        sql = " AND ".join([f"SELECT * FROM {table} WHERE run_id = ?", *(f"{k} = ?" for k in given)])
+        return [dict(r) for r in self.conn.execute(f"{sql} ORDER BY {order}", [rid, *given.values()])]
+
+    # ---------------------------------------------------------------- planted-bias test
+    def write_bias(self, dataset: str, action: str, texture: str, summary: Mapping[str, Any], *,
+                   run_id: int | None = None) -> None:
+        """Replace the bias test of (dataset, action, texture): its JSON summary (`mmit_interp.bias.run_bias`)."""
         rid = self.run_id(run_id)
-        sql = "SELECT * FROM localisation WHERE run_id = ?"
-        args: list[Any] = [rid]
-        if dataset is not None:
-            sql += " AND dataset = ?"
-            args.append(dataset)
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY dataset, method, score, class_idx, frame", args)]
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO bias VALUES (?,?,?,?,?,?)",
+                      (rid, dataset, action, texture, _j(summary), time.time()))
+
+    def bias(self, action: str | None = None, run_id: int | None = None) -> list[dict]:
+        """Stored bias tests (of one biased action unless None), newest first, with `summary` decoded."""
+        rows = self._select("bias", self.run_id(run_id), "analysed_at DESC, rowid DESC", action=action)
+        for r in rows:
+            r["summary"] = json.loads(r["summary"])
+        return rows
 
 
 def _unit_row(r: sqlite3.Row) -> dict:

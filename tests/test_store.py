@@ -91,6 +91,12 @@ def test_selectivity_relations_localisation(store):
     store.write_localisation("synth", rows)
     store.write_localisation("synth", rows)
     assert len(store.localisation("synth")) == 1
+    store.write_bias("w:val", "spinning", "dotted", {"excess": 0.1, "planted": True})
+    store.write_bias("w:val", "spinning", "dotted", {"excess": 0.2, "planted": True})  # replaces
+    store.write_bias("w:val", "spinning", "striped", {"excess": None, "planted": False})
+    assert [r["summary"] for r in store.bias("spinning")] == [{"excess": None, "planted": False},
+                                                             {"excess": 0.2, "planted": True}]
+    assert store.bias("dotted") == [] and _count(store, "bias") == 2
 
 
 def test_clip_and_concept_path_replace_with_labels(store):
