@@ -137,6 +137,17 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--delta", type=float, default=0.05)
     s.add_argument("--sigma", type=float, default=1.1)
     s.add_argument("--normalise", choices=("clip", "frame"), default="clip", help="min-max scale CAMs per clip or per frame")
+    s.add_argument("--json", action="store_true", help="print the summary {method: {score: value}} as JSON")
+
+    s = sub.add_parser("bias", help="planted-bias test: lure excess, concept paths to texture units, ablating them")
+    s.add_argument("--run", required=True)
+    s.add_argument("--world", required=True, help="synthetic world folder (world.json names the bias, truth.jsonl)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--max-clips", type=int, help="at most N lure and N control clips")
+    s.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="random-unit control seeds (default 0,1,2)")
+    s.add_argument("--action", help="biased action (default: the world's planted one)")
+    s.add_argument("--texture", help="texture suspected to drive it (default: the world's planted one)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     s = sub.add_parser("figures", help="ablation / selectivity / per-class AP figures (SVG + PNG) across runs")
     s.add_argument("--run", required=True, nargs="+", help="one or more run dirs")
@@ -217,9 +228,42 @@ def _localisation(a: argparse.Namespace) -> int:
 
     r = run_localisation(a.run, world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
                          max_clips=a.max_clips, delta=a.delta, sigma=a.sigma, normalise=a.normalise)
+    if a.json:
+        print(json.dumps(r["summary"], indent=1))
+        return 0
     print(f"{r['dataset']}: {r['n_clips']} clips, {r['n_records']} (class, frame, method) records")
     for m, s in r["summary"].items():
         print(f"  {m:<8s} " + "  ".join(f"{k} {v:.4f}" for k, v in s.items()))
+    return 0
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _bias(a: argparse.Namespace) -> int:
+    from .bias import run_bias
+
+    r = run_bias(a.run, world=a.world, split=a.split, max_clips=a.max_clips, seeds=a.seeds, action=a.action,
+                 texture=a.texture)
+    if a.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    p, ab, rnd = r["paths"], r["ablated"], r["random"]
+    print(f"{r['dataset']}: {r['action']!r} <- {r['texture']!r}{' (the planted bias)' if r['planted'] else ''}; "
+          f"{r['n_lure']} lure clips, {r['n_control']} control clips")
+    print(f"  score of {r['action']!r}: lure {_fmt(r['score']['lure'])}, control {_fmt(r['score']['control'])}, "
+          f"excess {_fmt(r['excess'])}")
+    print(f"  concept paths reaching an interpretable {r['texture']!r} unit: {p['reaching_texture_unit']} of {p['n']} "
+          f"(labelled {r['texture']!r} at any IoU: {p['reaching_texture_label_any_iou']})")
+    print(f"  ablating {r['n_units']} {r['texture']!r} unit(s) in {', '.join(r['layers'])} "
+          f"({'; '.join(f'{b}: {u}' for b, u in r['texture_units'].items() if u) or 'none labelled'}): "
+          f"excess {_fmt(ab['excess'])}, removed {_fmt(ab['removed'])}")
+    oc = ab["other_classes"]
+    if oc:
+        print(f"  other classes on control clips: mean |change| {_fmt(oc['mean_abs_change'])}, "
+              f"largest {_fmt(oc['max_abs_change'])} ({oc['max_class']})")
+    print(f"  random units, seeds {rnd['seeds']}: removed " + ", ".join(map(_fmt, rnd["removed"])))
     return 0
 
 
@@ -232,4 +276,4 @@ def _figures(a: argparse.Namespace) -> int:
 
 
 _VERBS = {"ablation": _ablation, "selectivity": _selectivity, "relations": _relations,
-          "concept-path": _concept_path, "localisation": _localisation, "figures": _figures}
+          "concept-path": _concept_path, "localisation": _localisation, "bias": _bias, "figures": _figures}

@@ -184,6 +184,65 @@ def test_ownership_scores_which_action_is_where():
     assert ("mcam", "ownership", -1, -1) not in rows and ("chance", "pointing", -1, -1) not in rows
 
 
+# ---------------------------------------------------------------- planted-bias test
+def test_bias_zeroed_units_random_control_and_path_hits():
+    from mmit_interp.bias import class_scores, path_hits, random_like, zeroed
+    from mmit_interp.hooks import capture_activations
+
+    m = _model()
+    clips = {"video": torch.randn(5, 3, 4, 32, 32, generator=torch.Generator().manual_seed(3))}
+    base = class_scores(m, clips)
+    units = {"layer4.1": [0, 3, 5], "layer3.1": [1]}
+    with zeroed(m, units), capture_activations(m, ["layer3.1", "layer4.1"]) as acts:
+        ablated = class_scores(m, clips)
+    assert acts["layer4.1"][:, [0, 3, 5]].abs().sum() == 0 and acts["layer4.1"][:, 1].abs().sum() > 0
+    assert acts["layer3.1"][:, 1].abs().sum() == 0 and acts["layer3.1"][:, 0].abs().sum() > 0
+    assert (ablated - base).abs().max() > 1e-4
+    assert torch.equal(class_scores(m, clips), base)  # hooks removed
+    with zeroed(m, {"layer4.1": []}):
+        assert torch.equal(class_scores(m, clips), base)
+    pool = {"layer4.1": [u for u in range(64) if u not in units["layer4.1"]], "layer3.1": list(range(2, 32))}
+    picks = [random_like(units, pool, seed) for seed in (0, 1)]
+    for p in picks:
+        assert {b: len(us) for b, us in p.items()} == {"layer4.1": 3, "layer3.1": 1}
+        assert all(set(us) <= set(pool[b]) and len(set(us)) == len(us) for b, us in p.items())
+    assert picks[0] != picks[1] and random_like(units, pool, 0) == picks[0]
+    rows = [{"layer": "layer4.1", "unit": 3, "label": "dotted"}, {"layer": "layer3.1", "unit": 5, "label": "red"}]
+    assert path_hits(rows, "dotted", {"layer4.1": [3]}) == (True, True)
+    assert path_hits(rows, "dotted", {"layer4.1": [4]}) == (False, True)  # labelled dotted, under the IoU bar
+    assert path_hits(rows, "dotted", {"layer3.1": [3]}) == (False, True)  # unit 3 of the other block
+    assert path_hits(rows, "striped", {"layer3.1": [5]}) == (True, False)
+
+
+def test_bias_ablation_test_figures():
+    from mmit_interp.bias import ablation_test, class_scores, zeroed
+
+    m = _model()
+    g = torch.Generator().manual_seed(4)
+    lure, control = ({"video": torch.randn(n, 3, 4, 32, 32, generator=g)} for n in (4, 6))
+    units, pool = {"layer4.1": [2, 7, 9, 11]}, {"layer4.1": [u for u in range(64) if u not in (2, 7, 9, 11)]}
+    names = [f"act{i}" for i in range(C)]
+    none = ablation_test(m, lure, control, 2, {"layer4.1": []}, pool, seeds=(0,), names=names)
+    assert none["ablated"]["excess"] == none["excess"] and none["random"]["excess"] == [none["excess"]]
+    assert none["ablated"]["other_classes"]["max_abs_change"] == 0
+    r = ablation_test(m, lure, control, 2, units, pool, seeds=(0, 1), names=names)
+    l0, c0 = class_scores(m, lure), class_scores(m, control)
+    with zeroed(m, units):
+        l1, c1 = class_scores(m, lure), class_scores(m, control)
+    assert r["excess"] == pytest.approx(float(l0[:, 2].mean() - c0[:, 2].mean()))
+    ab = r["ablated"]
+    assert ab["excess"] == pytest.approx(float(l1[:, 2].mean() - c1[:, 2].mean())) and ab["excess"] != r["excess"]
+    assert ab["removed"] == (pytest.approx((r["excess"] - ab["excess"]) / r["excess"]) if r["excess"] > 0 else None)
+    others = [0, 1, 3, 4, 5]
+    change = (c1 - c0)[:, others].abs().mean(0)
+    oc = ab["other_classes"]
+    assert oc["mean_abs_change"] == pytest.approx(float(change.mean())) and oc["max_abs_change"] > 0
+    assert oc["max_abs_change"] == pytest.approx(float(change.max())) and oc["max_class"] == names[others[int(change.argmax())]]
+    assert len(r["random"]["excess"]) == 2 and r["random"]["excess"][0] != r["random"]["excess"][1]
+    empty = ablation_test(m, {"video": torch.zeros(0)}, control, 2, units, pool, seeds=(0,))
+    assert empty["excess"] is None and empty["ablated"]["removed"] is None and empty["random"]["removed_mean"] is None
+
+
 # ---------------------------------------------------------------- analyze_clip, CLI, figures
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -242,6 +301,21 @@ def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
     assert "ablation_layer4.1_map_sample.svg" in names and "selectivity_softmax.png" in names
     assert any(n.startswith("class_ap_") and n.endswith(".svg") for n in names)
     assert analyze_main(["relations", "--run", str(tiny_run), "--class", "nope"]) == 2
+
+
+def test_cli_localisation_json(tiny_run, tmp_path, capsys):
+    from mmit_interp.cli import analyze_main
+    from mmit_interp.localisation import run_localisation
+
+    boxes = tmp_path / "boxes.csv"  # two actions side by side in every frame of the 64 x 48 clip
+    boxes.write_text("clip,frame,action,x1,y1,x2,y2\n" + "".join(
+        f"{tiny_run / 'clip.mp4'},{f},act1,0,0,32,48\n{tiny_run / 'clip.mp4'},{f},act2,32,0,64,48\n" for f in range(12)))
+    assert analyze_main(["localisation", "--run", str(tiny_run), "--boxes", str(boxes), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert set(got) == {"cam", "cam_max", "mcam", "chance"}
+    assert all({"pointing", "energy"} <= set(got[m]) for m in ("cam", "cam_max", "mcam"))
+    assert "ownership" in got["cam_max"] and got["chance"]["ownership"] == pytest.approx(0.5)
+    assert got == run_localisation(tiny_run, boxes_csv=boxes, record=False)["summary"]  # JSON keeps floats exact
 
 
 def test_cli_help_does_not_import_torch():

@@ -1,6 +1,8 @@
 """End-to-end analyses on a tiny model trained on a tiny synthetic world (built once, cached: tests/_trained.py)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from _trained import trained_world
@@ -59,15 +61,14 @@ def test_ablation_and_selectivity_on_trained_run(world_run):
         assert st.ablation_curves()["layer4.1"]["map_sample"]["n"] == [2, 2, 2]
 
 
-def test_concept_path_of_biased_action_reaches_planted_texture(world_run):
+@pytest.fixture(scope="module")
+def dissected(world_run):
+    """The trained run with layer3 and layer4 dissected on the world's concept set, in its store."""
     from dissect.engine import run_dissection
     from mmit_interp.checkpoint import load_model
-    from mmit_interp.relations import clip_concept_path
     from mmit_interp.store import ResultsStore
-    from mmit_interp.synth import load_truth
 
     world, run = world_run
-    action, texture = "spinning", "dotted"
     model, meta = load_model(run)
     t = meta["transforms"]
     res = run_dissection(model, ["layer3", "layer4"], [str(world / "broden")], frames=int(t["frames"]),
@@ -76,6 +77,17 @@ def test_concept_path_of_biased_action_reaches_planted_texture(world_run):
         st.register_run(meta)
         for layer, lr in res[str(world / "broden")].items():
             st.write_units(layer, "synth", lr.unit_table())
+    return world, run
+
+
+def test_concept_path_of_biased_action_reaches_planted_texture(dissected):
+    from mmit_interp.relations import clip_concept_path
+    from mmit_interp.store import ResultsStore
+    from mmit_interp.synth import load_truth
+
+    world, run = dissected
+    action, texture = "spinning", "dotted"
+    with ResultsStore(run) as st:
         dotted = [u["unit"] for u in st.units("layer4", category="texture") if u["label"] == texture]
     clips = [c for c in load_truth(world) if c.split == "val" and action in c.labels
              and any(a.action == action and a.texture == texture for a in c.actors)][:3]
@@ -89,3 +101,82 @@ def test_concept_path_of_biased_action_reaches_planted_texture(world_run):
     if not dotted:
         pytest.skip(f"no layer4 unit is labelled {texture!r} by dissection; paths of {action!r} reached {found}")
     pytest.fail(f"layer4 units {dotted} are labelled {texture!r} but the paths of {action!r} reached {found}")
+
+
+def test_bias_lure_and_control_clips_against_truth(world_run):
+    from mmit_interp.bias import lure_and_control, planted_pair
+    from mmit_interp.synth import load_truth
+
+    world, _ = world_run
+    action, texture = planted_pair(world)
+    assert (action, texture) == ("spinning", "dotted")
+    val = [c for c in load_truth(world) if c.split == "val"]
+    for tex in (texture, "striped"):
+        lure, control = lure_and_control(val, action, tex)
+        assert len(lure) + len(control) == sum(action not in c.labels for c in val)
+        assert all(action not in c.labels and any(a.visible and a.texture == tex for a in c.actors) for c in lure)
+        assert all(action not in c.labels and all(a.texture != tex for a in c.actors if a.visible) for c in control)
+    # the tiny world plants the bias without leak (bias_leak 0): a dotted actor always spins, so nothing lures
+    assert not lure_and_control(val, action, texture)[0] and lure_and_control(val, action, "striped")[0]
+
+
+def test_bias_ablating_labelled_units_changes_scores(dissected):
+    from collections import Counter
+
+    from mmit_interp.bias import ablation_test, labelled_units, load_clips, lure_and_control
+    from mmit_interp.checkpoint import load_model
+    from mmit_interp.dataset import ClipTransform
+    from mmit_interp.store import ResultsStore
+    from mmit_interp.synth import load_truth
+
+    world, run = dissected
+    model, meta = load_model(run)
+    with ResultsStore(run) as st:
+        labels = Counter(u["label"] for layer in ("layer3", "layer4") for u in st.units(layer, interpretable_only=True))
+        assert labels, "dissection labels no unit of the trained model"
+        label = labels.most_common(1)[0][0]  # no texture unit here (the paths test says so): ablate a colour
+        units, pool = labelled_units(st, model, label)
+    assert list(units) == ["layer3.1", "layer4.1"] and sum(map(len, units.values())) == labels[label]
+    assert all(not set(units[b]) & set(pool[b]) and len(units[b]) + len(pool[b]) == n
+               for b, n in (("layer3.1", 64), ("layer4.1", 128)))
+    val = [c for c in load_truth(world) if c.split == "val"]
+    lure, control = lure_and_control(val, "spinning", "striped")
+    tf = ClipTransform.from_dict(meta["transforms"])
+    lx, cx = (load_clips([world / "videos" / c.path for c in cs[:12]], tf, False) for cs in (lure, control))
+    c = meta["vocab"].index("spinning")
+    none = ablation_test(model, lx, cx, c, {b: [] for b in units}, pool, seeds=(0,))
+    assert none["ablated"]["excess"] == none["excess"] and none["ablated"]["other_classes"]["max_abs_change"] == 0
+    r = ablation_test(model, lx, cx, c, units, pool, seeds=(0, 1))
+    print(f"ablating {label} units {units}:", r)
+    assert r["excess"] == none["excess"] and r["ablated"]["excess"] != r["excess"]
+    assert r["ablated"]["other_classes"]["max_abs_change"] > 0
+    assert all(e != r["excess"] for e in r["random"]["excess"])
+
+
+def test_bias_run_cli_json_and_store(dissected, capsys):
+    from mmit_interp.bias import run_bias
+    from mmit_interp.cli import analyze_main
+    from mmit_interp.store import ResultsStore
+
+    world, run = dissected
+    assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--seeds", "0,1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r) == {"dataset", "action", "texture", "planted", "n_lure", "n_control", "paths", "layers",
+                      "texture_units", "n_units", "score", "excess", "ablated", "random", "notes"}
+    assert set(r["paths"]) == {"n", "reaching_texture_unit", "share", "reaching_texture_label_any_iou", "top_upper",
+                               "top_lower"}
+    assert set(r["ablated"]) == {"score", "excess", "removed", "other_classes"}
+    assert set(r["random"]) == {"seeds", "excess", "removed", "removed_mean", "removed_max"}
+    assert (r["dataset"], r["action"], r["texture"], r["planted"]) == ("world:val", "spinning", "dotted", True)
+    assert r["layers"] == ["layer3.1", "layer4.1"]
+    # measured on this world: no lure clip (bias_leak 0) and no dotted unit, so nothing is defined but the control
+    assert r["n_lure"] == 0 and r["excess"] is None and r["n_units"] == 0 and len(r["notes"]) == 2
+    assert r["n_control"] > 0 and r["score"]["control"] is not None
+    with ResultsStore(run) as st:
+        assert st.bias("spinning")[0]["summary"] == r
+    s = run_bias(run, world=world, texture="striped", max_clips=10, seeds=(0,), record=False)
+    print("spinning <- striped:", s)
+    assert not s["planted"] and s["n_lure"] == s["paths"]["n"] == 10 and s["n_control"] == 10
+    assert s["excess"] == pytest.approx(s["score"]["lure"] - s["score"]["control"])
+    assert s["paths"]["reaching_texture_unit"] <= s["paths"]["reaching_texture_label_any_iou"] <= s["paths"]["n"]
+    assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--action", "nope"]) == 2

@@ -1,0 +1,223 @@
+"""The planted bias as a causal test (the paper's Fig. 12-14, "why juggling? polka dots").
+
+A synthetic world plants a bias (`world.json` -> `bias`: actors doing `action` mostly carry
+`texture`). On the validation clips:
+- *lure* clips: `action` is not a label and a visible actor has `texture`; *control* clips:
+  `action` is not a label and no visible actor has it. The *lure excess* is the mean sigmoid score
+  of `action` on lure clips minus that on control clips: the bias the model has learned.
+- The concept path of `action` on each lure clip (`relations.concept_path`): how many paths reach
+  a *texture unit*, a unit whose dissection label (best over concept sets, as the path shows it) is
+  `texture` and which the store marks interpretable (IoU >= dissection's threshold, 0.04 by
+  default); for comparison, how many reach a unit labelled `texture` at any IoU.
+- Causal test: the texture units of every dissected residual block are zeroed with forward hooks
+  and the scores recomputed: the lure excess after, the share removed `(before - after) / before`,
+  and the other classes' scores on control clips (mean absolute change over clips and classes, and
+  the largest per-class mean change), so one sees whether the ablation is specific. Chance level:
+  as many random dissected non-texture units per block, for a few seeds.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ablation import drop_order
+from .hooks import replace_output
+from .trunk import residual_blocks, resolve_block, stage_aliases
+
+
+def planted_pair(world: str | Path) -> tuple[str, str]:
+    """`(action, texture)` of a synthetic world's planted bias (`world.json` -> `bias`)."""
+    desc = json.loads((Path(world) / "world.json").read_text())["bias"]
+    return desc["action"], desc["texture"]
+
+
+def lure_and_control(clips: Iterable, action: str, texture: str) -> tuple[list, list]:
+    """Clip truths without `action`, split into those with a visible `texture` actor (lure) and the rest."""
+    lure, control = [], []
+    for c in clips:
+        if action not in c.labels:
+            textured = any(a.visible and a.texture == texture for a in c.actors)
+            (lure if textured else control).append(c)
+    return lure, control
+
+
+def labelled_units(store, model: nn.Module, label: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Per dissected residual block: the interpretable units labelled `label` (best label over concept
+    sets, as concept paths show it), and the other dissected units."""
+    blocks = residual_blocks(model)
+    dissected = {resolve_block(model, d["layer"]) for d in store.layers()
+                 if any(b == d["layer"] or b.startswith(d["layer"] + ".") for b in blocks)}  # stage or block
+    tex, rest = {}, {}
+    for b in (b for b in blocks if b in dissected):
+        labels = store.unit_labels(stage_aliases(model, b))
+        tex[b] = sorted(u for u, r in labels.items() if r["label"] == label and r["interpretable"])
+        rest[b] = sorted(u for u in labels if u not in tex[b])
+    return tex, rest
+
+
+@contextmanager
+def zeroed(model: nn.Module, units: Mapping[str, Sequence[int]]) -> Iterator[None]:
+    """Within the block, the given units of each residual block's output are 0 (forward hooks)."""
+    prefix = "visual." if getattr(model, "modality", "video") == "fusion" else ""
+    with ExitStack() as stack:
+        for block, us in units.items():
+            if len(us):
+                idx = torch.as_tensor(list(us), dtype=torch.long)
+                stack.enter_context(replace_output(model, prefix + resolve_block(model, block),
+                                                   lambda out, idx=idx: out.index_fill(1, idx, 0.0)))
+        yield
+
+
+def load_clips(paths: Sequence[str | Path], transform, fusion: bool) -> dict[str, torch.Tensor]:
+    """Stacked model inputs `{video, audio, has_audio}` of clip files (audio only for fusion models)."""
+    from .dataset import load_clip
+
+    ds = [load_clip(p, transform, want_audio=fusion) for p in paths]
+    if not ds:
+        return {"video": torch.zeros(0)}
+    out = {"video": torch.stack([d["video"] for d in ds])}
+    if fusion:
+        out.update(audio=torch.stack([d["audio"] for d in ds]),
+                   has_audio=torch.tensor([float(d["has_audio"]) for d in ds]))
+    return out
+
+
+@torch.no_grad()
+def class_scores(model: nn.Module, clips: Mapping[str, torch.Tensor], batch_size: int = 16) -> torch.Tensor:
+    """Sigmoid scores `(N, C)` of stacked clips (`load_clips`)."""
+    v = clips["video"]
+    out = []
+    for i in range(0, v.shape[0], batch_size):
+        s = slice(i, i + batch_size)
+        logits = model(v[s], clips["audio"][s], clips["has_audio"][s]) if "audio" in clips else model(v[s])
+        out.append(torch.sigmoid(logits))
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _class_mean(scores: torch.Tensor, c: int) -> float | None:
+    return float(scores[:, c].mean()) if scores.shape[0] else None
+
+
+def _excess(lure: torch.Tensor, control: torch.Tensor, c: int) -> float | None:
+    a, b = _class_mean(lure, c), _class_mean(control, c)
+    return None if a is None or b is None else a - b
+
+
+def _removed(before: float | None, after: float | None) -> float | None:
+    return (before - after) / before if before is not None and after is not None and before > 0 else None
+
+
+def random_like(units: Mapping[str, Sequence[int]], pool: Mapping[str, Sequence[int]], seed: int) -> dict[str, list[int]]:
+    """As many units of `pool` per block as `units` has there, drawn by `seed` (the chance-level control)."""
+    return {b: [pool[b][i] for i in drop_order(len(pool[b]), seed)[: len(us)].tolist()] for b, us in units.items()}
+
+
+def ablation_test(model: nn.Module, lure: Mapping[str, torch.Tensor], control: Mapping[str, torch.Tensor],
+                  class_idx: int, units: Mapping[str, Sequence[int]], pool: Mapping[str, Sequence[int]], *,
+                  seeds: Sequence[int] = (0, 1, 2), names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Lure excess of `class_idx` before and after zeroing `units`, its specificity on the other
+    classes (control clips), and the excess removed by as many random units of `pool` per block, per seed."""
+    def measure(ablate: Mapping[str, Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        with zeroed(model, ablate):
+            return class_scores(model, lure), class_scores(model, control)
+
+    l0, c0 = measure({})
+    l1, c1 = measure(units)
+    before, after = _excess(l0, c0, class_idx), _excess(l1, c1, class_idx)
+    other = {}
+    if c0.shape[0]:
+        keep = [k for k in range(c0.shape[1]) if k != class_idx]
+        per_class = (c1 - c0)[:, keep].abs().mean(0)
+        worst = int(per_class.argmax())
+        other = {"mean_before": float(c0[:, keep].mean()), "mean_after": float(c1[:, keep].mean()),
+                 "mean_abs_change": float(per_class.mean()), "max_abs_change": float(per_class[worst]),
+                 "max_class": names[keep[worst]] if names else keep[worst]}
+    rand = {"seeds": list(seeds), "excess": [], "removed": []}
+    for seed in seeds:
+        ex = _excess(*measure(random_like(units, pool, seed)), class_idx)
+        rand["excess"].append(ex)
+        rand["removed"].append(_removed(before, ex))
+    got = [r for r in rand["removed"] if r is not None]
+    rand.update(removed_mean=float(np.mean(got)) if got else None, removed_max=max(got) if got else None)
+    return {"score": {"lure": _class_mean(l0, class_idx), "control": _class_mean(c0, class_idx)},
+            "excess": before,
+            "ablated": {"score": {"lure": _class_mean(l1, class_idx), "control": _class_mean(c1, class_idx)},
+                        "excess": after, "removed": _removed(before, after), "other_classes": other},
+            "random": rand}
+
+
+def path_hits(rows: Sequence[Mapping[str, Any]], texture: str, units: Mapping[str, Sequence[int]]) -> tuple[bool, bool]:
+    """Whether a labelled concept path reaches an interpretable texture unit, and a unit labelled `texture` at any IoU."""
+    return (any(r["unit"] in units.get(r["layer"], ()) for r in rows),
+            any(r.get("label") == texture for r in rows))
+
+
+def _notes(s: Mapping[str, Any]) -> list[str]:
+    """Why figures of a summary are undefined (no lure or control clip, nothing to ablate, no excess)."""
+    out = []
+    if not s["n_lure"]:
+        out.append(f"no lure clip: no {s['dataset']} clip shows a visible {s['texture']!r} actor without {s['action']!r}")
+    if not s["n_control"]:
+        out.append(f"no control clip: every {s['dataset']} clip without {s['action']!r} shows a {s['texture']!r} actor")
+    if not s["n_units"]:
+        out.append(f"dissection labels no interpretable unit {s['texture']!r} in {', '.join(s['layers'])}: "
+                   "nothing to ablate")
+    if s["excess"] is not None and s["excess"] <= 0:
+        out.append(f"no lure excess to remove: {s['action']!r} does not score higher on lure clips")
+    return out
+
+
+def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_clips: int | None = None,
+             seeds: Sequence[int] = (0, 1, 2), action: str | None = None, texture: str | None = None,
+             top_upper: int = 5, top_lower: int = 3, record: bool = True) -> dict[str, Any]:
+    """The planted-bias test of a run on a synthetic world (default pair: the world's planted one),
+    recorded in the run's store under the world's `name:split`; a JSON-able summary."""
+    from .checkpoint import load_model
+    from .dataset import ClipTransform
+    from .relations import concept_path, label_rows
+    from .store import open_run_store
+    from .synth.truth import load_truth
+
+    world = Path(world)
+    planted = planted_pair(world)
+    action, texture = action or planted[0], texture or planted[1]
+    model, meta = load_model(run_dir)
+    if getattr(model, "modality", "video") == "audio":
+        raise ValueError(f"{run_dir}: an audio model has no visual units to test a texture bias on")
+    vocab = meta["vocab"]
+    if action not in vocab:
+        raise ValueError(f"{run_dir}: the biased action {action!r} is not one of the run's classes")
+    c = vocab.index(action)
+    lure, control = lure_and_control((t for t in load_truth(world) if t.split == split), action, texture)
+    lure, control = lure[:max_clips], control[:max_clips]
+    tf = ClipTransform.from_dict(meta["transforms"])
+    fusion = getattr(model, "modality", "video") == "fusion"
+    lure_x, control_x = (load_clips([world / "videos" / t.path for t in ts], tf, fusion) for ts in (lure, control))
+    st, rid = open_run_store(run_dir, meta)
+    with st:
+        units, pool = labelled_units(st, model, texture)
+        if not units:
+            raise ValueError(f"{run_dir}: no dissected residual block in the results store; run "
+                             f"`mmit-dissect {run_dir} --layers layer3 layer4 --concept-set BRODEN_DIR --store` first")
+        hits = [path_hits(label_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower), st),
+                          texture, units) for v in lure_x["video"]]
+        res = ablation_test(model, lure_x, control_x, c, units, pool, seeds=seeds, names=vocab.names)
+        n_paths = len(hits)
+        summary = {"dataset": f"{world.name}:{split}", "action": action, "texture": texture,
+                   "planted": (action, texture) == planted, "n_lure": len(lure), "n_control": len(control),
+                   "paths": {"n": n_paths, "reaching_texture_unit": sum(h[0] for h in hits),
+                             "share": sum(h[0] for h in hits) / n_paths if n_paths else None,
+                             "reaching_texture_label_any_iou": sum(h[1] for h in hits),
+                             "top_upper": top_upper, "top_lower": top_lower},
+                   "layers": list(units), "texture_units": units, "n_units": sum(map(len, units.values())),
+                   **res}
+        summary["notes"] = _notes(summary)
+        if record:
+            st.write_bias(summary["dataset"], action, texture, summary, run_id=rid)
+    return summary
