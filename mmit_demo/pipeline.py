@@ -255,7 +255,13 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
         return _brief(run_localisation(main, world=world))
 
     p.run("localisation", {}, localise, deps=main_dep)
-    p.run("bias", {}, lambda: planted_bias(main, world), deps=main_dep + ("dissect",))
+
+    def bias() -> dict:
+        from mmit_interp.bias import run_bias
+
+        return run_bias(main, world)  # paths reaching texture units, and the excess their ablation removes
+
+    p.run("bias", {"analysis": "mmit_interp.bias"}, bias, deps=main_dep + ("dissect",))
 
     def figures() -> dict:
         from mmit_interp.figures import run_figures
@@ -285,54 +291,6 @@ def pick_cam_clips(world: Path, n: int):
     val = [c for c in load_truth(world) if c.split == "val"]
     multi = [c for c in val if sum(a.visible for a in c.actors) >= 2]
     return (multi + [c for c in val if c not in multi])[:n]
-
-
-def planted_bias(run: Path, world: Path, max_clips: int = 12) -> dict:
-    """The Fig. 12-14 analog: for clips where a dotted actor does *another* action, does the model
-    score the biased action, and does the concept path of that action reach a unit labelled with the
-    planted texture?"""
-    import numpy as np
-    import torch
-
-    from mmit_interp.checkpoint import load_model
-    from mmit_interp.dataset import ClipTransform, load_clip
-    from mmit_interp.relations import clip_concept_path
-    from mmit_interp.synth import load_truth
-
-    desc = json.loads((world / "world.json").read_text())["bias"]
-    action, texture = desc["action"], desc["texture"]
-    model, meta = load_model(run)
-    vocab = meta["vocab"]
-    if action not in vocab:
-        return {"action": action, "texture": texture, "note": "biased action not among the classes"}
-    c = vocab.index(action)
-    t = ClipTransform.from_dict(meta["transforms"])
-    val = [x for x in load_truth(world) if x.split == "val"]
-
-    def score(clip) -> float:
-        with torch.no_grad():
-            v = load_clip(world / "videos" / clip.path, t, want_audio=False)["video"][None]
-            return float(torch.sigmoid(model(v))[0, c])
-
-    def dotted_other(x) -> bool:
-        return action not in x.labels and any(a.texture == texture and a.visible for a in x.actors)
-
-    def plain_other(x) -> bool:
-        return action not in x.labels and all(a.texture != texture for a in x.actors if a.visible)
-
-    lure = [x for x in val if dotted_other(x)][:max_clips]
-    ctrl = [x for x in val if plain_other(x)][:max_clips * 2]
-    s_lure = [score(x) for x in lure]
-    s_ctrl = [score(x) for x in ctrl]
-    paths = [clip_concept_path(run, world / "videos" / x.path, c) for x in lure]
-    hits = [any(texture in str(r.get("label", "")) for r in cp["path"]) for cp in paths]
-    return {"action": action, "texture": texture, "n_lure": len(lure), "n_control": len(ctrl),
-            "score_lure_mean": float(np.mean(s_lure)) if s_lure else None,
-            "score_control_mean": float(np.mean(s_ctrl)) if s_ctrl else None,
-            "paths_reaching_texture": int(sum(hits)), "paths": len(paths),
-            "examples": [{"clip": cp["clip"], "path": [{k: r.get(k) for k in ("step", "layer", "unit", "label", "iou",
-                                                                              "contribution")} for r in cp["path"]]}
-                         for cp in paths[:3]]}
 
 
 def write_report(out: Path, p: Pipeline) -> dict:
