@@ -403,6 +403,44 @@ def test_concept_path_computed_on_request(client, analysed):
     assert client.post(f"/api/runs/tiny/clips/{'0' * 64}/why/0").status_code == 404
 
 
+def test_why_page_shows_the_bias_test_of_the_biased_action(client, world, analysed):
+    from mmit_interp.store import ResultsStore
+
+    sha = analysed["sha256"]
+    url = f"/runs/tiny/clips/{sha}/why/0"  # class 0, "juggling"
+    assert client.get("/api" + url).json()["bias"] is None  # no stored test, no world planting a bias on it
+    planted = world["data"] / "world.json"  # the run's data set becomes a synthetic world biased towards juggling
+    planted.write_text(json.dumps({"bias": {"action": "juggling", "texture": "dotted"}}))
+    try:
+        missing = client.get("/api" + url).json()["bias"]["missing"]
+        assert missing[0]["command"] == f"mmit-analyze bias --run {world['run']} --world {world['data']}"
+        assert "mmit-analyze bias --run" in client.get(url).text
+        assert client.get(f"/api/runs/tiny/clips/{sha}/why/2").json()["bias"] is None  # another class
+    finally:
+        planted.unlink()
+    summary = {"dataset": "w:val", "action": "juggling", "texture": "dotted", "planted": True, "n_lure": 12,
+               "n_control": 30, "layers": ["layer3.1", "layer4.1"], "texture_units": {"layer3.1": [], "layer4.1": [3, 7]},
+               "n_units": 2, "score": {"lure": 0.3, "control": 0.1}, "excess": 0.2,
+               "paths": {"n": 12, "reaching_texture_unit": 5, "share": 5 / 12, "reaching_texture_label_any_iou": 7,
+                         "top_upper": 5, "top_lower": 3},
+               "ablated": {"score": {"lure": 0.15, "control": 0.1}, "excess": 0.05, "removed": 0.75,
+                           "other_classes": {"mean_before": 0.4, "mean_after": 0.41, "mean_abs_change": 0.01,
+                                             "max_abs_change": 0.03, "max_class": "dancing"}},
+               "random": {"seeds": [0, 1], "excess": [0.19, 0.21], "removed": [0.05, -0.05], "removed_mean": 0.0,
+                          "removed_max": 0.05}, "notes": []}
+    with ResultsStore(world["run"]) as st:
+        st.write_bias("w:val", "juggling", "dotted", summary)
+    d = client.get("/api" + url).json()["bias"]
+    assert d["summary"] == summary and not d["missing"]
+    for part in ("On 12 clips where a dotted actor does something else", "an excess of +0.200",
+                 "Zeroing the 2 units labelled dotted (layer3.1, layer4.1) leaves +0.050, 75% of the excess removed",
+                 "as many random units remove 0% on average (at most 5%)", "at most 0.030, dancing"):
+        assert part in d["sentence"], part
+    page = client.get(url).text
+    assert 'id="bias-sentence"' in page and "layer3.1: none; layer4.1: 3, 7" in page and "5 of 12" in page
+    assert client.get(f"/api/runs/tiny/clips/{sha}/why/2").json()["bias"] is None
+
+
 def test_openapi_documents_every_api_route(client):
     spec = client.get("/openapi.json").json()
     paths = set(spec["paths"])

@@ -43,6 +43,7 @@ def commands(run: Path) -> dict[str, str]:
         "relations": f"mmit-analyze selectivity --run {run}  (writes selectivity and unit/class relations)",
         "figures": f"mmit-analyze figures --run {run} --out {run}/analysis",
         "localisation": f"mmit-analyze localisation --run {run} --world WORLD_DIR",
+        "bias": f"mmit-analyze bias --run {run} --world WORLD_DIR",
         "clip": f"mmit-cam CLIP.mp4 --run {run}  (or upload the clip on this page)",
     }
 
@@ -358,6 +359,8 @@ def concept_path_view(name: str, run: Path, sha: str, class_idx: int) -> dict:
         for r in rows:  # the layer name the unit pages know the unit by
             r["unit_layer"] = next((a for a in r.get("label_layers") or [r["layer"]] if a in dissected), None)
         names = class_names(run, store)
+        class_name = names[class_idx] if 0 <= class_idx < len(names) else f"class {class_idx}"
+        bias = bias_view(run, store, class_name)
     finally:
         if store:
             store.close()
@@ -367,12 +370,52 @@ def concept_path_view(name: str, run: Path, sha: str, class_idx: int) -> dict:
         if r["step"] == 1:
             children.setdefault(r["parent"], []).append(r)
     path = [{**r, "children": children.get(r["unit"], [])} for r in steps0]
-    return finite({"name": name, "sha256": sha, "class_idx": class_idx,
-                   "class_name": names[class_idx] if 0 <= class_idx < len(names) else f"class {class_idx}",
-                   "path": path, "clip_permalink": f"/runs/{seg(name)}/clips/{sha}",
+    return finite({"name": name, "sha256": sha, "class_idx": class_idx, "class_name": class_name,
+                   "path": path, "bias": bias, "clip_permalink": f"/runs/{seg(name)}/clips/{sha}",
                    "missing": [] if rows else [{"what": "the concept path of this clip and class",
                                                 "command": f"mmit-analyze concept-path {result.get('clip', 'CLIP')} "
                                                            f"--run {run} --class {class_idx}"}]})
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0%}"
+
+
+def bias_sentence(s: dict) -> str:
+    """A stored bias test (`mmit_interp.bias.run_bias`'s summary) in plain words."""
+    act, tex = s["action"], s["texture"]
+    if s["excess"] is None:
+        return f"The {tex} -> {act} bias could not be measured: " + "; ".join(s.get("notes") or []) + "."
+    text = (f"On {s['n_lure']} clips where a {tex} actor does something else, the model scores {act} "
+            f"{s['score']['lure']:.3f} on average, against {s['score']['control']:.3f} on {s['n_control']} clips "
+            f"without a {tex} actor: an excess of {s['excess']:+.3f}. ")
+    if not s["n_units"]:
+        return text + f"Dissection labels no unit {tex} in {', '.join(s['layers'])}, so there is nothing to ablate."
+    ab, rnd, oc = s["ablated"], s["random"], s["ablated"]["other_classes"]
+    text += (f"Zeroing the {s['n_units']} units labelled {tex} ({', '.join(s['layers'])}) leaves "
+             f"{ab['excess']:+.3f}, {_pct(ab['removed'])} of the excess removed; as many random units remove "
+             f"{_pct(rnd['removed_mean'])} on average (at most {_pct(rnd['removed_max'])}).")
+    if oc:
+        text += (f" The other classes' scores move by {oc['mean_abs_change']:.3f} on average "
+                 f"(at most {oc['max_abs_change']:.3f}, {oc['max_class']}).")
+    return text
+
+
+def bias_view(run: Path, store: ResultsStore | None, class_name: str) -> dict | None:
+    """The stored bias test whose biased action is this class (the world's planted pair first), in
+    words and figures; when none is stored but the run's world plants its bias on this class, the
+    command that computes it; None otherwise."""
+    rows = store.bias(class_name) if store else []
+    if rows:
+        s = next((r for r in rows if r["summary"].get("planted")), rows[0])["summary"]
+        return {"summary": s, "sentence": bias_sentence(s), "missing": []}
+    data = (read_json(run / "config.json") or {}).get("data")
+    planted = ((read_json(Path(data) / "world.json") if data else None) or {}).get("bias") or {}
+    if planted.get("action") != class_name:
+        return None
+    return {"summary": None, "sentence": None,
+            "missing": [{"what": f"the planted-bias test ({planted.get('texture')} -> {class_name})",
+                         "command": commands(run)["bias"].replace("WORLD_DIR", str(data))}]}
 
 
 # ------------------------------------------------------------------------- units
