@@ -264,6 +264,8 @@ def _bias(a: argparse.Namespace) -> int:
         print(f"  other classes on control clips: mean |change| {_fmt(oc['mean_abs_change'])}, "
               f"largest {_fmt(oc['max_abs_change'])} ({oc['max_class']})")
     print(f"  random units, seeds {rnd['seeds']}: removed " + ", ".join(map(_fmt, rnd["removed"])))
+    for note in r["notes"]:
+        print(f"  note: {note}")
     return 0
 
 
