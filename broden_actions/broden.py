@@ -491,14 +491,19 @@ class Broden:
 
     def primary_categories(self, categories: list[str] | None = None) -> np.ndarray:
         """Index into ``categories`` (default: all) of c(l) per label number: the category where l
-        has the largest coverage, -1 if none. Coverage comes from the ``c_<cat>.csv`` tables; ties
-        go to the category listed first."""
+        has the largest coverage in the ``c_<cat>.csv`` tables, -1 for labels in none of them.
+
+        NetDissect's rule (``primary_categories_per_index``: ``max`` over ``(coverage, category
+        index)``, 0 where l is not listed): ties go to the category listed last."""
         categories = list(categories) if categories is not None else self.categories
-        cov = np.full((self.num_labels + 1, len(categories)), -1.0)
+        cov = np.zeros((self.num_labels + 1, len(categories)))
+        listed = np.zeros(self.num_labels + 1, bool)
         for ci, cat in enumerate(categories):
             for cl in self.category_labels[cat]:
                 cov[cl.number, ci] = cl.coverage
-        out = np.where(cov.max(1) >= 0, cov.argmax(1), -1)
+                listed[cl.number] = True
+        last = len(categories) - 1 - np.argmax(cov[:, ::-1], axis=1)
+        out = np.where(listed, last, -1)
         out[0] = -1
         return out
 
