@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--denominator", choices=["lite", "original"], default="lite",
                     help="activation area in IoU: NetDissect-Lite's (images where the unit overlaps category c) "
                     "or the original's (every image holding c)")
+    ap.add_argument("--planes", choices=["lite", "union"], default="lite",
+                    help="a pixel carrying a label on two planes counts twice (NetDissect-Lite) or once (union)")
     ap.add_argument("--time", choices=["mean", "frames"], default="mean",
                     help="5-D video features: pool over time, or dissect every frame as a sample")
     ap.add_argument("--frames", type=int, help="clip length T for video models (default: the checkpoint's)")
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {"mean": mean, "std": std} if mean and std else {}
     results = run_dissection(
         model, args.layers, args.concept_set, categories=args.categories, quantile=args.quantile, time=args.time,
-        frames=frames, size=size, batch_size=args.batch_size, workers=args.workers, top_k=max(args.top_k, 1),
+        planes=args.planes, frames=frames, size=size, batch_size=args.batch_size, workers=args.workers,
+        top_k=max(args.top_k, 1),
         device=args.device, cache_dir=None if args.no_cache else out / "cache", checkpoint_hash=ckpt,
         use_snippets=not args.no_snippets, progress=not args.no_progress, dataset_kwargs=kwargs,
     )

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mmit_interp.hooks import capture_activations
-from dissect.stats import LabelBatch, Tally, TileLabels, TopKImages, TopKQuantile, quantile_rank
+from dissect.stats import PLANE_MODES, LabelBatch, Tally, TileLabels, TopKImages, TopKQuantile, quantile_rank
 
 TIME_MODES = ("frames", "mean")
 DENOMINATORS = ("lite", "original")
@@ -70,18 +70,36 @@ class LayerResult:
 
     def iou(self, denominator: str = "lite") -> torch.Tensor:
         """IoU (units, labels + 1) under ``"lite"`` (NetDissect-Lite) or ``"original"`` denominators."""
-        return self.tally.iou(self.primary, denominator)
+        return self.tally.iou(denominator)
+
+    def category_bests(self, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per unit and category, the label with the highest IoU among labels with c(l) = c (ties: the
+        lowest number, as Lite's ``argmax``) and that IoU; ``(units, C)`` each, label 0 and IoU -1
+        where a category has no label."""
+        labels = torch.zeros((self.units, len(self.categories)), dtype=torch.long)
+        scores = torch.full((self.units, len(self.categories)), -1.0, dtype=torch.float64)
+        for ci in range(len(self.categories)):
+            cols = (self.primary == ci).nonzero().view(-1)
+            if len(cols):
+                j = torch.argmax(iou[:, cols], dim=1)
+                labels[:, ci], scores[:, ci] = cols[j], iou[:, cols].gather(1, j[:, None])[:, 0]
+        return labels, scores
 
     def unit_table(self, denominator: str = "lite", iou_threshold: float = 0.04, runner_ups: int = 3) -> list[dict]:
-        """One row per unit: best label over all labels, its category c(l), IoU, runner-ups, per-category bests."""
+        """One row per unit: best label, its category c(l), IoU, runner-ups, per-category bests.
+
+        The best label is NetDissect-Lite's: each category's best label, then the category whose best
+        scores highest, ties going to the category listed last (Lite's reversed ``argsort``)."""
         iou = self.iou(denominator)
         iou[:, 0] = -1.0
         iou[:, self.primary < 0] = -1.0
+        labels, scores = self.category_bests(iou)
+        last = scores.shape[1] - 1 - torch.argmax(scores.flip(1), dim=1)  # the last category with the top score
         order = torch.argsort(iou, dim=1, descending=True, stable=True)
         rows = []
         prim = self.primary.tolist()
         for u in range(self.units):
-            best = int(order[u, 0])
+            best = int(labels[u, last[u]])
             row = {
                 "layer": self.layer,
                 "unit": u,
@@ -92,18 +110,15 @@ class LayerResult:
                 "interpretable": bool(iou[u, best] >= iou_threshold),
                 "threshold": float(self.thresholds[u]),
                 "runner_ups": [
-                    {"label": self.label_names[int(j)], "category": self.categories[prim[int(j)]], "iou": float(iou[u, j])}
-                    for j in order[u, 1 : 1 + runner_ups]
+                    {"label": self.label_names[j], "category": self.categories[prim[j]], "iou": float(iou[u, j])}
+                    for j in [int(j) for j in order[u, : 1 + runner_ups] if int(j) != best][:runner_ups]
                     if iou[u, j] >= 0
                 ],
             }
             for ci, cat in enumerate(self.categories):
-                cols = (self.primary == ci).nonzero().view(-1)
-                if len(cols):
-                    j = int(cols[torch.argmax(iou[u, cols])])
-                    row[f"{cat}_label"], row[f"{cat}_iou"] = self.label_names[j], float(iou[u, j])
-                else:
-                    row[f"{cat}_label"], row[f"{cat}_iou"] = "", 0.0
+                has = scores[u, ci] >= 0
+                row[f"{cat}_label"] = self.label_names[int(labels[u, ci])] if has else ""
+                row[f"{cat}_iou"] = float(scores[u, ci]) if has else 0.0
             rows.append(row)
         return rows
 
@@ -154,13 +169,13 @@ def _all_merge(objs: dict[str, Any], make: Callable[[dict], Any]) -> dict[str, A
 def dissect_stream(
     batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]],
     num_images: int,
-    label_categories: torch.Tensor,
     primary: torch.Tensor,
     label_names: list[str],
     categories: list[str],
     *,
     quantile: float = 0.005,
     time: str = "mean",
+    planes: str = "lite",
     top_k: int = 12,
     device: torch.device | str = "cpu",
     settings: dict | None = None,
@@ -168,13 +183,16 @@ def dissect_stream(
     """Dissect every layer that ``batches()`` yields features for; ``batches`` is called once per pass.
 
     Each batch is ``({layer: output tensor}, labels)`` with ``labels`` a ``BrodenDataset.collate``
-    dict (``pixel``, ``plane_cat``, ``whole``, ``whole_cat``, ``index`` = global image index).
+    dict (``pixel``, ``whole``, ``whole_cat``, ``index`` = global image index).
     ``num_images`` counts all images over every shard (it fixes the quantile rank k).
-    ``label_categories (L+1, C)`` is label membership per category (label.csv), ``primary (L+1,)``
-    the category c(l) of each label (-1: none) used for the IoU denominators.
+    ``primary (L+1,)`` is each label's primary category c(l) (-1: none), which alone decides where
+    a label counts in the activation areas. ``planes="lite"`` counts a label once per plane that
+    carries it (NetDissect-Lite), ``"union"`` once per pixel (``LabelBatch``).
     """
     if time not in TIME_MODES:
         raise ValueError(f"time must be one of {TIME_MODES}, got {time!r}")
+    if planes not in PLANE_MODES:
+        raise ValueError(f"planes must be one of {PLANE_MODES}, got {planes!r}")
     quants: dict[str, TopKQuantile] = {}
     tops: dict[str, TopKImages] = {}
     with torch.no_grad():
@@ -196,8 +214,8 @@ def dissect_stream(
     tops = _all_merge(tops, lambda st: TopKImages.from_state_dict(st, device))
     thresholds = {n: q.threshold() for n, q in quants.items()}
 
-    member = torch.as_tensor(label_categories, dtype=torch.bool)
-    tallies = {n: Tally(q.units, member.shape[0] - 1, member, device) for n, q in quants.items()}
+    prim = torch.as_tensor(primary, dtype=torch.long)
+    tallies = {n: Tally(q.units, prim, len(categories), device) for n, q in quants.items()}
     blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
@@ -208,7 +226,7 @@ def dissect_stream(
                     blocks[geom] = BilinearBlocks(*geom, device=device)
             # the batch's labels are tiled once per geometry; the first tiling also yields its statistics
             first = blocks[next(iter(geoms.values()))]
-            lb = LabelBatch(labels, len(categories), device, partition=first.partition)
+            lb = LabelBatch(labels, device, partition=first.partition, planes=planes)
             tiles = {next(iter(geoms.values())): lb.tiles}
             for name, (s, rep) in samples.items():
                 geom = geoms[name]
@@ -217,9 +235,9 @@ def dissect_stream(
                 tallies[name].add_labels(lb, rep)
                 _tally_layer(tallies[name], s, rep, thresholds[name], lb, tiles[geom], blocks[geom])
     tallies = _all_merge(tallies, lambda st: Tally.from_state_dict(st, device))
-    prim = torch.as_tensor(primary, dtype=torch.long)
     return {
-        n: LayerResult(n, thresholds[n].cpu(), tallies[n], tops[n], prim, label_names, categories, dict(settings or {}))
+        n: LayerResult(n, thresholds[n].cpu(), tallies[n], tops[n], prim, label_names, categories,
+                       {**(settings or {}), "planes": planes})
         for n in quants
     }
 
@@ -408,6 +426,7 @@ def run_dissection(
     categories: Sequence[str] | None = None,
     quantile: float = 0.005,
     time: str = "mean",
+    planes: str = "lite",
     frames: int | None = None,
     size: int | tuple[int, int] | None = None,
     input_adapter: Callable[[torch.Tensor], tuple] | None = None,
@@ -427,7 +446,8 @@ def run_dissection(
     ``frames=T`` feeds a video model (N, 3, T, H, W) clips (snippet or T still copies); leave it
     None for 2-D models. ``input_adapter(images)`` returns the model's positional inputs (default
     ``(images,)``). Results are cached in ``cache_dir`` under a key of checkpoint hash, layer,
-    concept set and settings; under ``torchrun`` each rank takes a strided shard.
+    concept set and settings; under ``torchrun`` each rank takes a strided shard. ``planes``: see
+    ``dissect_stream``.
     ``dataset_kwargs`` go to ``BrodenDataset`` (e.g. the checkpoint's ``mean``/``std``).
     """
     from torch.utils.data import DataLoader, Subset
@@ -437,7 +457,7 @@ def run_dissection(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     adapter = input_adapter or (lambda x: (x,))
     ckpt = checkpoint_hash or model_fingerprint(model)
-    settings = {"quantile": quantile, "time": time, "frames": frames, "size": size, "top_k": top_k,
+    settings = {"quantile": quantile, "time": time, "planes": planes, "frames": frames, "size": size, "top_k": top_k,
                 "categories": list(categories) if categories else None, "snippets": use_snippets,
                 "dataset": {k: list(v) if isinstance(v, tuple) else v for k, v in (dataset_kwargs or {}).items()}}
     out: dict[str, dict[str, LayerResult]] = {}
@@ -460,13 +480,7 @@ def run_dissection(
             names = [""] * (ds.broden.num_labels + 1)
             for num, lab in ds.broden.labels.items():
                 names[num] = lab.name
-            cat_pos = {c: i for i, c in enumerate(ds.categories)}
             prim = torch.from_numpy(ds.broden.primary_categories(ds.categories)).long()
-            member = torch.zeros((ds.broden.num_labels + 1, len(ds.categories)), dtype=torch.bool)
-            for num, lab in ds.broden.labels.items():
-                for c in lab.categories:
-                    if c in cat_pos:
-                        member[num, cat_pos[c]] = True
             was_training = model.training
             model.to(device).eval()
 
@@ -485,8 +499,8 @@ def run_dissection(
                     bar.close()
 
             try:
-                fresh = dissect_stream(batches, len(ds), member, prim, names, list(ds.categories),
-                                       quantile=quantile, time=time, top_k=top_k, device=device,
+                fresh = dissect_stream(batches, len(ds), prim, names, list(ds.categories),
+                                       quantile=quantile, time=time, planes=planes, top_k=top_k, device=device,
                                        settings={**settings, "concept_set": str(cs), "checkpoint": ckpt})
             finally:
                 model.train(was_training)

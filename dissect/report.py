@@ -41,44 +41,41 @@ def write_unit_table(records: Sequence[Mapping], path: str | os.PathLike) -> Pat
 
 
 def write_tally_csv(result: LayerResult, path: str | os.PathLike, denominator: str = "lite") -> Path:
-    """Write NetDissect-Lite's ``tally.csv``: unit (1-based), category, label, score, then per category
-    ``<cat>-label, <cat>-truth, <cat>-activation, <cat>-intersect, <cat>-iou``; best score first."""
+    """Write NetDissect-Lite's ``tally.csv`` as its ``tally()`` does: unit (1-based), category, label,
+    score, then per category ``<cat>-label, <cat>-truth, <cat>-activation, <cat>-intersect, <cat>-iou``
+    (counts as floats); best score first, ties: higher unit first.
+
+    Lite's choices are kept: a category where every IoU of the unit is 0 names label 0 (its
+    ``argmax`` of zeros), whose activation is that of the last category (label 0's primary category
+    in Lite); the unit's category is the last one with the top score."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     iou = result.iou(denominator)
     act = {"lite": result.tally.act_lite, "original": result.tally.act_orig}[denominator]
-    prim = result.primary
-    best = {}
-    for ci, cat in enumerate(result.categories):
-        cols = (prim == ci).nonzero().view(-1)
-        if len(cols):
-            j = cols[torch.argmax(iou[:, cols], dim=1)]
-            best[cat] = (j, iou.gather(1, j[:, None])[:, 0])
+    labels, scores = result.category_bests(iou)
+    labels[scores <= 0] = 0
+    scores = scores.clamp(min=0.0)
+    cat_of = result.primary.clone()
+    cat_of[0] = len(result.categories) - 1
     fields = ["unit", "category", "label", "score"]
     for cat in result.categories:
         fields += [f"{cat}-label", f"{cat}-truth", f"{cat}-activation", f"{cat}-intersect", f"{cat}-iou"]
     rows = []
     for u in range(result.units):
-        row: dict = {"unit": u + 1}
-        top = None
+        top = len(result.categories) - 1 - int(torch.argmax(scores[u].flip(0)))  # ties: the last category
+        row: dict = {"unit": u + 1, "category": result.categories[top],
+                     "label": result.label_names[int(labels[u, top])], "score": float(scores[u, top])}
         for ci, cat in enumerate(result.categories):
-            if cat not in best:
-                row.update({f"{cat}-label": "", f"{cat}-truth": 0, f"{cat}-activation": 0, f"{cat}-intersect": 0, f"{cat}-iou": 0.0})
-                continue
-            j, s = int(best[cat][0][u]), float(best[cat][1][u])
+            j = int(labels[u, ci])
             row.update({
                 f"{cat}-label": result.label_names[j],
-                f"{cat}-truth": int(result.tally.label_area[j]),
-                f"{cat}-activation": int(act[u, ci]),
-                f"{cat}-intersect": int(result.tally.inter[u, j]),
-                f"{cat}-iou": s,
+                f"{cat}-truth": float(result.tally.label_area[j]),
+                f"{cat}-activation": float(act[u, cat_of[j]]),
+                f"{cat}-intersect": float(result.tally.inter[u, j]),
+                f"{cat}-iou": float(scores[u, ci]),
             })
-            if top is None or s > top[2]:
-                top = (cat, result.label_names[j], s)
-        if top is not None:
-            row.update({"category": top[0], "label": top[1], "score": top[2]})
         rows.append(row)
-    rows.sort(key=lambda r: -r.get("score", 0.0))
+    rows.sort(key=lambda r: (-r["score"], -r["unit"]))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fields, lineterminator="\n")
         w.writeheader()

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import torch
 
+PLANE_MODES = ("lite", "union")  # label planes counted one by one (NetDissect-Lite), or their union per label
+
 
 def quantile_rank(quantile: float, n: int) -> int:
     """k = floor(q * n) computed in exact decimal arithmetic (so 0.005 * 200 is exactly 1)."""
@@ -158,23 +160,26 @@ class TopKImages:
 class LabelBatch:
     """Per-batch label tensors prepared once and shared by every layer's tally.
 
-    From a collated batch (``pixel (N, P, sh, sw)``, ``plane_cat``, ``whole``, ``whole_cat``) it
-    keeps ``planes (N, P, S)`` (int32), the label numbers at flat pixel s, where a label repeated on
-    a later plane of the same pixel, or also given as a whole-image label of the image, is set to 0
-    (a label's mask in an image is the union of its planes; a whole-image label is the full mask);
-    ``whole (N, W)`` the whole-image labels (0 = padding); ``present (N, C)``, whether the image's
-    category-c column holds any label; ``label_area``, the pixel count of each label number; and
-    ``tiles``, the labels per tile of ``partition`` (``(rows, rows_ok, cols, cols_ok)`` as
-    ``TileLabels`` takes; default: 4 x 4 blocks), whose few entries give the rest without a pass
-    over every pixel.
+    From a collated batch (``pixel (N, P, sh, sw)``, ``whole``, ``whole_cat``) it keeps
+    ``planes (N, P, S)`` (int32), the label numbers at flat pixel s; ``whole (N, W)`` the
+    whole-image labels (0 = padding); ``has (N, L1)``, whether image n holds label l anywhere;
+    ``label_area``, the pixel count of each label number; and ``tiles``, the labels per tile of
+    ``partition`` (``(rows, rows_ok, cols, cols_ok)`` as ``TileLabels`` takes; default: 4 x 4 blocks),
+    whose few entries give the rest without a pass over every pixel.
+
+    ``planes="lite"`` counts every plane, as NetDissect-Lite bincounts the stacked planes: a pixel
+    carrying l on two planes (or on a plane and as a whole-image label) counts twice in G and I.
+    ``planes="union"`` makes a label's mask in an image the union of its planes: a repeat on a later
+    plane of the same pixel, or a pixel label also given as a whole-image label, is set to 0.
     """
 
-    def __init__(self, batch: dict, num_categories: int, device: torch.device | str = "cpu",
-                 partition: tuple[torch.Tensor, ...] | None = None):
+    def __init__(self, batch: dict, device: torch.device | str = "cpu",
+                 partition: tuple[torch.Tensor, ...] | None = None, planes: str = "lite"):
+        if planes not in PLANE_MODES:
+            raise ValueError(f"planes must be one of {PLANE_MODES}, got {planes!r}")
         pixel = batch["pixel"].to(device)
-        plane_cat = batch["plane_cat"].to(device)
         if pixel.shape[1] == 0:  # only whole-image labels: one empty plane keeps the tiling shapes
-            pixel, plane_cat = pixel.new_zeros((pixel.shape[0], 1, *pixel.shape[2:])), plane_cat.new_full((len(pixel), 1), -1)
+            pixel = pixel.new_zeros((pixel.shape[0], 1, *pixel.shape[2:]))
         n, p = pixel.shape[:2]
         self.n, self.seg_size = n, tuple(pixel.shape[2:])
         self.S = pixel.shape[2] * pixel.shape[3]
@@ -182,39 +187,42 @@ class LabelBatch:
         whole_cat = batch["whole_cat"].to(device)
         self.planes = pixel.reshape(n, p, self.S).to(torch.int32)
         wvalid = (whole > 0) & (whole_cat >= 0)
-        for j in range(1, whole.shape[1]):  # a repeated whole-image label counts once
-            wvalid[:, j] &= ~(whole[:, j : j + 1] == whole[:, :j]).any(1)
+        if planes == "union":
+            for j in range(1, whole.shape[1]):  # a repeated whole-image label counts once
+                wvalid[:, j] &= ~(whole[:, j : j + 1] == whole[:, :j]).any(1)
         self.whole = torch.where(wvalid, whole, torch.zeros_like(whole))
         partition = partition or (block_axis(self.seg_size[0], device=device) + block_axis(self.seg_size[1], device=device))
         self.tiles = TileLabels(self, *partition)
-        # per (image, plane) label sets from the tile entries: the categories present, and the images
-        # where a label sits on two planes or on a plane and as a whole-image label
+        # per (image, plane) label sets from the tile entries: the labels each image holds, and (union)
+        # the images where a label sits on two planes or on a plane and as a whole-image label
         group = torch.div(self.tiles.group, self.tiles.T * p, rounding_mode="floor") * p + self.tiles.group % p
         l1 = max(int(self.tiles.label.max()) if len(self.tiles.label) else 0, int(self.whole.max()) if self.whole.numel() else 0) + 1
         seen = torch.bincount(group * l1 + self.tiles.label, minlength=n * p * l1).view(n, p, l1) > 0
-        self.present = torch.zeros((n, num_categories), dtype=torch.bool, device=device)
-        ok = seen.any(2) & (plane_cat >= 0)
-        self.present[ok.nonzero(as_tuple=True)[0], plane_cat[ok]] = True
-        self.present[wvalid.nonzero(as_tuple=True)[0], whole_cat[wvalid]] = True
         counts = seen.sum(1)  # (N, L1)
         counts.scatter_add_(1, self.whole, torch.ones_like(self.whole))
         counts[:, 0] = 0
-        need = (counts > 1).any(1).nonzero().view(-1)
-        if len(need):  # only these images pay for the per-pixel dedup
-            self.planes = self.planes.clone()  # never the caller's tensor
-            sub = list(self.planes[need].unbind(1))
-            for k in range(1, p):  # a label repeated on a later plane of the same pixel counts once
-                dup = torch.stack([sub[k] == sub[j] for j in range(k)]).any(0)
-                sub[k] = torch.where(dup, 0, sub[k])
-            for j in range(whole.shape[1]):  # a whole-image label already covers every pixel
-                w = self.whole[need, j].int().view(-1, 1)
-                sub = [torch.where(q == w, 0, q) for q in sub]
-            self.planes[need] = torch.stack(sub, 1)
-            self.tiles = TileLabels(self, *partition)
+        self.has = counts > 0
+        if planes == "union":
+            self._union((counts > 1).any(1).nonzero().view(-1), partition)
         area = torch.bincount(self.tiles.label, weights=self.tiles.popcount.index_select(0, self.tiles.mask), minlength=l1)
         self.label_area = area.round().long() + torch.bincount(self.whole.reshape(-1), minlength=l1) * self.S
         self.label_area[0] = 0
         self.index = batch["index"].to(device)
+
+    def _union(self, need: torch.Tensor, partition: tuple[torch.Tensor, ...]) -> None:
+        """Count a label once per pixel in images ``need`` (the only ones that pay for a per-pixel dedup)."""
+        if not len(need):
+            return
+        self.planes = self.planes.clone()  # never the caller's tensor
+        sub = list(self.planes[need].unbind(1))
+        for k in range(1, len(sub)):  # a label repeated on a later plane of the same pixel counts once
+            dup = torch.stack([sub[k] == sub[j] for j in range(k)]).any(0)
+            sub[k] = torch.where(dup, 0, sub[k])
+        for j in range(self.whole.shape[1]):  # a whole-image label already covers every pixel
+            w = self.whole[need, j].int().view(-1, 1)
+            sub = [torch.where(q == w, 0, q) for q in sub]
+        self.planes[need] = torch.stack(sub, 1)
+        self.tiles = TileLabels(self, *partition)
 
 
 def block_axis(size: int, tile: int = 4, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,22 +338,28 @@ class TileLabels:
         return which, self.label.index_select(0, idx), self.popcount.index_select(0, m)
 
 
+IOU_EPSILON = {"lite": 1e-10, "original": 1e-20}  # NetDissect-Lite's tally() and the original's makeresult
+
+
 class Tally:
     """Exact integer tallies for one layer: I[u,l], G[l], activation areas A_lite/A_orig[u,c], A[u].
 
-    ``label_categories (L+1, C)`` says which categories each label belongs to (label.csv). The
-    NetDissect-Lite area A_lite[u,c] adds a map's active area when its active pixels overlap a label
-    belonging to c (a whole-image label always overlaps); the original A_orig[u,c] adds it in every
-    image whose category-c column holds a label. ``add`` takes the active tiles as sparse lists of
-    bitmasks, so its cost follows the active area, not units x pixels.
+    ``primary (L+1,)`` is each label's primary category c(l) (-1: none); as NetDissect's
+    ``labelcat = onehot(c(l))`` with label 0 in no category, a label counts for c(l) only, never
+    for the other categories that list it. NetDissect-Lite's area A_lite[u,c] adds a map's active
+    area when its active pixels overlap a label l with c(l) = c (a whole-image label always overlaps);
+    the original's A_orig[u,c] adds it in every image holding a label l with c(l) = c. ``add`` takes
+    the active tiles as sparse lists of bitmasks, so its cost follows the active area, not units x pixels.
     """
 
-    def __init__(self, units: int, num_labels: int, label_categories: torch.Tensor, device: torch.device | str = "cpu"):
-        self.units, self.L = units, num_labels + 1
-        self.member = torch.as_tensor(label_categories, dtype=torch.bool, device=device)
-        if self.member.shape[0] != self.L:
-            raise ValueError(f"label_categories needs {self.L} rows, got {tuple(self.member.shape)}")
-        self.C = self.member.shape[1]
+    def __init__(self, units: int, primary: torch.Tensor, num_categories: int, device: torch.device | str = "cpu"):
+        self.primary = torch.as_tensor(primary, dtype=torch.long).to(device)
+        self.units, self.L, self.C = units, self.primary.shape[0], num_categories
+        if int(self.primary.max()) >= num_categories:
+            raise ValueError(f"primary categories must lie below {num_categories}, got {int(self.primary.max())}")
+        ok = ((self.primary >= 0) & (torch.arange(self.L, device=device) > 0)).nonzero().view(-1)  # label 0: none
+        self.labelcat = torch.zeros((self.L, self.C), dtype=torch.float32, device=device)
+        self.labelcat[ok, self.primary[ok]] = 1.0
         z = dict(dtype=torch.long, device=device)
         self.inter = torch.zeros((units, self.L), **z)
         self.label_area = torch.zeros(self.L, **z)
@@ -376,40 +390,38 @@ class Tally:
             hist.scatter_add_(1, wl, area[:, None].expand_as(wl).contiguous())
         hist[:, 0] = 0
         self.inter.index_add_(0, unit, hist)
-        overlap = ((hist > 0).view(torch.uint8).float() @ self.member.float()) > 0  # (maps, C): Lite's overlap test
+        overlap = ((hist > 0).view(torch.uint8).float() @ self.labelcat) > 0  # (maps, C): Lite's tally_cat > 0
+        present = (lb.has.view(torch.uint8).float() @ self.labelcat[: lb.has.shape[1]]) > 0  # (images, C)
         self.act_lite.index_add_(0, unit, area[:, None] * overlap)
-        self.act_orig.index_add_(0, unit, area[:, None] * lb.present[image])
+        self.act_orig.index_add_(0, unit, area[:, None] * present[image])
         self.act_total.index_add_(0, unit, area)
 
     def merge(self, other: "Tally") -> None:
         """Merge another shard's tallies (integer sums: exact)."""
-        if not torch.equal(other.member.cpu(), self.member.cpu()):
+        if not torch.equal(other.primary.cpu(), self.primary.cpu()) or other.C != self.C:
             raise ValueError("cannot merge tallies over different label sets")
         for k, v in other.state_dict().items():
-            if k != "member":
+            if k != "primary":
                 getattr(self, k).add_(v.to(getattr(self, k).device))
 
     def state_dict(self) -> dict:
         """Plain-tensor state."""
-        keys = ["inter", "label_area", "act_lite", "act_orig", "act_total", "samples", "member"]
+        keys = ["inter", "label_area", "act_lite", "act_orig", "act_total", "samples", "primary"]
         return {k: getattr(self, k).cpu() for k in keys}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "Tally":
         """Rebuild from ``state_dict()``."""
-        units, L = state["inter"].shape
-        obj = cls(units, L - 1, state["member"], device)
+        obj = cls(state["inter"].shape[0], state["primary"], state["act_lite"].shape[1], device)
         for k, v in state.items():
             setattr(obj, k, v.to(device).clone())
         return obj
 
-    def iou(self, primary: torch.Tensor, denominator: str = "lite") -> torch.Tensor:
-        """IoU[u,l] = I / (A[u, c(l)] + G[l] - I) in float64; 0 where c(l) is undefined or 0/0."""
+    def iou(self, denominator: str = "lite") -> torch.Tensor:
+        """IoU[u,l] = I / (A[u, c(l)] + G[l] - I + eps) in float64, NetDissect's formula and epsilon
+        (Lite 1e-10, which also decides exact ties; original 1e-20); 0 where c(l) is undefined."""
         act = {"lite": self.act_lite, "original": self.act_orig}[denominator].double()
-        prim = primary.to(act.device).long()
-        valid = prim >= 0
-        a = act[:, prim.clamp(min=0)]  # (U, L)
+        valid = self.primary >= 0
+        a = act[:, self.primary.clamp(min=0)]  # (U, L)
         inter = self.inter.double()
-        den = a + self.label_area.double()[None] - inter
-        out = torch.where(den > 0, inter / den.clamp(min=1), torch.zeros_like(den))
-        return out * valid[None]
+        return inter / (a + self.label_area.double()[None] - inter + IOU_EPSILON[denominator]) * valid[None]
