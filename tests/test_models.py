@@ -94,3 +94,39 @@ def test_checkpoint_never_unpickles_code(tmp_path):
     torch.save({"format": "mmit-interp/1", "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="not a readable weights-only checkpoint"):
         load_model(tmp_path / "evil.pt")
+
+
+@torch.no_grad()
+def test_lse_head_pools_the_class_maps():
+    """`head_r`: the logits are the log-sum-exp pool of the CAMs `W F + b`; r -> 0 is GAP + linear, large r the max."""
+    torch.manual_seed(0)
+    m = build_model("i3d_r18", 4, width=4, layer4_stride=1, head_r=3.0).eval()
+    f = m.forward_features(torch.randn(2, 3, 4, 32, 32))
+    maps = torch.einsum("nkthw,ck->ncthw", f.double(), m.fc.weight.double()).flatten(2) + m.fc.bias.double()[:, None]
+    ref = (torch.log(torch.exp(3.0 * maps).mean(2))) / 3.0  # the definition, in float64
+    assert torch.allclose(m.forward_head(f).double(), ref, atol=1e-5)
+    m.head_r = 1e-3
+    assert torch.allclose(m.forward_head(f), m.fc(m.pool(f)), atol=1e-3)
+    m.head_r = 1e4
+    assert torch.allclose(m.forward_head(f).double(), maps.amax(2), atol=1e-3)
+
+
+@torch.no_grad()
+def test_spatial_kernels_bound_the_receptive_field():
+    """1x1 spatial kernels in stages 3-4 keep a far pixel out of a last-map position (centre ~28 px, the
+    pixel >= 32 px away); 3x3 kernels do not."""
+    def reach(**kw) -> bool:
+        torch.manual_seed(0)
+        m = build_model("i3d_r18", 3, width=4, layer4_stride=1, stem_pool=False, **kw).eval()
+        for bn in m.modules():  # undo the zero-init of each block's last BN: every conv path counts
+            if isinstance(bn, torch.nn.BatchNorm3d):
+                torch.nn.init.ones_(bn.weight)
+        x = torch.randn(1, 3, 4, 64, 64)
+        y = x.clone()
+        y[..., 60:, 60:] += 5.0  # the bottom-right corner
+        return not torch.equal(m.forward_features(x)[..., 3, 3], m.forward_features(y)[..., 3, 3])
+
+    assert reach()
+    assert not reach(spatial_kernels=(3, 3, 1, 1))
+    m = build_model("i3d_r18", 3, width=4, spatial_kernels=(3, 3, 1, 1), temporal_kernels=(3, 1, 1, 3))
+    assert m.layer3[0].conv1.kernel_size == (1, 1, 1) and m.layer4[1].conv2.kernel_size == (3, 1, 1)

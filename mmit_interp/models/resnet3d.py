@@ -13,6 +13,7 @@ recipes differ only in those parts (torchvision's `models/video/resnet.py` shape
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -24,15 +25,15 @@ def _conv(cin: int, cout: int, kt: int, ks: int, stride: tuple[int, int, int] = 
 
 
 class BasicBlock3d(nn.Module):
-    """Two (kt x 3 x 3) convs with an identity (or 1x1x1 projection) shortcut."""
+    """Two (kt x ks x ks) convs with an identity (or 1x1x1 projection) shortcut."""
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: tuple[int, int, int], kt: Sequence[int]):
+    def __init__(self, inplanes: int, planes: int, stride: tuple[int, int, int], kt: Sequence[int], ks: int = 3):
         super().__init__()
-        self.conv1 = _conv(inplanes, planes, kt[0], 3, stride)
+        self.conv1 = _conv(inplanes, planes, kt[0], ks, stride)
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = _conv(planes, planes, kt[1], 3)
+        self.conv2 = _conv(planes, planes, kt[1], ks)
         self.bn2 = nn.BatchNorm3d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(inplanes, planes, stride)
@@ -45,15 +46,15 @@ class BasicBlock3d(nn.Module):
 
 
 class Bottleneck3d(nn.Module):
-    """1x1 -> 3x3 -> 1x1 bottleneck; `kt` gives the temporal kernel of conv1 and conv2."""
+    """1x1 -> ks x ks -> 1x1 bottleneck; `kt` gives the temporal kernel of conv1 and conv2."""
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: tuple[int, int, int], kt: Sequence[int]):
+    def __init__(self, inplanes: int, planes: int, stride: tuple[int, int, int], kt: Sequence[int], ks: int = 3):
         super().__init__()
         self.conv1 = nn.Conv3d(inplanes, planes, (kt[0], 1, 1), padding=(kt[0] // 2, 0, 0), bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = _conv(planes, planes, kt[1], 3, stride)
+        self.conv2 = _conv(planes, planes, kt[1], ks, stride)
         self.bn2 = nn.BatchNorm3d(planes)
         self.conv3 = nn.Conv3d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(planes * 4)
@@ -76,11 +77,24 @@ def _shortcut(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequentia
 
 class GapLinearNet(nn.Module):
     """The shared tail of every trunk with a GAP + linear head (`fc`): subclasses give `blocks()`,
-    `forward_features()` and `pool()`; CAMs and the block analyses rely on this shape."""
+    `forward_features()` and `pool()`; CAMs and the block analyses rely on this shape.
+
+    `head_r > 0` pools the class maps `W F + b` (the CAMs themselves) by log-sum-exp,
+    `(1/r) log mean exp(r m)`, instead of averaging: r -> 0 is GAP + linear, large r the maximum
+    (Pinheiro & Collobert 2015; WILDCAT). The gradient then reaches the positions where a class's
+    map is high, not every position of a clip holding the class, so each map stays on its actor.
+    """
+
+    head_r: float = 0.0
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        """Global average pooling + (dropout) + linear: logits `(N, C)` from the last features."""
-        return self.fc(self.dropout(self.pool(f)))
+        """Pooling + (dropout) + linear: logits `(N, C)` from the last features `(N, K, ...)`."""
+        if self.head_r <= 0:
+            return self.fc(self.dropout(self.pool(f)))
+        m = torch.einsum("nk...,ck->nc...", self.dropout(f), self.fc.weight).flatten(2)  # class maps (N, C, P)
+        r = self.head_r
+        pooled = (torch.logsumexp(r * m, dim=2) - math.log(m.shape[2])) / r
+        return pooled + self.fc.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -94,7 +108,8 @@ class VideoResNet(GapLinearNet):
     """Generic 3-D ResNet trunk + GAP + linear head.
 
     `kt_plan[s][b]` is the (conv1, conv2) temporal kernel pair of block b in stage s;
-    `strides[s]` the (t, h, w) stride of stage s's first block.
+    `strides[s]` the (t, h, w) stride of stage s's first block; `spatial_kernels[s]` the spatial
+    kernel of stage s's convs (1 in late stages bounds the receptive field, as in BagNet).
     """
 
     modality = "video"
@@ -103,8 +118,10 @@ class VideoResNet(GapLinearNet):
                  strides: Sequence[tuple[int, int, int]], *, num_classes: int, width: int = 64,
                  stem_kernel: tuple[int, int, int] = (5, 7, 7), stem_stride: tuple[int, int, int] = (1, 2, 2),
                  pool_kernel: tuple[int, int, int] | None = (1, 3, 3),
-                 pool_stride: tuple[int, int, int] = (1, 2, 2), dropout: float = 0.0):
+                 pool_stride: tuple[int, int, int] = (1, 2, 2), spatial_kernels: Sequence[int] = (3, 3, 3, 3),
+                 head_r: float = 0.0, dropout: float = 0.0):
         super().__init__()
+        self.head_r = float(head_r)
         self.num_classes = num_classes
         self.conv1 = nn.Conv3d(3, width, stem_kernel, stride=stem_stride,
                                padding=tuple(k // 2 for k in stem_kernel), bias=False)
@@ -113,11 +130,11 @@ class VideoResNet(GapLinearNet):
         self.maxpool = (nn.MaxPool3d(pool_kernel, pool_stride, padding=tuple(k // 2 for k in pool_kernel))
                         if pool_kernel else nn.Identity())
         inplanes = width
-        for s, (n, stride) in enumerate(zip(layers, strides)):
+        for s, (n, stride, ks) in enumerate(zip(layers, strides, spatial_kernels)):
             planes = width * 2 ** s
             blocks = []
             for b in range(n):
-                blocks.append(block(inplanes, planes, tuple(stride) if b == 0 else (1, 1, 1), kt_plan[s][b]))
+                blocks.append(block(inplanes, planes, tuple(stride) if b == 0 else (1, 1, 1), kt_plan[s][b], ks))
                 inplanes = planes * block.expansion
             self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
         self.feature_dim = inplanes
@@ -198,14 +215,19 @@ def i3d_r50(*, num_classes: int, dropout: float = 0.0) -> VideoResNet:
                        stem_kernel=(5, 7, 7), dropout=dropout)
 
 
-def i3d_r18(*, num_classes: int, width: int = 16, layer4_stride: int = 2, stem_pool: bool = True,
-            dropout: float = 0.0) -> VideoResNet:
-    """Small ResNet-18-shaped I3D (3x3x3 basic blocks, no temporal striding after the stem).
+def i3d_r18(*, num_classes: int, width: int = 16, layer3_stride: int = 2, layer4_stride: int = 2,
+            stem_pool: bool = True, spatial_kernels: Sequence[int] = (3, 3, 3, 3),
+            temporal_kernels: Sequence[int] = (3, 3, 3, 3), head_r: float = 0.0, dropout: float = 0.0) -> VideoResNet:
+    """Small ResNet-18-shaped I3D (basic blocks, no temporal striding after the stem).
 
-    `layer4_stride=1` keeps a finer last map (e.g. 4x4 instead of 2x2 at 64x64 input).
+    `layer4_stride=1` keeps a finer last map (e.g. 4x4 instead of 2x2 at 64x64 input);
+    `spatial_kernels` / `temporal_kernels` give each stage's conv kernel in space and time: 1 in the
+    late stages bounds what one position of the last map sees, so its CAM stays on one actor;
+    `head_r > 0` pools the class maps by log-sum-exp (see `GapLinearNet`).
     """
     layers = (2, 2, 2, 2)
-    return VideoResNet(BasicBlock3d, layers, _plan(layers, [[(3, 3)]] * 4),
-                       [(1, 1, 1), (1, 2, 2), (1, 2, 2), (1, layer4_stride, layer4_stride)],
+    return VideoResNet(BasicBlock3d, layers, _plan(layers, [[(k, k)] for k in temporal_kernels]),
+                       [(1, 1, 1), (1, 2, 2), (1, layer3_stride, layer3_stride), (1, layer4_stride, layer4_stride)],
                        num_classes=num_classes, width=width, stem_kernel=(3, 7, 7),
-                       pool_kernel=(1, 3, 3) if stem_pool else None, dropout=dropout)
+                       pool_kernel=(1, 3, 3) if stem_pool else None, spatial_kernels=spatial_kernels,
+                       head_r=head_r, dropout=dropout)
