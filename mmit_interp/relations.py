@@ -6,7 +6,8 @@
 - Concept path of a clip and class c, on that clip's own activations:
   step 0, the last block's (block-4) units k ranked by their exact share of the logit,
   `W[c, k] * mean_{t,h,w} F4_k` (GAP + linear: the logit is their sum plus the bias; a fusion
-  model uses the visual slice of its head, the audio share is a separate constant);
+  model uses the visual slice of its head, the audio share is a separate constant; an LSE head
+  weights the positions by its softmax instead of the mean, and adds a constant concentration term);
   step 1, for each of those units, the block-3 units j ranked by gradient x activation,
   `sum_{t,h,w} (d mean(F4_k) / d F3_j) * F3_j` (first-order Taylor share; block 4's ReLUs and
   BatchNorm shifts make an exact decomposition impossible, so this is the standard attribution,
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .models.resnet3d import GapLinearNet
 from .store import NOT_DISSECTED
 from .trunk import resolve_block, stage_aliases, trunk_of
 
@@ -63,7 +65,10 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
     x = f3
     for n in names[names.index(lo) + 1:]:
         x = mods[n](x)
-    pooled = x.flatten(2).mean(2)[0]  # (K4,)
+    # how the head reads the positions: GAP's mean, or an LSE head's softmax weights (held fixed, so the
+    # shares stay exact up to that head's constant concentration term, see `GapLinearNet.pool_weights`)
+    w = model.pool_weights(x.detach(), class_idx)[0] if isinstance(model, GapLinearNet) else None
+    pooled = x.flatten(2).mean(2)[0] if w is None else (x.flatten(2)[0] * w).sum(1)  # (K4,)
     share = _head_weight(model)[class_idx].detach() * pooled.detach()
     top = share.topk(min(top_upper, share.numel()))
     rows = [{"step": 0, "rank": r, "layer": up, "unit": int(u), "parent": -1, "contribution": float(v),

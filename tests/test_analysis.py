@@ -1,6 +1,8 @@
 """Ablation, selectivity, relations, concept paths, localisation, figures, analyze_clip and the CLIs."""
 from __future__ import annotations
 
+import math
+
 import json
 import subprocess
 import sys
@@ -144,6 +146,21 @@ def test_concept_path_exact_block4_shares_and_grad_x_act():
     assert list(got) == top.indices.tolist()
     np.testing.assert_allclose(list(got.values()), top.values.numpy(), rtol=1e-4, atol=1e-6)
     assert stage_aliases(m, "layer4") == ["layer4.1", "layer4"] and resolve_block(m, "layer3") == "layer3.1"
+
+
+def test_concept_path_shares_of_an_lse_head_are_exact():
+    """With an LSE head the block-4 shares weight positions by the head's softmax; with its concentration
+    term `(H - log P) / r` they add up to the logit exactly."""
+    m = _model(layer4_stride=1, head_r=4.0)
+    x = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(6))
+    rows = concept_path(m, x, 1, top_upper=m.fc.in_features, top_lower=1)
+    with torch.no_grad():
+        f = m.forward_features(x)
+        w = m.pool_weights(f, 1)[0]
+        logit = float(m.forward_head(f)[0, 1])
+    concentration = float(-(w * w.log()).sum() - math.log(w.numel())) / 4.0
+    total = sum(r["contribution"] for r in rows if r["step"] == 0) + m.fc.bias[1].item() + concentration
+    assert total == pytest.approx(logit, abs=1e-4) and concentration < 0
 
 
 # ---------------------------------------------------------------- localisation

@@ -96,6 +96,16 @@ class GapLinearNet(nn.Module):
         pooled = (torch.logsumexp(r * m, dim=2) - math.log(m.shape[2])) / r
         return pooled + self.fc.bias
 
+    def pool_weights(self, f: torch.Tensor, class_idx: int) -> torch.Tensor:
+        """Weights `(N, P)` over the last map's positions with which class `class_idx`'s logit reads the
+        features: uniform for GAP; `softmax(r m_c)` for the LSE head, where exactly
+        `logit_c = b_c + sum_k W[c, k] <F_k>_weights + (H(weights) - log P) / r`."""
+        flat = f.flatten(2)
+        if self.head_r <= 0:
+            return torch.full(flat.shape[::2], 1.0 / flat.shape[2], dtype=f.dtype, device=f.device)
+        m = torch.einsum("nkp,k->np", flat, self.fc.weight[class_idx])
+        return torch.softmax(self.head_r * m, dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
