@@ -1,9 +1,8 @@
 """Ablation, selectivity, relations, concept paths, localisation, figures, analyze_clip and the CLIs."""
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import subprocess
 import sys
 
