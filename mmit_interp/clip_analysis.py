@@ -76,13 +76,14 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
                  top_k: int = 5, classes: Sequence[int | str] | None = None, threshold: float | None = None,
                  delta: float = 0.05, sigma: float = 1.1, normalise_per: str = "clip", colormap: str = "jet",
                  opacity: float = 0.5, display_size: int | None = None, video_format: str = "mp4",
-                 n_predictions: int = 10, record: bool = True) -> dict[str, Any]:
+                 n_predictions: int = 10, record: bool = True, key: str | None = None) -> dict[str, Any]:
     """Predictions, per-class CAM and mCAM frame images and an overlay video for one clip (see module doc).
 
     Classes: named (`classes`, indices or names), else those with sigmoid score >= `threshold`,
     else the `top_k`. `display_size` (default max(model input size, 256)) is the side of the square
     frames drawn. Scores are sigmoid(logit), the logit is returned too. mCAM: `delta`, `sigma` and
-    `normalise_per` ("clip" or "frame") as in `mcam.mcam`.
+    `normalise_per` ("clip" or "frame") as in `mcam.mcam`. `key`: the clip's `clip_key` when the caller
+    has hashed the file already (the dashboard hashes uploads once, while receiving them).
     """
     t0 = time.perf_counter()
     model, meta = cached_model(run_dir)
@@ -109,7 +110,7 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
     mc = mcam(norm, res.classes[0], delta=delta, sigma=sigma, normalised=True)
 
     root = run_root(run_dir)
-    key = clip_key(clip_path)
+    key = key or clip_key(clip_path)
     out = Path(out_dir) if out_dir is not None else root / "cams" / key
     out.mkdir(parents=True, exist_ok=True)
     for pattern in OUTPUT_PATTERNS:  # a re-analysis may draw other classes: drop the previous files
