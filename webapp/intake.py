@@ -13,12 +13,12 @@ from typing import Any, BinaryIO, Callable
 from mmit_interp.checkpoint import atomic_write_json
 
 from .jobs import Job, JobQueue, Progress
-from .settings import Settings
-from .services import seg
+from .settings import ServedRun, Settings
 from .uploads import StoredClip, copy_capped, store_clip
 
 UPLOADS = "uploads"
 CAMS = "cams"
+Service = Callable[..., dict[str, Any]]  # the analysis services (`analyze_clip`, `clip_concept_path`)
 
 
 def sidecar_path(run: Path, sha: str) -> Path:
@@ -70,51 +70,51 @@ def accept_path(path: Path, run: Path, settings: Settings, *, labels: list[str],
         return accept(f, run, settings, source="validation set", filename=path.name, labels=labels, rel=rel)
 
 
-def submit(run_name: str, run: Path, sha: str, jobs: JobQueue, analyzer: Callable[..., dict[str, Any]],
+def submit(run: ServedRun, sha: str, jobs: JobQueue, analyzer: Service,
            top_k: int) -> Job | None:
     """Queue the analysis of an accepted clip; None when its result already exists (analysed once)."""
-    key = f"{run}:{sha}"
+    key = analysis_key(run, sha)
     current = jobs.by_key(key)
     if current is not None and current.state in ("queued", "running"):
         return current
-    if result_path(run, sha).is_file():
+    if result_path(run.dir, sha).is_file():
         return None
-    clip = clip_file(run, sha)
-    out_dir = run / CAMS / sha
+    clip = clip_file(run.dir, sha)
+    out_dir = run.dir / CAMS / sha
 
     def work(progress: Progress) -> dict:
         """Run the clip analysis service (it writes its files, `result.json` and the store rows)."""
         progress(0.1, "analysing: predictions, per-class CAMs and mCAM frames")
-        result = analyzer(run, clip, out_dir, top_k=top_k)
-        return {"sha256": sha, "run": run_name, "clip_key": result.get("clip_key"), "timings": result.get("timings")}
+        result = analyzer(run.dir, clip, out_dir, top_k=top_k, key=store_key(sha))  # hashed once, at intake
+        return {"sha256": sha, "run": run.name, "clip_key": result.get("clip_key"), "timings": result.get("timings")}
 
     return jobs.submit(key, work)
 
 
-def job_view(run_name: str, sha: str, job: Job | None, jobs: JobQueue) -> dict:
-    """Status of a clip's analysis for pages and the API (`done` when the result exists)."""
-    base = {"run": run_name, "sha256": sha, "permalink": f"/runs/{seg(run_name)}/clips/{sha}",
-            "api": f"/api/runs/{seg(run_name)}/clips/{sha}"}
-    if job is None:
-        return {**base, "state": "done", "progress": 1.0, "message": "analysed", "job": None}
-    return {**base, "state": job.state, "progress": job.progress, "message": job.message, "error": job.error,
-            "job": job.public(jobs.position(job)), "status": f"/api/jobs/{job.id}"}
+def analysis_key(run: ServedRun, sha: str) -> str:
+    """Job key of a clip's analysis (run name and clip hash: no server path)."""
+    return f"{run.name}:{sha}"
 
 
-def submit_concept_path(run: Path, sha: str, class_idx: int, jobs: JobQueue,
-                        service: Callable[..., dict[str, Any]]) -> Job:
+def store_key(sha: str) -> str:
+    """The results store's key of a clip: the first 16 hex digits of its sha256 (`clip_analysis.clip_key`)."""
+    return sha[:16]
+
+
+def submit_concept_path(run: ServedRun, sha: str, class_idx: int, jobs: JobQueue,
+                        service: Service) -> Job:
     """Queue the concept path of (clip, class); the service stores it under the clip's key."""
-    clip = clip_file(run, sha)
+    clip = clip_file(run.dir, sha)
 
     def work(progress: Progress) -> dict:
         """Trace the block-4 units driving the class and the block-3 units driving those."""
         progress(0.1, "tracing the units that drive this class")
-        r = service(run, clip, class_idx)
+        r = service(run.dir, clip, class_idx)
         return {"clip_key": r.get("clip_key"), "class_idx": r.get("class_idx"), "rows": len(r.get("path", []))}
 
     return jobs.submit(concept_key(run, sha, class_idx), work)
 
 
-def concept_key(run: Path, sha: str, class_idx: int) -> str:
+def concept_key(run: ServedRun, sha: str, class_idx: int) -> str:
     """Job key of a concept path."""
-    return f"{run}:{sha}:why:{class_idx}"
+    return f"{analysis_key(run, sha)}:why:{class_idx}"

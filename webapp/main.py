@@ -1,7 +1,8 @@
 """The dashboard app: `uvicorn webapp.main:app` (or `python -m webapp`, which binds 127.0.0.1).
 
-Builds the FastAPI app from the settings read at start-up and includes the routers; every page
-has its data under `/api/...` (OpenAPI at `/docs`).
+`create_app(settings)` builds the FastAPI app and includes the routers; every page has its data
+under `/api/...` (OpenAPI at `/docs`). `app` is built on first access, from the environment's
+settings, not when this module is imported (tests and `serve()` call `create_app` themselves).
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .jobs import JobQueue
+from .links import Links
 from .routers import analysis, api, clips, files, runs, units
+from .services.clips import clips_context
 from .settings import Settings, load_settings
 from .templating import templates
 from .uploads import UploadRejected
@@ -39,7 +42,7 @@ def self_hosted_docs(app: FastAPI, assets: Path) -> None:
     app.mount("/docs-static", StaticFiles(directory=assets), name="docs-static")
 
     @app.get("/docs", include_in_schema=False)
-    def swagger_ui() -> Response:
+    def swagger_ui_html() -> Response:
         """Swagger UI over /openapi.json, assets served locally, no external validator badge."""
         return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
                                    swagger_js_url="/docs-static/swagger-ui-bundle.js",
@@ -48,7 +51,7 @@ def self_hosted_docs(app: FastAPI, assets: Path) -> None:
                                    swagger_ui_parameters={"validatorUrl": None})
 
     @app.get("/redoc", include_in_schema=False)
-    def redoc() -> Response:
+    def redoc_html() -> Response:
         """ReDoc over /openapi.json, assets served locally, no web fonts."""
         return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
                               redoc_js_url="/docs-static/redoc.standalone.js",
@@ -92,13 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """A refused upload: JSON for the API, the clips page with the message for the form."""
         if wants_json(request):
             return JSONResponse(exc.public(), status_code=exc.status)
-        name = request.path_params.get("run") or request.url.path.split("/")[2]
-        run_dir = request.app.state.settings.run_names.get(name)
-        if run_dir is None:
+        settings = request.app.state.settings
+        run = settings.served(request.path_params.get("run") or request.url.path.split("/")[2])
+        if run is None:
             return templates.TemplateResponse(request, "error.html", {"status": exc.status, "detail": exc.message},
                                               status_code=exc.status)
-        ctx = {**clips.clips_context(name, run_dir, request.app.state.settings), "error": exc.message,
-               "error_code": exc.code}
+        ctx = {**clips_context(run, settings, Links(request)), "error": exc.message, "error_code": exc.code}
         return templates.TemplateResponse(request, "clips.html", ctx, status_code=exc.status)
 
     @app.exception_handler(HTTPException)
@@ -117,4 +119,9 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith(("/api/", "/files/"))
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    """`webapp.main:app` for uvicorn: the app of the environment's settings, built on first access (PEP 562)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["app"] = built = create_app()
+    return built

@@ -20,6 +20,14 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class ServedRun:
+    """A run the dashboard serves: its URL name and its dir (the dir never leaves the server)."""
+
+    name: str
+    dir: Path
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the dashboard is configured by (env var names in `ENV`)."""
 
@@ -40,6 +48,11 @@ class Settings:
     def max_upload_bytes(self) -> int:
         """Upload size limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    def served(self, name: str) -> ServedRun | None:
+        """The served run called `name`, or None."""
+        path = self.run_names.get(name)
+        return None if path is None else ServedRun(name, path)
 
 
 ENV = {

@@ -1,1 +1,1 @@
-"""Routers: HTML pages (runs, clips, units, analysis), run files, and the JSON API."""
+"""Routers: HTML pages (runs, clips, units, analysis), run files, and the JSON API; none imports another."""

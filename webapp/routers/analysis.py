@@ -1,19 +1,17 @@
 """Analysis page: ablation, selectivity per block, Table 3, block-wise concept counts."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from .. import services
-from ..deps import get_run
+from ..deps import LinksDep, RunDep
+from ..services import analysis
 from ..templating import templates
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 
-@router.get("/runs/{run}/analysis", response_class=HTMLResponse)
-def analysis_page(request: Request, run: tuple[str, Path] = Depends(get_run)):
+@router.get("/runs/{run}/analysis")
+def analysis_page(request: Request, run: RunDep, links: LinksDep) -> HTMLResponse:
     """Figures with their data tables; what is missing says which command makes it."""
-    return templates.TemplateResponse(request, "analysis.html", services.analysis_overview(*run))
+    return templates.TemplateResponse(request, "analysis.html", analysis.analysis_overview(run, links))

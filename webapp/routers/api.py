@@ -1,99 +1,98 @@
-"""The JSON API: every page's data under `/api/...`, from the same functions the pages use."""
+"""The JSON API: every page's data under `/api/...`, from the same services the pages use, through response models."""
 from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from .. import intake, services
-from ..deps import get_analyzer, get_concept_path, get_jobs, get_run, get_settings
-from ..jobs import JobQueue
-from ..settings import Settings
-from .clips import (SHA, clip_state, clips_context, queue_analysis, start_analysis, start_concept_path,
-                    start_validation, upload_guard, why_state)
-from .runs import runs_index
-from .units import layer_units, one_unit
+from .. import schemas
+from ..deps import AnalyzerDep, ConceptPathDep, JobsDep, KnownClip, LinksDep, RunDep, SettingsDep, UploadAllowed
+from ..services import analysis as analysis_views
+from ..services import clips as clip_views
+from ..services import runs as run_views
+from ..services import units as unit_views
+from ..services import why as why_views
 
 router = APIRouter(prefix="/api", tags=["api"])
+Json = dict[str, Any]
 
 
-@router.get("/health")
-def health(settings: Settings = Depends(get_settings), jobs: JobQueue = Depends(get_jobs)) -> dict:
+def job_response(view: Json) -> JSONResponse:
+    """A clip job as JSON: 200 when the clip was analysed before, 202 while its analysis is queued or runs."""
+    body = schemas.ClipJob.model_validate(view).model_dump(mode="json")
+    return JSONResponse(body, status_code=200 if view["state"] == "done" else 202)
+
+
+@router.get("/health", response_model=schemas.Health)
+def health(settings: SettingsDep, jobs: JobsDep) -> Json:
     """Liveness, the number of served runs and the job queue's counts."""
     return {"ok": True, "runs": len(settings.run_names), "jobs": jobs.stats()}
 
 
-@router.get("/settings")
-def settings_view(settings: Settings = Depends(get_settings)) -> dict:
+@router.get("/settings", response_model=schemas.PublicSettings)
+def settings_view(settings: SettingsDep) -> Json:
     """The limits in force (the token itself is never shown)."""
     return {"runs_source": settings.runs_source, "max_upload_mb": settings.max_upload_mb,
             "max_duration_s": settings.max_duration_s, "decode_timeout_s": settings.decode_timeout_s,
             "queue_size": settings.queue_size, "top_k": settings.top_k, "upload_token": bool(settings.upload_token)}
 
 
-@router.get("/runs")
-def runs(settings: Settings = Depends(get_settings)) -> dict:
+@router.get("/runs", response_model=schemas.RunsIndex)
+def runs(settings: SettingsDep) -> Json:
     """Served runs with model, loss, data and headline metrics (empty: run `make demo`)."""
-    return runs_index(settings)
+    return run_views.runs_index(settings)
 
 
-@router.get("/runs/{run}")
-def run_detail(run: tuple[str, Path] = Depends(get_run)) -> dict:
+@router.get("/runs/{run}", response_model=schemas.RunOverview)
+def run_detail(run: RunDep) -> Json:
     """Recipe, named metrics, per-class AP, per-epoch metrics and chart coordinates of a run."""
-    return services.run_overview(*run)
+    return run_views.run_overview(run)
 
 
-@router.get("/runs/{run}/clips")
-def clips(run: tuple[str, Path] = Depends(get_run), settings: Settings = Depends(get_settings)) -> dict:
+@router.get("/runs/{run}/clips", response_model=schemas.ClipsPage)
+def clips(run: RunDep, settings: SettingsDep, links: LinksDep) -> Json:
     """Analysed clips and the validation clips that can be picked."""
-    return clips_context(*run, settings)
+    return clip_views.clips_context(run, settings, links)
 
 
-@router.post("/runs/{run}/clips", status_code=202)
-def upload(run: tuple[str, Path] = Depends(get_run), file: UploadFile | None = File(None),
-           settings: Settings = Depends(get_settings), jobs: JobQueue = Depends(get_jobs),
-           analyzer=Depends(get_analyzer), _: None = Depends(upload_guard)) -> JSONResponse:
+@router.post("/runs/{run}/clips", status_code=202, response_model=schemas.ClipJob, dependencies=[UploadAllowed])
+def upload(run: RunDep, settings: SettingsDep, jobs: JobsDep, analyzer: AnalyzerDep, links: LinksDep,
+           file: Annotated[UploadFile | None, File()] = None) -> JSONResponse:
     """Upload a clip (multipart field `file`): 202 with the job, or 200 when it was analysed before."""
-    view = start_analysis(*run, file, settings, jobs, analyzer)
-    return JSONResponse(view, status_code=200 if view["state"] == "done" else 202)
+    return job_response(clip_views.start_upload(run, file, settings, jobs, analyzer, links))
 
 
-@router.post("/runs/{run}/clips/validation", status_code=202)
-def pick_validation(index: int = Form(...), run: tuple[str, Path] = Depends(get_run),
-                    settings: Settings = Depends(get_settings), jobs: JobQueue = Depends(get_jobs),
-                    analyzer=Depends(get_analyzer)) -> JSONResponse:
+@router.post("/runs/{run}/clips/validation", status_code=202, response_model=schemas.ClipJob)
+def pick_validation(index: Annotated[int, Form()], run: RunDep, settings: SettingsDep, jobs: JobsDep,
+                    analyzer: AnalyzerDep, links: LinksDep) -> JSONResponse:
     """Analyse validation clip `index` of the run's data set (ground truth shown with the predictions)."""
-    view = start_validation(*run, index, settings, jobs, analyzer)
-    return JSONResponse(view, status_code=200 if view["state"] == "done" else 202)
+    return job_response(clip_views.start_validation(run, index, settings, jobs, analyzer, links))
 
 
-@router.get("/runs/{run}/clips/{sha}")
-def clip(sha: str = SHA, run: tuple[str, Path] = Depends(get_run), jobs: JobQueue = Depends(get_jobs)) -> dict:
+@router.get("/runs/{run}/clips/{sha}", response_model=schemas.ClipState)
+def clip(sha: KnownClip, run: RunDep, jobs: JobsDep, links: LinksDep) -> Json:
     """An analysed clip (predictions, truth, frame URLs, downloads) or its job's progress."""
-    return clip_state(*run, sha, jobs)
+    return clip_views.clip_state(run, sha, jobs, links)
 
 
-@router.post("/runs/{run}/clips/{sha}/analyse", status_code=202)
-def reanalyse(sha: str = SHA, run: tuple[str, Path] = Depends(get_run), settings: Settings = Depends(get_settings),
-              jobs: JobQueue = Depends(get_jobs), analyzer=Depends(get_analyzer),
-              _: None = Depends(upload_guard)) -> JSONResponse:
+@router.post("/runs/{run}/clips/{sha}/analyse", status_code=202, response_model=schemas.ClipJob,
+             dependencies=[UploadAllowed])
+def reanalyse(sha: KnownClip, run: RunDep, settings: SettingsDep, jobs: JobsDep, analyzer: AnalyzerDep,
+              links: LinksDep) -> JSONResponse:
     """Queue a stored clip's analysis again (after a failure or a restart)."""
-    if not intake.known(run[1], sha):
-        raise HTTPException(404, f"no clip {sha} in run {run[0]!r}")
-    view = queue_analysis(*run, sha, settings, jobs, analyzer)
-    return JSONResponse(view, status_code=200 if view["state"] == "done" else 202)
+    return job_response(clip_views.queue_analysis(run, sha, settings, jobs, analyzer, links))
 
 
 @router.get("/runs/{run}/clips/{sha}/frames.zip", response_class=Response,
             responses={200: {"content": {"application/zip": {}}}})
-def frames_zip(sha: str = SHA, run: tuple[str, Path] = Depends(get_run)) -> Response:
+def frames_zip(sha: KnownClip, run: RunDep) -> Response:
     """All images of an analysed clip in one ZIP (stored, not recompressed: they are JPEG/PNG already)."""
-    images = services.clip_images(run[1], sha)
+    images = clip_views.clip_images(run.dir, sha)
     if not images:
-        raise HTTPException(404, f"clip {sha} of run {run[0]!r} has no analysed frames")
+        raise HTTPException(404, f"clip {sha} of run {run.name!r} has no analysed frames")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for p in images:
@@ -102,22 +101,21 @@ def frames_zip(sha: str = SHA, run: tuple[str, Path] = Depends(get_run)) -> Resp
                     headers={"Content-Disposition": f'attachment; filename="{sha[:16]}-frames.zip"'})
 
 
-@router.get("/runs/{run}/clips/{sha}/why/{class_idx}")
-def why(class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run),
-        jobs: JobQueue = Depends(get_jobs)) -> dict:
+@router.get("/runs/{run}/clips/{sha}/why/{class_idx}", response_model=schemas.WhyView)
+def why(class_idx: int, sha: KnownClip, run: RunDep, jobs: JobsDep, links: LinksDep) -> Json:
     """Concept path of (clip, class): block-4 units driving it and the block-3 units driving those."""
-    return why_state(*run, sha, class_idx, jobs)
+    return why_views.why_state(run, sha, class_idx, jobs, links)
 
 
-@router.post("/runs/{run}/clips/{sha}/why/{class_idx}", status_code=202)
-def why_compute(class_idx: int, sha: str = SHA, run: tuple[str, Path] = Depends(get_run),
-                jobs: JobQueue = Depends(get_jobs), service=Depends(get_concept_path)) -> dict:
+@router.post("/runs/{run}/clips/{sha}/why/{class_idx}", status_code=202, response_model=schemas.ConceptPathJob)
+def why_compute(class_idx: int, sha: KnownClip, run: RunDep, jobs: JobsDep, service: ConceptPathDep,
+                links: LinksDep) -> Json:
     """Queue the concept path computation of (clip, class); follow it at `status`."""
-    return start_concept_path(*run, sha, class_idx, jobs, service)
+    return why_views.start_concept_path(run, sha, class_idx, jobs, service, links)
 
 
-@router.get("/jobs/{job_id}")
-def job(job_id: str, jobs: JobQueue = Depends(get_jobs)) -> dict:
+@router.get("/jobs/{job_id}", response_model=schemas.JobStatus)
+def job(job_id: str, jobs: JobsDep) -> Json:
     """A background job's state, progress, message and queue position."""
     j = jobs.get(job_id)
     if j is None:
@@ -126,27 +124,27 @@ def job(job_id: str, jobs: JobQueue = Depends(get_jobs)) -> dict:
     return {**j.public(jobs.position(j)), "result": j.result}
 
 
-@router.get("/runs/{run}/units")
-def units(concept_set: str | None = None, category: str | None = None, q: str | None = None, sort: str = "iou",
-          run: tuple[str, Path] = Depends(get_run)) -> dict:
+@router.get("/runs/{run}/units", response_model=schemas.UnitsView)
+def units(run: RunDep, links: LinksDep, concept_set: str | None = None, category: str | None = None,
+                        q: str | None = None, sort: str = "iou") -> Json:
     """Units of the last dissected layer, with header counts."""
-    return layer_units(*run, None, concept_set, category, q, sort)
+    return unit_views.layer_units(run, links, None, concept_set, category, q, sort)
 
 
-@router.get("/runs/{run}/units/{layer}")
-def units_of_layer(layer: str, concept_set: str | None = None, category: str | None = None, q: str | None = None,
-                   sort: str = "iou", run: tuple[str, Path] = Depends(get_run)) -> dict:
+@router.get("/runs/{run}/units/{layer}", response_model=schemas.UnitsView)
+def units_of_layer(layer: str, run: RunDep, links: LinksDep, concept_set: str | None = None,
+                   category: str | None = None, q: str | None = None, sort: str = "iou") -> Json:
     """Units of one layer: filter by category, search by concept, sort by iou/label/unit/category."""
-    return layer_units(*run, layer, concept_set, category, q, sort)
+    return unit_views.layer_units(run, links, layer, concept_set, category, q, sort)
 
 
-@router.get("/runs/{run}/units/{layer}/{unit}")
-def unit(layer: str, unit: int, run: tuple[str, Path] = Depends(get_run)) -> dict:
+@router.get("/runs/{run}/units/{layer}/{unit}", response_model=schemas.UnitDetail)
+def unit(layer: str, unit: int, run: RunDep, links: LinksDep) -> Json:
     """One unit's labels, runner-ups, gallery, classes driven, selectivity and neighbours."""
-    return one_unit(*run, layer, unit)
+    return unit_views.unit_detail(run, layer, unit, links)
 
 
-@router.get("/runs/{run}/analysis")
-def analysis(run: tuple[str, Path] = Depends(get_run)) -> dict:
+@router.get("/runs/{run}/analysis", response_model=schemas.AnalysisView)
+def analysis(run: RunDep, links: LinksDep) -> Json:
     """Ablation curves, selectivity per block, Table 3 and block-wise concept counts."""
-    return services.analysis_overview(*run)
+    return analysis_views.analysis_overview(run, links)

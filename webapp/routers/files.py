@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from ..deps import get_run
+from ..deps import RunDep
 
 router = APIRouter(tags=["files"])
 
@@ -28,7 +28,7 @@ def resolve_inside(run_dir: Path, rel: str) -> Path:
 
 
 @router.get("/files/{run}/{path:path}")
-def run_file(path: str, run: tuple[str, Path] = Depends(get_run)) -> FileResponse:
+def run_file(path: str, run: RunDep) -> FileResponse:
     """A media or data file inside the run dir (images, videos, JSON, CSV)."""
-    p = resolve_inside(run[1], path)
+    p = resolve_inside(run.dir, path)
     return FileResponse(p, media_type=SERVED[p.suffix.lower()])

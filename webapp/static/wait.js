@@ -1,18 +1,19 @@
-// Follow a background job: a clip's analysis (`#job[data-permalink]`: open the permalink when done)
-// or a concept path (`#job[data-api]`: reload the page when its job has finished).
+// Follow a background job at its JSON URL (`#job[data-api]`, built by the server): a clip's analysis
+// (`data-permalink` too: open the permalink when done) or a concept path (reload the page when its job has finished).
 "use strict";
 (() => {
   const box = document.getElementById("job");
   if (!box) return;
-  const api = box.dataset.api || "/api" + box.dataset.permalink;
+  const api = box.dataset.api;
+  const clip = Boolean(box.dataset.permalink);
   const bar = box.querySelector("progress");
   const msg = document.getElementById("job-message");
   async function poll() {
     try {
       const d = await (await fetch(api, { headers: { Accept: "application/json" } })).json();
-      const job = box.dataset.api ? d.job : d;
+      const job = clip ? d : d.job;
       if (!job || !["queued", "running"].includes(job.state)) {
-        if (box.dataset.permalink && d.state === "done") location.replace(box.dataset.permalink);
+        if (clip && d.state === "done") location.replace(box.dataset.permalink);
         else location.reload();
         return;
       }

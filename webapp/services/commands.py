@@ -1,0 +1,23 @@
+"""The shell command that computes each piece of a run dir, shown wherever that piece is missing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+COMMANDS = {
+    "eval": "mmit-train --evaluate {run}",
+    "metrics": "mmit-train --data DATA --out {run}",
+    "dissect": "mmit-dissect {run} --layers layer3 layer4 --concept-set BRODEN_DIR [BRODEN_WITH_ACTIONS_DIR] --store",
+    "ablation": "mmit-analyze ablation --run {run}",
+    "selectivity": "mmit-analyze selectivity --run {run}",
+    "relations": "mmit-analyze selectivity --run {run}  (writes selectivity and unit/class relations)",
+    "figures": "mmit-analyze figures --run {run} --out {run}/analysis",
+    "localisation": "mmit-analyze localisation --run {run} --world {world}",
+    "bias": "mmit-analyze bias --run {run} --world {world}",
+    "concept_path": "mmit-analyze concept-path {clip} --run {run} --class {class_idx}",
+    "clip": "mmit-cam CLIP.mp4 --run {run}  (or upload the clip on this page)",
+}
+
+
+def missing(what: str, piece: str, run: Path, **fill: object) -> dict[str, str]:
+    """A `missing` entry: what is not computed yet and the command (`COMMANDS[piece]`) that computes it."""
+    return {"what": what, "command": COMMANDS[piece].format(run=run, **{"world": "WORLD_DIR", **fill})}
