@@ -1,9 +1,11 @@
 """Dashboard API and pages through FastAPI's TestClient: every route, every bad upload, path traversal."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -448,8 +450,67 @@ def test_openapi_documents_every_api_route(client):
               "/api/runs/{run}/clips/{sha}/why/{class_idx}", "/api/jobs/{job_id}", "/api/runs/{run}/units/{layer}",
               "/api/runs/{run}/units/{layer}/{unit}", "/api/runs/{run}/analysis", "/api/health", "/api/settings"):
         assert p in paths, p
+        ok = spec["paths"][p]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok.get("$ref") or ok.get("anyOf"), (p, ok)  # a response model, not a bare object
     assert client.get("/docs").status_code == 200
     assert client.get("/static/clip.js").status_code == 200
+
+
+# ------------------------------------------------------------------ web layer structure
+def test_api_responses_carry_no_server_paths(client, world, analysed):
+    for url in ("/api/runs", "/api/runs/tiny/clips", "/api" + analysed["permalink"], "/api/runs/tiny/units/layer4/2"):
+        assert str(world["run"]) not in client.get(url).text, url
+    assert "path" not in client.get("/api/runs/tiny").json()  # the page shows the run dir, the API does not
+    assert str(world["run"]) in client.get("/runs/tiny").text
+    sha = analysed["sha256"]
+    job = client.post(f"/api/runs/tiny/clips/{sha}/why/1").json()["job"]
+    assert job["key"] == f"tiny:{sha}:why:1"
+
+
+def test_uploads_are_hashed_once_and_analysed_under_that_key(world):
+    seen = {}
+
+    def spy(run_dir, clip, out_dir, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    app = create_app(settings_for(world["run"]))
+    app.dependency_overrides[get_analyzer] = lambda: spy
+    with TestClient(app, client=LOCAL) as c:
+        clip = tiny_clip(world["root"] / "spy.mp4", seed=33).read_bytes()
+        r = c.post("/api/runs/tiny/clips", files={"file": ("spy.mp4", clip, "video/mp4")})
+        assert wait_done(c, r.json()["api"])["state"] == "failed"
+    assert seen["key"] == r.json()["sha256"][:16] == hashlib.sha256(clip).hexdigest()[:16]
+
+
+def test_routers_import_no_router_and_templates_build_every_link_with_url_for():
+    import ast
+
+    import webapp
+
+    root = Path(webapp.__file__).parent
+    routers = {p.stem for p in (root / "routers").glob("*.py")} - {"__init__"}
+    for p in (root / "routers").glob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = {a.name for a in node.names} | {(node.module or "").split(".")[-1]}
+                assert node.level != 1 or not names & routers, (p.name, ast.dump(node))
+    for t in (root / "templates").glob("*.html"):
+        text = t.read_text()
+        assert not re.search(r'(href|src|action)="/', text), t.name  # every URL from url_for or the view data
+
+
+def test_importing_main_builds_no_app(monkeypatch):
+    import importlib
+
+    import webapp.main
+
+    monkeypatch.setenv("MMIT_RUNS", "/nonexistent/runs")
+    importlib.reload(webapp.main)  # reading the settings is not an import-time side effect
+    with pytest.raises(SettingsError, match="not a directory"):
+        webapp.main.app  # noqa: B018 - built on first access, from the environment
+    monkeypatch.setenv("MMIT_RUNS", "")
+    importlib.reload(webapp.main)
 
 
 # ------------------------------------------------------------------ job queue
