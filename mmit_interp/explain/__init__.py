@@ -1,0 +1,9 @@
+"""Explanations, measured (issue 15): more map methods, faithfulness / sanity / modality metrics, one table.
+
+- `methods`: Grad-CAM++, occlusion, RISE in 3-D, Integrated Gradients and a random-map baseline, each a
+  small `cam.BaseCAM` subclass giving maps `(N, classes, T, H, W)` like `cam.LinearCAM` / `cam.GradCAM`.
+- `faithfulness`: deletion / insertion curves over space-time voxels against a blurred clip, their AUC.
+- `sanity`: cascading randomisation of the parameters from the head down (Adebayo et al. 2018).
+- `modality`: the exact Shapley split of a fusion model's scores between video and audio; audio CAM.
+- `table`: `run_explanations`, the method x metric table behind `mmit-analyze explanations`.
+"""
