@@ -90,6 +90,17 @@ def _cam(a: argparse.Namespace) -> int:
     return 0
 
 
+def _boxes_args(s: argparse.ArgumentParser) -> None:
+    """The run and where its boxes come from (a synthetic world or a CSV): the verbs scored against boxes."""
+    s.add_argument("--run", required=True)
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--world", help="synthetic world folder (truth.jsonl)")
+    g.add_argument("--boxes", help="CSV clip,frame,action,x1,y1,x2,y2")
+    s.add_argument("--videos-root", help="root of the CSV's clip paths (default: the CSV's folder)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--max-clips", type=int)
+
+
 def analyze_parser() -> argparse.ArgumentParser:
     """Arguments of `mmit-analyze` and its verbs."""
     p = argparse.ArgumentParser(prog="mmit-analyze", description="Representation analyses of a trained run; "
@@ -127,13 +138,7 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-lower", type=int, default=3)
 
     s = sub.add_parser("localisation", help="pointing game and energy-in-box of CAM / max-of-CAMs / mCAM")
-    s.add_argument("--run", required=True)
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--world", help="synthetic world folder (truth.jsonl)")
-    g.add_argument("--boxes", help="CSV clip,frame,action,x1,y1,x2,y2")
-    s.add_argument("--videos-root", help="root of the CSV's clip paths (default: the CSV's folder)")
-    s.add_argument("--split", default="val")
-    s.add_argument("--max-clips", type=int)
+    _boxes_args(s)
     s.add_argument("--delta", type=float, default=0.05)
     s.add_argument("--sigma", type=float, default=1.1)
     s.add_argument("--normalise", choices=("clip", "frame"), default="clip", help="min-max scale CAMs per clip or per frame")
@@ -148,6 +153,13 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--action", help="biased action (default: the world's planted one)")
     s.add_argument("--texture", help="texture suspected to drive it (default: the world's planted one)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    s = sub.add_parser("explanations", help="explanation methods x metrics (localisation, faithfulness, sanity, cost)")
+    _boxes_args(s)
+    s.add_argument("--methods", help="comma-separated (default: cam,gradcam,gradcam++,occlusion,rise,ig; random always)")
+    s.add_argument("--sanity-clips", type=int, default=4, help="clips of the randomisation test (default 4)")
+    s.add_argument("--steps", type=int, default=10, help="deletion / insertion steps (default 10)")
+    s.add_argument("--json", action="store_true", help="print {method: {metric: {mean, lo, hi}}} as JSON")
 
     s = sub.add_parser("figures", help="ablation / selectivity / per-class AP figures (SVG + PNG) across runs")
     s.add_argument("--run", required=True, nargs="+", help="one or more run dirs")
@@ -269,6 +281,29 @@ def _bias(a: argparse.Namespace) -> int:
     return 0
 
 
+def _explanations(a: argparse.Namespace) -> int:
+    from .explain.table import run_explanations
+
+    methods = [m for m in a.methods.split(",") if m] if a.methods else None
+    r = run_explanations(a.run, world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
+                         methods=methods, max_clips=a.max_clips, sanity_clips=a.sanity_clips, steps=a.steps)
+    if a.json:
+        print(json.dumps({m: {k: {x: v[x] for x in ("mean", "lo", "hi")} for k, v in row.items()}
+                          for m, row in r["table"].items()}, indent=1))
+        return 0
+    print(f"{r['dataset']}: {r['n_clips']} clips, mean [95 % interval] over clips; sanity on {r['params']['sanity_clips']}")
+    metrics = list(next(iter(r["table"].values())))
+    print(f"{'method':<10s} " + " ".join(f"{k:>22s}" for k in metrics))
+    for m, row in r["table"].items():
+        cells = ["-" if v["mean"] is None else f"{v['mean']:.3f} [{_fmt(v['lo'])[:6]},{_fmt(v['hi'])[:6]}]"
+                 for v in row.values()]
+        flag = "" if r["sanity"][m]["passed"] else "  FAILS SANITY"
+        print(f"{m:<10s} " + " ".join(f"{c:>22s}" for c in cells) + flag)
+    for kind, v in r.get("modality", {}).items():
+        print(f"audio share of {kind} actions: {_fmt(v['mean'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}] ({v['n']} pairs)")
+    return 0
+
+
 def _figures(a: argparse.Namespace) -> int:
     from .figures import run_figures
 
@@ -278,4 +313,5 @@ def _figures(a: argparse.Namespace) -> int:
 
 
 _VERBS = {"ablation": _ablation, "selectivity": _selectivity, "relations": _relations,
-          "concept-path": _concept_path, "localisation": _localisation, "bias": _bias, "figures": _figures}
+          "concept-path": _concept_path, "localisation": _localisation, "bias": _bias,
+          "explanations": _explanations, "figures": _figures}

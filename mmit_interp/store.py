@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS bias (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, action TEXT NOT NULL,
   texture TEXT NOT NULL, summary TEXT NOT NULL, analysed_at REAL NOT NULL,
   PRIMARY KEY (run_id, dataset, action, texture));
+CREATE TABLE IF NOT EXISTS explanations (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, method TEXT NOT NULL,
+  metric TEXT NOT NULL, mean REAL, lo REAL, hi REAL, n INTEGER NOT NULL,
+  PRIMARY KEY (run_id, dataset, method, metric));
 """
 
 NOT_DISSECTED = "not dissected"
@@ -556,6 +560,20 @@ class ResultsStore:
         for r in rows:
             r["summary"] = json.loads(r["summary"])
         return rows
+
+    # ---------------------------------------------------------------- explanation methods x metrics
+    def write_explanations(self, dataset: str, rows: Iterable[Mapping[str, Any]], *, run_id: int | None = None) -> None:
+        """Replace a dataset's explanation table: rows `{method, metric, mean, lo, hi, n}` (`mmit_interp.explain.table`)."""
+        rid = self.run_id(run_id)
+        vals = [(rid, dataset, r["method"], r["metric"], _num(r["mean"]), _num(r["lo"]), _num(r["hi"]), int(r["n"]))
+                for r in rows]
+        with self.transaction() as c:
+            c.execute("DELETE FROM explanations WHERE run_id = ? AND dataset = ?", (rid, dataset))
+            c.executemany("INSERT INTO explanations VALUES (?,?,?,?,?,?,?,?)", vals)
+
+    def explanations(self, dataset: str | None = None, run_id: int | None = None) -> list[dict]:
+        """Explanation table rows (all datasets unless one is named)."""
+        return self._select("explanations", self.run_id(run_id), "dataset, method, metric", dataset=dataset)
 
 
 def _unit_row(r: sqlite3.Row) -> dict:
