@@ -112,7 +112,7 @@ def clip_scores(model: nn.Module, method: BaseCAM, inp: dict[str, Any], *, steps
     for t in np.nonzero(present.sum(0) >= 2)[0]:
         for key, own in (("ownership", owners["cam_max"]), ("ownership_mcam", owners["mcam"])):
             rec[key] += [acc for _, acc, _ in ownership(own[t], masks[:, t]) if acc is not None]
-    fwd = clip_forward(model, **{k: v for k, v in inp["extra"].items()})
+    fwd = clip_forward(model, **inp["extra"])
     clip = inp["video"][0]
     base = blurred(clip[None])[0]
     for j, c in enumerate(classes):
@@ -190,7 +190,6 @@ def run_explanations(run_dir: str | Path, *, world: str | Path | None = None, bo
     clips = clips[:max_clips] if max_clips else clips
     model, meta = cached_model(run_dir)
     vocab, tf = meta["vocab"], ClipTransform.from_dict(meta["transforms"])
-    torch.manual_seed(seed)
     meths = {m: make_method(m, model) for m in names}
     fusion = getattr(model, "modality", "video") == "fusion"
     labels: dict[str, list[str]] = {}
