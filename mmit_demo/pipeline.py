@@ -259,7 +259,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     def bias() -> dict:
         from mmit_interp.bias import run_bias
 
-        return run_bias(main, world)  # paths reaching texture units, and the excess their ablation removes
+        return run_bias(main, world=world)  # paths reaching texture units, and the excess their ablation removes
 
     p.run("bias", {"analysis": "mmit_interp.bias"}, bias, deps=main_dep + ("dissect",))
 
