@@ -235,3 +235,21 @@ def test_contact_sheet(world, tmp_path):
     png = contact_sheet(out, tmp_path / "sheet.png", clips=2, frames=3, scale=2)
     img = cv2.imread(str(png))
     assert img is not None and img.shape[1] == 3 * (2 * 64 + 4)
+
+
+def test_texture_scale_sets_the_texture_period():
+    """`texture_scale` s draws the same pattern s times coarser: a dotted square shows about 1/s^2 as many dots."""
+    from mmit_interp.synth.render import Sprite, draw_actor
+
+    def dots(scale: float) -> int:
+        frame = np.zeros((64, 64, 3), np.float32)
+        owner = np.full((64, 64), -1, np.int8)
+        pattern = np.zeros((64, 64), bool)
+        sp = Sprite.still("square", COLOURS["red"], "dotted", 32.0, 32.0, 24.0, 1.0, 1.0, 0.0, texture_scale=scale)
+        draw_actor(frame, owner, pattern, 0, sp, 0)
+        return cv2.connectedComponents(pattern.astype(np.uint8))[0] - 1
+
+    fine, coarse = dots(1.0), dots(2.0)
+    assert fine >= 12 and 3 <= fine / coarse <= 5
+    with pytest.raises(ValueError, match="texture_scale"):
+        SynthConfig(texture_scale=0)

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera shake sigma in pixels (default %(default)s)")
     g.add_argument("--occlusion", type=float, default=d.occlusion,
                    help="probability of an occluding bar in a clip (default %(default)s)")
+    g.add_argument("--texture-scale", type=float, default=d.texture_scale,
+                   help="texture period relative to the default (dots, stripes, checks, waves; default %(default)s)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="concept image side (default %(default)s)")
     p.add_argument("--seg-size", type=int, default=d.seg_size, help="concept mask side (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="worker processes (default %(default)s)")
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             action_frames=args.action_frames, size=args.size, frames=args.frames, fps=args.fps, classes=args.classes,
             missing_rate=args.missing_rate, tail_exponent=args.tail_exponent, bias_strength=args.bias_strength,
             bias_leak=args.bias_leak, shape_affinity=args.shape_affinity, actor_size=args.actor_size, clutter=args.clutter, noise=args.noise,
-            camera_shake=args.camera_shake, occlusion=args.occlusion, image_size=args.image_size,
+            camera_shake=args.camera_shake, occlusion=args.occlusion, texture_scale=args.texture_scale,
+            image_size=args.image_size,
             seg_size=args.seg_size, workers=args.workers)
     except ValueError as e:
         print(f"mmit-synth: error: {e}", file=sys.stderr)

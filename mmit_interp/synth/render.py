@@ -82,6 +82,7 @@ class Sprite:
     ang: np.ndarray
     alpha: np.ndarray
     bright: np.ndarray
+    texture_scale: float = 1.0  # texture period in actor radii, relative to `texture_pattern`'s
 
     def __post_init__(self) -> None:
         """Compute every frame's vertices and integer bounds at once (vectorised over frames)."""
@@ -95,10 +96,10 @@ class Sprite:
 
     @classmethod
     def still(cls, shape: str, rgb: tuple[int, int, int], texture: str, cx: float, cy: float, r: float, sx: float,
-              sy: float, ang: float) -> "Sprite":
+              sy: float, ang: float, texture_scale: float = 1.0) -> "Sprite":
         """A one-frame sprite (concept images)."""
         one = np.ones(1)
-        return cls(shape, rgb, texture, cx * one, cy * one, r, sx * one, sy * one, ang * one, one, one)
+        return cls(shape, rgb, texture, cx * one, cy * one, r, sx * one, sy * one, ang * one, one, one, texture_scale)
 
 
 def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | None, idx: int, sp: Sprite,
@@ -128,7 +129,8 @@ def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | N
         cx, cy, ca, sa = sp.cx[f], sp.cy[f], np.cos(sp.ang[f]), np.sin(sp.ang[f])
         dx = (np.arange(x0, x1, dtype=np.float32) - cx)[None, :]
         dy = (np.arange(y0, y1, dtype=np.float32) - cy)[:, None]
-        pat = texture_pattern(sp.texture, (ca * dx + sa * dy) / (sp.r * sp.sx[f]), (-sa * dx + ca * dy) / (sp.r * sp.sy[f]))
+        k = sp.r * sp.texture_scale
+        pat = texture_pattern(sp.texture, (ca * dx + sa * dy) / (k * sp.sx[f]), (-sa * dx + ca * dy) / (k * sp.sy[f]))
         col = (np.where(pat[..., None], shade(sp.rgb), rgb) * bright)[m]
     patch[m] = col if alpha >= 1.0 else alpha * col + (1.0 - alpha) * patch[m]
     if alpha >= 0.3:
@@ -375,7 +377,7 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
         occluder = (vertical, int(at - width / 2), int(at + width / 2), np.array([100, 100, 85]) + rng.uniform(-8, 8, 3))
 
     sprites = [Sprite(a.shape, COLOURS[a.colour], a.texture, m.cx - shake[:, 0], m.cy - shake[:, 1], r, m.sx, m.sy,
-                      m.ang, m.alpha, m.bright) for a, m, r in zip(visible, motions, radii)]
+                      m.ang, m.alpha, m.bright, config.texture_scale) for a, m, r in zip(visible, motions, radii)]
     frames = np.empty((n_t, s, s, 3), np.float32)
     owner = np.empty((s, s), np.int8)
     boxes: list[list[Box | None]] = [[] for _ in visible]
@@ -431,7 +433,7 @@ def render_still(rng: np.random.Generator, config: SynthConfig) -> Still:
         look = (str(rng.choice(SHAPES)), str(colours.pop()), str(rng.choice(TEXTURES)))
         r = config.actor_size * s * rng.uniform(1.0, 1.8)
         sp = Sprite.still(look[0], COLOURS[look[1]], look[2], rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s,
-                          r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3))
+                          r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3), config.texture_scale)
         draw_actor(img, owner, pattern, i, sp, 0)
         actors.append(look)
     if config.noise > 0:

@@ -103,6 +103,7 @@ class SynthConfig:
     noise: float = 8.0
     camera_shake: float = 1.0
     occlusion: float = 0.3
+    texture_scale: float = 1.0
     image_size: int = 64
     seg_size: int = 32
     snippet_frames: int = 8
@@ -125,6 +126,8 @@ class SynthConfig:
             raise ValueError("missing_rate must lie in [0, 1)")
         if not 0.0 <= self.shape_affinity <= 1.0:
             raise ValueError("shape_affinity must lie in [0, 1]")
+        if not self.texture_scale > 0:
+            raise ValueError("texture_scale must be > 0")
         if not 0.0 <= self.bias_strength <= 1.0 or not 0.0 <= self.bias_leak <= 1.0:
             raise ValueError("bias_strength and bias_leak must lie in [0, 1]")
         if self.bias_texture not in TEXTURES:
