@@ -562,3 +562,41 @@ def test_clip_analysed_by_the_cli_has_a_page(client, world):
     assert d["state"] == "done" and d["frames"]["mcam"] and d["predictions"]
     assert client.get(f"/runs/tiny/clips/{key}").status_code == 200
     assert client.get(f"/api/runs/tiny/clips/{key}/frames.zip").status_code == 200
+
+
+# ------------------------------------------------------------------ explanations, measured
+def test_explanations_page_without_a_table_shows_the_command(client, world):
+    d = client.get("/api/runs/bare/analysis/explanations").json()
+    assert d["tables"] == [] and d["missing"][0]["command"].startswith(f"mmit-analyze explanations --run {world['bare']}")
+    r = client.get("/runs/bare/analysis/explanations")
+    assert r.status_code == 200 and "Not computed yet" in r.text and "mmit-analyze explanations --run" in r.text
+    assert "/runs/tiny/analysis/explanations" in client.get("/runs/tiny/analysis").text
+    assert "/runs/tiny/analysis/explanations" in client.get("/runs/tiny").text
+
+
+def test_explanations_page_shows_the_stored_table(client, world):
+    from mmit_interp.explain.table import METRICS
+    from mmit_interp.store import ResultsStore
+
+    values = {"cam": 0.3, "gradcam++": 0.6, "rise": 0.4, "random": 0.1}  # gradcam++ fails the sanity check
+    rows = [{"method": m, "metric": k, "mean": 12.0 if k == "forwards" else v, "lo": v - 0.05, "hi": v + 0.05, "n": 7}
+            for m, v in values.items() for k in METRICS]
+    with ResultsStore(world["run"]) as st:
+        st.write_explanations("w1:val", rows)
+    try:
+        d = client.get("/api/runs/tiny/analysis/explanations").json()
+        assert not d["missing"] and d["sanity_limit"] == 0.5
+        (t,) = d["tables"]
+        assert t["dataset"] == "w1:val" and t["n_clips"] == 7
+        assert [r["method"] for r in t["rows"]] == ["cam", "gradcam++", "rise", "random"]  # random last
+        cam, gpp, _, rnd = t["rows"]
+        assert cam["cells"]["pointing"] == {"mean": 0.3, "lo": 0.25, "hi": 0.35, "n": 7} and cam["forwards"] == 12.0
+        assert "sanity" not in cam["cells"] and "forwards" not in cam["cells"]
+        assert gpp["fails_sanity"] and gpp["label"] == "Grad-CAM++" and not cam["fails_sanity"] and rnd["baseline"]
+        assert {c["metric"]: c["better"] for c in d["columns"]}["deletion"] == "lower"
+        page = client.get("/runs/tiny/analysis/explanations").text
+        assert page.count("FAILS SANITY") == 1 and "[0.250, 0.350]" in page and "w1:val" in page and "7 clips" in page
+        assert 'data-method="random"' in page and str(world["run"]) not in client.get("/api/runs/tiny/analysis/explanations").text
+    finally:
+        with ResultsStore(world["run"]) as st:
+            st.write_explanations("w1:val", [])

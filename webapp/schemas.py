@@ -441,3 +441,50 @@ class AnalysisView(BaseModel):
     count_charts: dict[str, Json]
     localisation: list[Json]
     missing: list[Missing]
+
+
+class Interval(BaseModel):
+    """A metric's mean over clips and its 95 % t-interval (lo = hi = None under two clips)."""
+
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    n: int
+
+
+class ExplanationRow(BaseModel):
+    """One method: each metric's interval, its sanity correlation and whether it fails, its cost per clip."""
+
+    method: str
+    label: str
+    baseline: bool
+    cells: dict[str, Interval]
+    sanity: Interval | None
+    fails_sanity: bool | None
+    forwards: float | None
+
+
+class ExplanationTable(BaseModel):
+    """The method x metric table of one data set (`world:split` or a boxes CSV) and its clip count."""
+
+    dataset: str
+    n_clips: int
+    rows: list[ExplanationRow]
+
+
+class MetricColumn(BaseModel):
+    """A metric column and which direction is better."""
+
+    metric: str
+    better: Literal["higher", "lower"]
+
+
+class ExplanationsView(BaseModel):
+    """Explanation methods measured (`mmit-analyze explanations`), or the command that measures them."""
+
+    name: str
+    tables: list[ExplanationTable]
+    columns: list[MetricColumn]
+    sanity_limit: float
+    analysis: str
+    missing: list[Missing]

@@ -12,6 +12,7 @@ from .. import schemas
 from ..deps import AnalyzerDep, ConceptPathDep, JobsDep, KnownClip, LinksDep, RunDep, SettingsDep, UploadAllowed
 from ..services import analysis as analysis_views
 from ..services import clips as clip_views
+from ..services import explanations as explanation_views
 from ..services import runs as run_views
 from ..services import units as unit_views
 from ..services import why as why_views
@@ -148,3 +149,9 @@ def unit(layer: str, unit: int, run: RunDep, links: LinksDep) -> Json:
 def analysis(run: RunDep, links: LinksDep) -> Json:
     """Ablation curves, selectivity per block, Table 3 and block-wise concept counts."""
     return analysis_views.analysis_overview(run, links)
+
+
+@router.get("/runs/{run}/analysis/explanations", response_model=schemas.ExplanationsView)
+def explanations(run: RunDep, links: LinksDep) -> Json:
+    """The explanation methods x metrics table per data set: mean and 95 % interval over clips, sanity, cost."""
+    return explanation_views.explanations_view(run, links)

@@ -13,6 +13,7 @@ COMMANDS = {
     "figures": "mmit-analyze figures --run {run} --out {run}/analysis",
     "localisation": "mmit-analyze localisation --run {run} --world {world}",
     "bias": "mmit-analyze bias --run {run} --world {world}",
+    "explanations": "mmit-analyze explanations --run {run} --world {world} --max-clips 60",
     "concept_path": "mmit-analyze concept-path {clip} --run {run} --class {class_idx}",
     "clip": "mmit-cam CLIP.mp4 --run {run}  (or upload the clip on this page)",
 }
