@@ -448,7 +448,8 @@ def test_openapi_documents_every_api_route(client):
     paths = set(spec["paths"])
     for p in ("/api/runs", "/api/runs/{run}", "/api/runs/{run}/clips", "/api/runs/{run}/clips/{sha}",
               "/api/runs/{run}/clips/{sha}/why/{class_idx}", "/api/jobs/{job_id}", "/api/runs/{run}/units/{layer}",
-              "/api/runs/{run}/units/{layer}/{unit}", "/api/runs/{run}/analysis", "/api/health", "/api/settings"):
+              "/api/runs/{run}/units/{layer}/{unit}", "/api/runs/{run}/analysis", "/api/health", "/api/settings",
+              "/api/runs/{run}/analysis/explanations", "/api/runs/{run}/clips/{sha}/methods/{method}"):
         assert p in paths, p
         ok = spec["paths"][p]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert ok.get("$ref") or ok.get("anyOf"), (p, ok)  # a response model, not a bare object
@@ -600,3 +601,80 @@ def test_explanations_page_shows_the_stored_table(client, world):
     finally:
         with ResultsStore(world["run"]) as st:
             st.write_explanations("w1:val", [])
+
+
+def stub_maps(calls: list, gate=None):
+    """A method-maps service that records its call, waits for `gate`, and draws one-byte files (or fails on 'occlusion')."""
+    def service(run_dir, clip, method, classes, out_dir, *, display_size):
+        calls.append((method, list(classes), display_size))
+        if gate is not None:
+            gate.wait(20)
+        if method == "occlusion":
+            raise RuntimeError("occlusion ran out of cubes")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {kind: {str(c): [f"{kind}_{c}_{t}.{ext}" for t in range(2)] for c in classes}
+                 for kind, ext in (("heat", "png"), ("cam", "jpg"))}
+        for per in files.values():
+            for names in per.values():
+                for n in names:
+                    (out / n).write_bytes(b"x")
+        result = {"method": method, "classes": list(classes), "forwards": 129, "heat_frames": files["heat"],
+                  "cam_frames": files["cam"]}
+        (out / "result.json").write_text(json.dumps(result))
+        return result
+    return service
+
+
+def test_method_switch_job_lifecycle_with_a_stubbed_service(world, analysed):
+    import shutil
+    import threading
+
+    from webapp.deps import get_method_maps
+
+    calls, gate = [], threading.Event()
+    app = create_app(settings_for(world["run"]))
+    app.dependency_overrides[get_method_maps] = lambda: stub_maps(calls, gate)
+    sha = analysed["sha256"]
+    api, page = f"/api/runs/tiny/clips/{sha}/methods/rise", f"/runs/tiny/clips/{sha}"
+    with TestClient(app, client=LOCAL) as c:
+        before = c.get(api).json()
+        assert before["state"] == "not_computed" and before["heat"] == {} and before["label"] == "RISE"
+        html = c.get(page, params={"method": "rise"}).text
+        assert 'id="compute-maps"' in html and 'aria-current="page">RISE<' in html and "Plain per-class CAM maps" in html
+        assert f'href="{page}?method=gradcam%2B%2B"' in c.get(page).text  # the switch, CAM current by default
+        r = c.post(api)
+        assert r.status_code == 202 and r.json()["job"]["key"] == f"tiny:{sha}:maps:rise"
+        assert r.json()["permalink"] == f"{page}?method=rise"
+        assert c.get(api).json()["state"] in ("queued", "running")
+        assert 'id="job"' in c.get(page, params={"method": "rise"}).text
+        gate.set()
+        d = wait_done(c, api)
+        top = list(analysed["frames"]["heat"])
+        assert d["state"] == "done" and d["forwards"] == 129 and sorted(d["heat"]) == sorted(top)
+        assert calls == [("rise", [int(x) for x in top], analysed["params"]["display_size"])]
+        assert all(u.startswith(f"/files/tiny/cams/{sha}/methods/rise/heat_") for us in d["heat"].values() for u in us)
+        assert c.get(d["heat"][top[0]][0]).status_code == 200
+        html = c.get(page, params={"method": "rise"}).text
+        assert "Plain per-class RISE maps" in html and d["heat"][top[0]][0] in html and 'id="method-note"' in html
+        r = c.post(f"{page}/methods/rise", follow_redirects=False)  # cached: no second computation
+        assert r.status_code == 303 and r.headers["location"] == f"{page}?method=rise" and len(calls) == 1
+        r = c.post(f"/api/runs/tiny/clips/{sha}/methods/occlusion")
+        assert wait_done(c, r.json()["api"])["state"] == "failed"
+        html = c.get(page, params={"method": "occlusion"}).text
+        assert "occlusion ran out of cubes" in html and 'id="compute-maps"' in html
+        for bad in ("bogus", "cam"):
+            assert c.get(f"/api/runs/tiny/clips/{sha}/methods/{bad}").status_code == 404
+        assert c.get(page, params={"method": "bogus"}).status_code == 404
+        assert c.post(f"/api/runs/tiny/clips/{'0' * 64}/methods/rise").status_code == 404
+    shutil.rmtree(world["run"] / "cams" / sha / "methods")
+
+
+def test_method_switch_with_the_real_service(client, analysed):
+    sha = analysed["sha256"]
+    r = client.post(f"/api/runs/tiny/clips/{sha}/methods/gradcam%2B%2B")
+    assert r.status_code == 202, r.text
+    d = wait_done(client, r.json()["api"])
+    assert d["state"] == "done" and d["label"] == "Grad-CAM++" and sorted(d["heat"]) == sorted(analysed["frames"]["heat"])
+    assert [len(v) for v in d["heat"].values()] == [analysed["n_frames"]] * len(d["heat"])
+    assert client.get(d["cam"][next(iter(d["cam"]))][0]).headers["content-type"] == "image/jpeg"

@@ -15,6 +15,7 @@ from . import intake
 from .intake import Service
 from .jobs import JobQueue
 from .links import Links
+from .services.clip_methods import switchable
 from .settings import ServedRun, Settings, is_local_host
 from .uploads import UploadRejected
 
@@ -43,10 +44,18 @@ def get_concept_path() -> Service:
     return clip_concept_path
 
 
+def get_method_maps() -> Service:
+    """The method switch's service: `clip_method_maps(run_dir, clip_path, method, classes, out_dir, *, display_size)`."""
+    from mmit_interp.explain.clip_maps import clip_method_maps
+
+    return clip_method_maps
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobQueue, Depends(get_jobs)]
 AnalyzerDep = Annotated[Service, Depends(get_analyzer)]
 ConceptPathDep = Annotated[Service, Depends(get_concept_path)]
+MethodMapsDep = Annotated[Service, Depends(get_method_maps)]
 LinksDep = Annotated[Links, Depends(Links)]
 
 
@@ -87,3 +96,11 @@ def upload_guard(request: Request, settings: SettingsDep, token: Annotated[str |
 
 
 UploadAllowed = Depends(upload_guard)
+
+
+def get_method(method: str) -> str:
+    """The `{method}` of an explanation method the clip page can switch to, 404 for any other name."""
+    return switchable(method)
+
+
+KnownMethod = Annotated[str, Depends(get_method)]

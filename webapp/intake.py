@@ -18,7 +18,7 @@ from .uploads import StoredClip, copy_capped, store_clip
 
 UPLOADS = "uploads"
 CAMS = "cams"
-Service = Callable[..., dict[str, Any]]  # the analysis services (`analyze_clip`, `clip_concept_path`)
+Service = Callable[..., dict[str, Any]]  # the analysis services (`analyze_clip`, `clip_concept_path`, `clip_method_maps`)
 
 
 def sidecar_path(run: Path, sha: str) -> Path:
@@ -118,3 +118,28 @@ def submit_concept_path(run: ServedRun, sha: str, class_idx: int, jobs: JobQueue
 def concept_key(run: ServedRun, sha: str, class_idx: int) -> str:
     """Job key of a concept path."""
     return f"{analysis_key(run, sha)}:why:{class_idx}"
+
+
+def method_dir(run: Path, sha: str, method: str) -> Path:
+    """Where a clip's maps by another explanation method are cached (`result.json` there marks them done)."""
+    return run / CAMS / sha / "methods" / method
+
+
+def submit_method_maps(run: ServedRun, sha: str, method: str, classes: list[int], display_size: int | None,
+                       jobs: JobQueue, service: Service) -> Job:
+    """Queue a clip's maps of `classes` by `method`; the service draws them into `method_dir`."""
+    clip = clip_file(run.dir, sha)
+    out_dir = method_dir(run.dir, sha, method)
+
+    def work(progress: Progress) -> dict:
+        """Compute and draw the method's per-class maps of the clip."""
+        progress(0.1, f"computing the {method} maps of the clip's top classes")
+        r = service(run.dir, clip, method, classes, out_dir, display_size=display_size)
+        return {"method": method, "classes": r.get("classes"), "forwards": r.get("forwards")}
+
+    return jobs.submit(method_key(run, sha, method), work)
+
+
+def method_key(run: ServedRun, sha: str, method: str) -> str:
+    """Job key of a clip's maps by another explanation method."""
+    return f"{analysis_key(run, sha)}:maps:{method}"

@@ -310,6 +310,33 @@ class ConceptPathJob(BaseModel):
     permalink: str
 
 
+class MethodMapsView(BaseModel):
+    """A clip's per-class maps by another explanation method: frame URLs by class when cached, else the job."""
+
+    name: str
+    sha256: str
+    method: str
+    label: str
+    state: Literal["done", "queued", "running", "failed", "not_computed"]
+    classes: list[int]
+    forwards: int | None
+    heat: dict[str, list[str]]
+    cam: dict[str, list[str]]
+    error: str | None
+    job: JobInfo | None
+    permalink: str
+    api: str
+
+
+class MethodMapsJob(BaseModel):
+    """A queued method-maps job, where to follow it, and the clip page that shows the maps."""
+
+    job: JobInfo
+    status: str
+    permalink: str
+    api: str
+
+
 # ------------------------------------------------------------------ units and analyses
 class UnitRow(BaseModel):
     """A unit of a layer's table."""

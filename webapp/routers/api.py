@@ -9,8 +9,10 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from .. import schemas
-from ..deps import AnalyzerDep, ConceptPathDep, JobsDep, KnownClip, LinksDep, RunDep, SettingsDep, UploadAllowed
+from ..deps import (AnalyzerDep, ConceptPathDep, JobsDep, KnownClip, KnownMethod, LinksDep, MethodMapsDep, RunDep,
+                    SettingsDep, UploadAllowed)
 from ..services import analysis as analysis_views
+from ..services import clip_methods as method_views
 from ..services import clips as clip_views
 from ..services import explanations as explanation_views
 from ..services import runs as run_views
@@ -113,6 +115,19 @@ def why_compute(class_idx: int, sha: KnownClip, run: RunDep, jobs: JobsDep, serv
                 links: LinksDep) -> Json:
     """Queue the concept path computation of (clip, class); follow it at `status`."""
     return why_views.start_concept_path(run, sha, class_idx, jobs, service, links)
+
+
+@router.get("/runs/{run}/clips/{sha}/methods/{method}", response_model=schemas.MethodMapsView)
+def clip_method(method: KnownMethod, sha: KnownClip, run: RunDep, jobs: JobsDep, links: LinksDep) -> Json:
+    """A clip's per-class maps by another explanation method (frame URLs when cached) or their job's state."""
+    return method_views.method_maps_view(run, sha, method, jobs, links)
+
+
+@router.post("/runs/{run}/clips/{sha}/methods/{method}", status_code=202, response_model=schemas.MethodMapsJob)
+def clip_method_compute(method: KnownMethod, sha: KnownClip, run: RunDep, jobs: JobsDep, service: MethodMapsDep,
+                        links: LinksDep) -> Json:
+    """Queue the clip's maps by `method` for its stored top classes (cached per clip and method); follow `status`."""
+    return method_views.start_method_maps(run, sha, method, jobs, service, links)
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobStatus)

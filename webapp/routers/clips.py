@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from ..deps import AnalyzerDep, ConceptPathDep, JobsDep, KnownClip, LinksDep, RunDep, SettingsDep, UploadAllowed
-from ..services import clips, why
+from ..deps import (AnalyzerDep, ConceptPathDep, JobsDep, KnownClip, KnownMethod, LinksDep, MethodMapsDep, RunDep,
+                    SettingsDep, UploadAllowed)
+from ..services import clip_methods, clips, why
 from ..templating import templates
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
@@ -36,10 +37,14 @@ def validation_form(index: Annotated[int, Form()], run: RunDep, settings: Settin
 
 
 @router.get("/runs/{run}/clips/{sha}")
-def clip_page(request: Request, sha: KnownClip, run: RunDep, jobs: JobsDep, links: LinksDep) -> HTMLResponse:
-    """Permalink of an analysed clip: predictions, mCAM overlay, per-class CAMs, downloads; else its progress."""
+def clip_page(request: Request, sha: KnownClip, run: RunDep, jobs: JobsDep, links: LinksDep,
+              method: str = "cam") -> HTMLResponse:
+    """Permalink of an analysed clip: predictions, mCAM overlay, per-class maps (CAM, or `method`'s), downloads;
+    else its progress."""
     data = clips.clip_state(run, sha, jobs, links)
-    return templates.TemplateResponse(request, "clip.html" if data["state"] == "done" else "clip_wait.html", data)
+    if data["state"] != "done":
+        return templates.TemplateResponse(request, "clip_wait.html", data)
+    return templates.TemplateResponse(request, "clip.html", clip_methods.with_method(data, run, sha, method, jobs, links))
 
 
 @router.post("/runs/{run}/clips/{sha}/analyse", dependencies=[UploadAllowed])
@@ -47,6 +52,14 @@ def reanalyse_form(sha: KnownClip, run: RunDep, settings: SettingsDep, jobs: Job
                    links: LinksDep) -> RedirectResponse:
     """Queue the analysis of a stored clip again (after a failure or a restart)."""
     view = clips.queue_analysis(run, sha, settings, jobs, analyzer, links)
+    return RedirectResponse(view["permalink"], status_code=303)
+
+
+@router.post("/runs/{run}/clips/{sha}/methods/{method}")
+def clip_method_form(method: KnownMethod, sha: KnownClip, run: RunDep, jobs: JobsDep, service: MethodMapsDep,
+                     links: LinksDep) -> RedirectResponse:
+    """Queue the clip's per-class maps by another explanation method, then follow them on the clip page."""
+    view = clip_methods.start_method_maps(run, sha, method, jobs, service, links)
     return RedirectResponse(view["permalink"], status_code=303)
 
 

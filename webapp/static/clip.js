@@ -1,5 +1,5 @@
-// Clip viewer: frame scrubber and play, overlay opacity, class toggles (mCAM, or the stacked CAMs
-// of the toggled classes: each class's heat map is an RGBA PNG laid over the sampled frame).
+// Clip viewer: frame scrubber and play, overlay opacity, class toggles (mCAM, or the stacked maps - CAM
+// or the method switched to - of the toggled classes: each class's heat map is an RGBA PNG laid over the sampled frame).
 // The download link follows what is shown: the mCAM frame, or the one toggled class's heat map.
 "use strict";
 (() => {
@@ -42,7 +42,7 @@
     for (const b of classBtns) b.setAttribute("aria-pressed", String(on.has(b.dataset.class)));
     mcamBtn.setAttribute("aria-pressed", String(on.size === 0));
     const names = classBtns.filter((b) => on.has(b.dataset.class)).map((b) => b.textContent.trim());
-    showing.textContent = on.size ? `CAM of ${names.join(" + ")}` : "mCAM (all predicted classes)";
+    showing.textContent = on.size ? `${data.label} of ${names.join(" + ")}` : "mCAM (all predicted classes)";
     show(frame);
   }
 

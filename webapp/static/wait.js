@@ -1,5 +1,6 @@
 // Follow a background job at its JSON URL (`#job[data-api]`, built by the server): a clip's analysis
-// (`data-permalink` too: open the permalink when done) or a concept path (reload the page when its job has finished).
+// (`data-permalink` too: open the permalink when done), a concept path or a clip's maps by another method
+// (reload the page when its job has finished).
 "use strict";
 (() => {
   const box = document.getElementById("job");
