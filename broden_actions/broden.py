@@ -489,6 +489,13 @@ class Broden:
         """Name of a global label number."""
         return self.labels[number].name
 
+    def label_names(self) -> list[str]:
+        """Label names indexed by global label number ("" for 0 and unused numbers): the engine's table."""
+        names = [""] * (self.num_labels + 1)
+        for num, lab in self.labels.items():
+            names[num] = lab.name
+        return names
+
     def primary_categories(self, categories: list[str] | None = None) -> np.ndarray:
         """Index into ``categories`` (default: all) of c(l) per label number: the category where l
         has the largest coverage in the ``c_<cat>.csv`` tables, -1 for labels in none of them.

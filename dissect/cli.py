@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rank0 = not dist_on or torch.distributed.get_rank() == 0
     if rank0:
+        labels = report.label_units(results, args.denominator, args.iou_threshold)
         summary = report.write_outputs(
-            results, out, denominator=args.denominator, iou_threshold=args.iou_threshold,
+            results, labels, out, denominator=args.denominator, iou_threshold=args.iou_threshold,
             gallery=None if args.no_gallery else {"model": model, "k": args.top_k, "time": args.time,
                                                   "frames": frames, "size": size, "dataset_kwargs": kwargs},
         )
@@ -128,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             try:
                 with ResultsStore(run_dir) as store:
-                    for cs, layers in results.items():
-                        for layer, res in layers.items():
-                            recs = report.to_records(res, args.denominator, args.iou_threshold)
-                            store.write_units(layer, Path(cs).name, recs, min_iou=args.iou_threshold)
+                    for cs, layers in labels.items():
+                        for layer, recs in layers.items():
+                            store.write_units(layer, Path(cs).name, recs)
             except StoreError as e:
                 print(f"mmit-dissect: results written to {out}, but not to the store: {e}", file=sys.stderr)
                 return 1

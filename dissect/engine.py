@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mmit_interp.hooks import capture_activations
+from mmit_interp.unit_labels import Concept, UnitLabel
 from dissect.stats import PLANE_MODES, LabelBatch, Tally, TileLabels, TopKImages, TopKQuantile, quantile_rank
 
 TIME_MODES = ("frames", "mean")
@@ -85,8 +86,9 @@ class LayerResult:
                 labels[:, ci], scores[:, ci] = cols[j], iou[:, cols].gather(1, j[:, None])[:, 0]
         return labels, scores
 
-    def unit_table(self, denominator: str = "lite", iou_threshold: float = 0.04, runner_ups: int = 3) -> list[dict]:
-        """One row per unit: best label, its category c(l), IoU, runner-ups, per-category bests.
+    def unit_labels(self, denominator: str = "lite", iou_threshold: float = 0.04, runner_ups: int = 3) -> list[UnitLabel]:
+        """One ``UnitLabel`` per unit: best label, its category c(l), IoU, interpretable flag, runner-ups and
+        per-category bests; the one place dissection's labels are decided.
 
         The best label is NetDissect-Lite's: each category's best label, then the category whose best
         scores highest, ties going to the category listed last (Lite's reversed ``argsort``)."""
@@ -96,31 +98,25 @@ class LayerResult:
         labels, scores = self.category_bests(iou)
         last = scores.shape[1] - 1 - torch.argmax(scores.flip(1), dim=1)  # the last category with the top score
         order = torch.argsort(iou, dim=1, descending=True, stable=True)
-        rows = []
         prim = self.primary.tolist()
+
+        def concept(j: int, score: float) -> Concept:
+            return Concept(self.label_names[j], self.categories[prim[j]], score, j)
+
+        out = []
         for u in range(self.units):
             best = int(labels[u, last[u]])
-            row = {
-                "layer": self.layer,
-                "unit": u,
-                "category": self.categories[prim[best]],
-                "label": self.label_names[best],
-                "label_number": best,
-                "iou": float(iou[u, best]),
-                "interpretable": bool(iou[u, best] >= iou_threshold),
-                "threshold": float(self.thresholds[u]),
-                "runner_ups": [
-                    {"label": self.label_names[j], "category": self.categories[prim[j]], "iou": float(iou[u, j])}
-                    for j in [int(j) for j in order[u, : 1 + runner_ups] if int(j) != best][:runner_ups]
-                    if iou[u, j] >= 0
-                ],
-            }
-            for ci, cat in enumerate(self.categories):
-                has = scores[u, ci] >= 0
-                row[f"{cat}_label"] = self.label_names[int(labels[u, ci])] if has else ""
-                row[f"{cat}_iou"] = float(scores[u, ci]) if has else 0.0
-            rows.append(row)
-        return rows
+            out.append(UnitLabel(
+                unit=u, category=self.categories[prim[best]], label=self.label_names[best], label_number=best,
+                iou=float(iou[u, best]), interpretable=bool(iou[u, best] >= iou_threshold),
+                threshold=float(self.thresholds[u]),
+                runner_ups=tuple(concept(j, float(iou[u, j]))
+                                 for j in [int(j) for j in order[u, : 1 + runner_ups] if int(j) != best][:runner_ups]
+                                 if iou[u, j] >= 0),
+                bests=tuple(concept(int(labels[u, ci]), float(scores[u, ci])) if scores[u, ci] >= 0
+                            else Concept("", cat, 0.0, 0) for ci, cat in enumerate(self.categories)),
+            ))
+        return out
 
     def state_dict(self) -> dict:
         """Plain state for the cache."""
@@ -477,9 +473,6 @@ def run_dissection(
         if todo:
             loader = DataLoader(Subset(ds, _shard(len(ds))), batch_size=batch_size, num_workers=workers,
                                 collate_fn=ds.collate, shuffle=False)
-            names = [""] * (ds.broden.num_labels + 1)
-            for num, lab in ds.broden.labels.items():
-                names[num] = lab.name
             prim = torch.from_numpy(ds.broden.primary_categories(ds.categories)).long()
             was_training = model.training
             model.to(device).eval()
@@ -499,7 +492,7 @@ def run_dissection(
                     bar.close()
 
             try:
-                fresh = dissect_stream(batches, len(ds), prim, names, list(ds.categories),
+                fresh = dissect_stream(batches, len(ds), prim, ds.broden.label_names(), list(ds.categories),
                                        quantile=quantile, time=time, planes=planes, top_k=top_k, device=device,
                                        settings={**settings, "concept_set": str(cs), "checkpoint": ckpt})
             finally:

@@ -1,7 +1,8 @@
 """Dissection outputs: unit tables, NetDissect-Lite ``tally.csv``, galleries, counts, Table 3, Fig. 11.
 
 Everything is plain data first (lists of dicts, JSON-able), then files: CSV/JSON, JPEG tiles,
-matplotlib figures (PNG + SVG). ``to_records`` is what the results store ingests.
+matplotlib figures (PNG + SVG). ``label_units`` gives the unit records (``UnitLabel``) that the
+files here and the results store both take.
 """
 
 from __future__ import annotations
@@ -17,62 +18,67 @@ import torch
 from torch import nn
 
 from dissect.engine import LayerResult, to_samples
+from mmit_interp.unit_labels import UnitLabel
 
 UNIT_COLUMNS = ["layer", "unit", "category", "label", "label_number", "iou", "interpretable", "threshold", "runner_ups"]
 
 
-def to_records(result: LayerResult, denominator: str = "lite", iou_threshold: float = 0.04, runner_ups: int = 3) -> list[dict]:
-    """Unit rows as plain dicts (``unit`` 0-based; ``runner_ups`` a list of {label, category, iou})."""
-    return result.unit_table(denominator, iou_threshold, runner_ups)
+def label_units(results: Mapping[str, Mapping[str, LayerResult]], denominator: str = "lite",
+                iou_threshold: float = 0.04) -> dict[str, dict[str, list[UnitLabel]]]:
+    """``{concept set: {layer: [UnitLabel]}}``: every layer's unit records, decided once and shared by the
+    files (``write_outputs``) and the results store (``ResultsStore.write_units``)."""
+    return {cs: {layer: res.unit_labels(denominator, iou_threshold) for layer, res in layers.items()}
+            for cs, layers in results.items()}
 
 
-def write_unit_table(records: Sequence[Mapping], path: str | os.PathLike) -> Path:
+def write_unit_table(layer: str, labels: Sequence[UnitLabel], path: str | os.PathLike) -> Path:
     """Write the unit table CSV: fixed columns, then ``<category>_label`` / ``<category>_iou`` pairs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = [k for k in (records[0] if records else {}) if k not in UNIT_COLUMNS]
+    cats = [b.category for b in labels[0].bests] if labels else []
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(UNIT_COLUMNS + extra)
-        for r in records:
-            ru = "; ".join(f"{x['label']} ({x['category']}) {x['iou']:.4f}" for x in r["runner_ups"])
-            w.writerow([r[k] if k != "runner_ups" else ru for k in UNIT_COLUMNS] + [r[k] for k in extra])
+        w.writerow(UNIT_COLUMNS + [f"{c}_{k}" for c in cats for k in ("label", "iou")])
+        for r in labels:
+            ru = "; ".join(f"{x.label} ({x.category}) {x.iou:.4f}" for x in r.runner_ups)
+            w.writerow([layer, r.unit, r.category, r.label, r.label_number, r.iou, r.interpretable, r.threshold, ru]
+                       + [v for b in r.bests for v in (b.label, b.iou)])
     return path
 
 
-def write_tally_csv(result: LayerResult, path: str | os.PathLike, denominator: str = "lite") -> Path:
+def write_tally_csv(result: LayerResult, labels: Sequence[UnitLabel], path: str | os.PathLike,
+                    denominator: str = "lite") -> Path:
     """Write NetDissect-Lite's ``tally.csv`` as its ``tally()`` does: unit (1-based), category, label,
     score, then per category ``<cat>-label, <cat>-truth, <cat>-activation, <cat>-intersect, <cat>-iou``
-    (counts as floats); best score first, ties: higher unit first.
+    (counts as floats); best score first, ties: higher unit first. ``labels`` are ``result``'s unit
+    records under the same ``denominator``.
 
     Lite's choices are kept: a category where every IoU of the unit is 0 names label 0 (its
     ``argmax`` of zeros), whose activation is that of the last category (label 0's primary category
     in Lite); the unit's category is the last one with the top score."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iou = result.iou(denominator)
     act = {"lite": result.tally.act_lite, "original": result.tally.act_orig}[denominator]
-    labels, scores = result.category_bests(iou)
-    labels[scores <= 0] = 0
-    scores = scores.clamp(min=0.0)
     cat_of = result.primary.clone()
     cat_of[0] = len(result.categories) - 1
     fields = ["unit", "category", "label", "score"]
     for cat in result.categories:
         fields += [f"{cat}-label", f"{cat}-truth", f"{cat}-activation", f"{cat}-intersect", f"{cat}-iou"]
     rows = []
-    for u in range(result.units):
-        top = len(result.categories) - 1 - int(torch.argmax(scores[u].flip(0)))  # ties: the last category
+    for rec in labels:
+        u = rec.unit
+        best = [(b.number, b.iou) if b.iou > 0 else (0, 0.0) for b in rec.bests]
+        top_score = max(sc for _, sc in best)
+        top = max(ci for ci, (_, sc) in enumerate(best) if sc == top_score)  # ties: the last category
         row: dict = {"unit": u + 1, "category": result.categories[top],
-                     "label": result.label_names[int(labels[u, top])], "score": float(scores[u, top])}
-        for ci, cat in enumerate(result.categories):
-            j = int(labels[u, ci])
+                     "label": result.label_names[best[top][0]], "score": top_score}
+        for cat, (j, score) in zip(result.categories, best):
             row.update({
                 f"{cat}-label": result.label_names[j],
                 f"{cat}-truth": float(result.tally.label_area[j]),
                 f"{cat}-activation": float(act[u, cat_of[j]]),
                 f"{cat}-intersect": float(result.tally.inter[u, j]),
-                f"{cat}-iou": float(scores[u, ci]),
+                f"{cat}-iou": score,
             })
         rows.append(row)
     rows.sort(key=lambda r: (-r["score"], -r["unit"]))
@@ -83,15 +89,15 @@ def write_tally_csv(result: LayerResult, path: str | os.PathLike, denominator: s
     return path
 
 
-def category_counts(records: Sequence[Mapping], categories: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+def category_counts(labels: Sequence[UnitLabel], categories: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
     """Per category: interpretable units and unique concepts among them (plus a ``total`` entry)."""
-    cats = list(categories) if categories else sorted({r["category"] for r in records})
+    cats = list(categories) if categories else sorted({r.category for r in labels})
     out = {c: {"units": 0, "concepts": 0} for c in cats}
     concepts: dict[str, set] = {c: set() for c in cats}
-    for r in records:
-        if r["interpretable"]:
-            out.setdefault(r["category"], {"units": 0, "concepts": 0})["units"] += 1
-            concepts.setdefault(r["category"], set()).add(r["label"])
+    for r in labels:
+        if r.interpretable:
+            out.setdefault(r.category, {"units": 0, "concepts": 0})["units"] += 1
+            concepts.setdefault(r.category, set()).add(r.label)
     for c, s in concepts.items():
         out[c]["concepts"] = len(s)
     out["total"] = {"units": sum(v["units"] for v in out.values()), "concepts": sum(len(s) for s in concepts.values())}
@@ -213,6 +219,7 @@ def write_gallery(
 
 def write_outputs(
     results: Mapping[str, Mapping[str, LayerResult]],
+    labels: Mapping[str, Mapping[str, Sequence[UnitLabel]]],
     out: str | os.PathLike,
     *,
     denominator: str = "lite",
@@ -220,6 +227,8 @@ def write_outputs(
     gallery: Mapping | None = None,
 ) -> dict:
     """Write every per-layer file and the cross-set / cross-layer summaries; return the counts.
+
+    ``labels`` is ``label_units(results, denominator, iou_threshold)`` (the same settings).
 
     Layout: ``<out>/<concept set>/<layer>/{units.csv, tally.csv, counts.json, gallery/}``,
     ``<out>/table3.{csv,json,png,svg}`` (two or more concept sets; one row per set and layer) and
@@ -237,9 +246,9 @@ def write_outputs(
         cats: list[str] = []
         for layer, res in layers.items():
             d = out / name / layer
-            recs = to_records(res, denominator, iou_threshold)
-            write_unit_table(recs, d / "units.csv")
-            write_tally_csv(res, d / "tally.csv", denominator)
+            recs = labels[cs][layer]
+            write_unit_table(layer, recs, d / "units.csv")
+            write_tally_csv(res, recs, d / "tally.csv", denominator)
             counts = category_counts(recs, res.categories)
             (d / "counts.json").write_text(json.dumps(counts, indent=2))
             summary[name][layer] = counts

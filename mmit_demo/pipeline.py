@@ -215,13 +215,14 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
         dest = main / "dissect"
         if dest.exists():
             shutil.rmtree(dest)
-        summary = report.write_outputs(results, dest, gallery={"model": model, "k": 8, "frames": t["frames"],
-                                                               "size": t["size"]})
+        labels = report.label_units(results)
+        summary = report.write_outputs(results, labels, dest, gallery={"model": model, "k": 8, "frames": t["frames"],
+                                                                       "size": t["size"]})
         with ResultsStore(main) as st:
             st.register_run(meta)
-            for cs, layers in results.items():
-                for layer, res in layers.items():
-                    st.write_units(layer, Path(cs).name, report.to_records(res))
+            for cs, layers in labels.items():
+                for layer, recs in layers.items():
+                    st.write_units(layer, Path(cs).name, recs)
         return {"counts": summary}
 
     p.run("dissect", {"layers": DISSECT_LAYERS}, dissect_main, deps=("concepts",) + main_dep)

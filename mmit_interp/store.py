@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-SCHEMA_VERSION = 1
+from mmit_interp.unit_labels import UnitLabel
+
+SCHEMA_VERSION = 2
 DB_NAME = "results.sqlite"
 
 SCHEMA = """
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS class_ap (
 CREATE TABLE IF NOT EXISTS units (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer TEXT NOT NULL, concept_set TEXT NOT NULL,
   unit INTEGER NOT NULL, category TEXT, label TEXT, iou REAL, interpretable INTEGER NOT NULL,
-  runner_ups TEXT NOT NULL, extra TEXT NOT NULL, PRIMARY KEY (run_id, layer, concept_set, unit));
+  runner_ups TEXT NOT NULL, extra TEXT NOT NULL, per_category TEXT NOT NULL DEFAULT '[]',
+  PRIMARY KEY (run_id, layer, concept_set, unit));
 CREATE TABLE IF NOT EXISTS ablation (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer TEXT NOT NULL, split TEXT NOT NULL,
   metric TEXT NOT NULL, p REAL NOT NULL, seed INTEGER NOT NULL, value REAL, rel REAL,
@@ -83,7 +86,6 @@ CREATE TABLE IF NOT EXISTS explanations (
 """
 
 NOT_DISSECTED = "not dissected"
-RUNNER_UP_KEYS = ("runner_ups", "runners_up", "runner-ups", "runnerups")
 
 
 def _j(obj: Any) -> str:
@@ -143,6 +145,7 @@ class ResultsStore:
         with self.transaction() as c:
             for stmt in filter(str.strip, SCHEMA.split(";")):
                 c.execute(stmt)
+            _migrate_units(c)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -256,29 +259,20 @@ class ResultsStore:
             "WHERE a.run_id = ? AND a.split = ? ORDER BY a.class_idx", (rid, split))]
 
     # ---------------------------------------------------------------- units (dissection)
-    def write_units(self, layer: str, concept_set: str, records: Iterable[Mapping[str, Any]], *,
-                    min_iou: float = 0.04, run_id: int | None = None) -> int:
-        """Replace one (layer, concept set)'s unit labels with dissection records; returns the count.
+    def write_units(self, layer: str, concept_set: str, labels: Iterable[UnitLabel], *,
+                    run_id: int | None = None) -> int:
+        """Replace one (layer, concept set)'s unit labels with dissection's records; returns the count.
 
-        A record needs `unit`, `category`, `label`, `iou`; runner-ups (`runner_ups`) and any other
-        keys are kept (JSON). `interpretable` is the record's own flag if present, else iou >= min_iou.
-        """
+        Each `UnitLabel` is stored as it is: its own `interpretable` flag, `runner_ups` and `per_category`
+        (its `bests`) as JSON lists of `{label, category, iou}`, `label_number` and `threshold` in `extra`."""
         rid = self.run_id(run_id)
-        rows = []
-        for rec in records:
-            missing = [k for k in ("unit", "category", "label", "iou") if k not in rec]
-            if missing:
-                raise StoreError(f"dissection record for layer {layer!r} lacks {', '.join(missing)}: {dict(rec)}")
-            ru_key = next((k for k in RUNNER_UP_KEYS if k in rec), None)
-            extra = {k: v for k, v in rec.items()
-                     if k not in ("unit", "category", "label", "iou", "interpretable", ru_key)}
-            iou = _num(rec["iou"])
-            interp = rec.get("interpretable", iou is not None and iou >= min_iou)
-            rows.append((rid, layer, concept_set, int(rec["unit"]), rec["category"], rec["label"], iou,
-                         int(bool(interp)), _j(rec[ru_key] if ru_key else []), _j(extra)))
+        rows = [(rid, layer, concept_set, rec.unit, rec.category, rec.label, _num(rec.iou), int(rec.interpretable),
+                 _j([c.as_dict() for c in rec.runner_ups]),
+                 _j({"label_number": rec.label_number, "threshold": rec.threshold}),
+                 _j([c.as_dict() for c in rec.bests])) for rec in labels]
         with self.transaction() as c:
             c.execute("DELETE FROM units WHERE run_id = ? AND layer = ? AND concept_set = ?", (rid, layer, concept_set))
-            c.executemany("INSERT INTO units VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT INTO units VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         return len(rows)
 
     def layers(self, run_id: int | None = None) -> list[dict]:
@@ -579,6 +573,7 @@ class ResultsStore:
 def _unit_row(r: sqlite3.Row) -> dict:
     d = dict(r)
     d["runner_ups"] = json.loads(d["runner_ups"])
+    d["per_category"] = json.loads(d["per_category"])
     d["extra"] = json.loads(d["extra"])
     d["interpretable"] = bool(d["interpretable"])
     return d
@@ -593,3 +588,23 @@ def _block_order(name: str) -> tuple:
         return (1, *(int(p) for p in parts), 0)[:3]
     except ValueError:
         return (2, 0, 0)
+
+
+def _migrate_units(c: sqlite3.Connection) -> None:
+    """Bring a schema-1 store's `units` rows to schema 2, once, on open: per-category bests move from
+    `extra`'s `<cat>_label` / `<cat>_iou` keys to the `per_category` column, runner-ups stored as
+    `[label, iou(, category)]` lists or with `name` become `{label, category, iou}`, and `extra` keeps
+    only `label_number` and `threshold` (it also held the record's `layer`, a copy of the column)."""
+    if any(r[1] == "per_category" for r in c.execute("PRAGMA table_info(units)")):
+        return
+    c.execute("ALTER TABLE units ADD COLUMN per_category TEXT NOT NULL DEFAULT '[]'")
+    for key, ru, extra in c.execute("SELECT rowid, runner_ups, extra FROM units").fetchall():
+        ex = json.loads(extra)
+        cats = [k[: -len("_label")] for k in ex if k.endswith("_label") and k[: -len("_label")] + "_iou" in ex]
+        per = [{"label": ex.pop(f"{k}_label"), "category": k, "iou": ex.pop(f"{k}_iou")} for k in cats]
+        ex.pop("layer", None)
+        ups = [{"label": r.get("label") or r.get("name"), "category": r.get("category"), "iou": r.get("iou")}
+               if isinstance(r, dict) else {"label": r[0], "category": r[2] if len(r) > 2 else None, "iou": r[1]}
+               for r in json.loads(ru) if isinstance(r, dict) or len(r) >= 2]
+        c.execute("UPDATE units SET runner_ups = ?, extra = ?, per_category = ? WHERE rowid = ?",
+                  (_j(ups), _j(ex), _j(per), key))

@@ -86,7 +86,7 @@ def dissected(world_run):
     with ResultsStore(run) as st:
         st.register_run(meta)
         for layer, lr in res[str(world / "broden")].items():
-            st.write_units(layer, "synth", lr.unit_table())
+            st.write_units(layer, "synth", lr.unit_labels())
     return world, run
 
 

@@ -157,9 +157,9 @@ def test_engine_matches_naive(quantile, planes):
     assert np.array_equal(res.tally.act_orig.numpy(), orig)
     for den in ("lite", "original"):
         assert np.array_equal(res.iou(den).numpy(), iou[den])
-        for row in res.unit_table(den):
-            assert row["label_number"] == lite_best_label(iou[den][row["unit"]], primary, len(CATS))
-            assert row["iou"] == iou[den][row["unit"]].max()
+        for rec in res.unit_labels(den):
+            assert rec.label_number == lite_best_label(iou[den][rec.unit], primary, len(CATS))
+            assert rec.iou == iou[den][rec.unit].max()
 
 
 def lite_best_label(iou_row, primary, num_categories):

@@ -217,11 +217,12 @@ def test_unit_labels_and_tally_csv_match_lite(dissected, tmp_path, denominator):
     ours = res.iou(denominator).numpy()
     valid = res.primary.numpy() >= 0
     assert np.array_equal(ours[:, valid], iou[:, valid])
-    for row in res.unit_table(denominator):
-        assert row["label_number"] == lite_best_label(iou[row["unit"]], res.primary.numpy(), len(CATS))
-        if row["iou"] > 0:
-            assert row["label"] == rows[str(row["unit"] + 1)]["label"]
+    labels = res.unit_labels(denominator)
+    for rec in labels:
+        assert rec.label_number == lite_best_label(iou[rec.unit], res.primary.numpy(), len(CATS))
+        if rec.iou > 0:
+            assert rec.label == rows[str(rec.unit + 1)]["label"]
     if lite:  # the original writes label 0's activation as 0 in its result.csv; Lite's tally.csv is the format
-        path = report.write_tally_csv(res, tmp_path / "tally.csv", denominator)
+        path = report.write_tally_csv(res, labels, tmp_path / "tally.csv", denominator)
         got = {r["unit"]: r for r in csv.DictReader(open(path))}
         assert got == rows

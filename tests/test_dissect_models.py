@@ -75,17 +75,17 @@ def test_planted_units_get_their_concepts(concepts):
     res = run_dissection(Toy2d(), ["features"], [concepts], quantile=Q, batch_size=5, progress=False)
     r = res[str(concepts)]["features"]
     for den in ("lite", "original"):
-        rows = report.to_records(r, den)
-        assert rows[0]["label"] == "square" and rows[0]["iou"] == pytest.approx(1.0)
-        assert rows[1]["label"] == "disc" and rows[1]["iou"] == pytest.approx(1.0)
-        assert rows[0]["category"] == "object" and rows[0]["interpretable"]
+        rows = r.unit_labels(den)
+        assert rows[0].label == "square" and rows[0].iou == pytest.approx(1.0)
+        assert rows[1].label == "disc" and rows[1].iou == pytest.approx(1.0)
+        assert rows[0].category == "object" and rows[0].interpretable
 
 
 @pytest.mark.parametrize("time", ["mean", "frames"])
 def test_video_model_planted_unit(concepts, time):
     res = run_dissection(Toy3d(), ["features"], [concepts], quantile=Q, frames=2, time=time, progress=False)
-    rows = report.to_records(res[str(concepts)]["features"])
-    assert rows[0]["label"] == "square" and rows[0]["iou"] == pytest.approx(1.0)
+    rows = res[str(concepts)]["features"].unit_labels()
+    assert rows[0].label == "square" and rows[0].iou == pytest.approx(1.0)
 
 
 def test_cache_is_used_and_keyed(concepts, tmp_path):
@@ -97,7 +97,7 @@ def test_cache_is_used_and_keyed(concepts, tmp_path):
 
     again = run_dissection(Boom(), ["features"], [concepts], quantile=Q, cache_dir=tmp_path, checkpoint_hash="abc",
                            progress=False)
-    assert report.to_records(again[str(concepts)]["features"])[0]["label"] == "square"
+    assert again[str(concepts)]["features"].unit_labels()[0].label == "square"
     with pytest.raises(AssertionError, match="cache"):  # another quantile is another key
         run_dissection(Boom(), ["features"], [concepts], quantile=0.01, cache_dir=tmp_path, checkpoint_hash="abc",
                        progress=False)
@@ -106,8 +106,8 @@ def test_cache_is_used_and_keyed(concepts, tmp_path):
 def test_reports(concepts, tmp_path):
     model = Toy2d()
     res = run_dissection(model, ["features"], [concepts], quantile=Q, progress=False)
-    summary = report.write_outputs({"A": res[str(concepts)], "B": res[str(concepts)]}, tmp_path,
-                                   gallery={"model": model, "k": 3})
+    results = {"A": res[str(concepts)], "B": res[str(concepts)]}
+    summary = report.write_outputs(results, report.label_units(results), tmp_path, gallery={"model": model, "k": 3})
     d = tmp_path / "A" / "features"
     header = (d / "tally.csv").read_text().splitlines()[0]
     assert header == ("unit,category,label,score,object-label,object-truth,object-activation,object-intersect,"
@@ -180,11 +180,11 @@ def test_synthetic_world_actions_end_to_end(tmp_path):
     model = models.build_model("i3d_r18", 4, width=8)
     res = run_dissection(model, ["layer2", "layer3"], [w / "broden", acts, merged], frames=4, size=32, quantile=0.1,
                          progress=False)
-    summary = report.write_outputs(res, tmp_path / "out")
+    summary = report.write_outputs(res, report.label_units(res), tmp_path / "out")
     assert set(summary) == {"broden", "acts", "merged"}
     assert "action" in summary["merged"]["layer3"] and (tmp_path / "out" / "table3.svg").is_file()
-    rows = report.to_records(res[str(merged)]["layer3"])
-    assert {r["category"] for r in rows} <= {"color", "object", "scene", "texture", "action"}
+    rows = res[str(merged)]["layer3"].unit_labels()
+    assert {r.category for r in rows} <= {"color", "object", "scene", "texture", "action"}
 
 
 @pytest.mark.slow
@@ -201,5 +201,5 @@ def test_trained_model_has_action_units_in_last_block(tmp_path):
     tf = meta["transforms"]
     res = run_dissection(model, ["layer4"], [acts], frames=tf["frames"], size=tf["size"], progress=False,
                          dataset_kwargs={"mean": tf["mean"], "std": tf["std"]})
-    rows = report.to_records(res[str(acts)]["layer4"])
-    assert sum(r["interpretable"] and r["category"] == "action" for r in rows) >= 1
+    rows = res[str(acts)]["layer4"].unit_labels()
+    assert sum(r.interpretable and r.category == "action" for r in rows) >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from mmit_interp.store import NOT_DISSECTED, ResultsStore, StoreError
+from mmit_interp.unit_labels import Concept, UnitLabel
 
 
 def _meta(sha: str = "abc", n: int = 3) -> dict:
@@ -18,6 +19,13 @@ def store(tmp_path):
     s.register_run(_meta())
     yield s
     s.close()
+
+
+def _unit(unit: int, label: str, iou: float, category: str = "texture", interpretable: bool | None = None,
+          runner_ups: tuple[Concept, ...] = (), bests: tuple[Concept, ...] = ()) -> UnitLabel:
+    """A dissection record; interpretable at IoU >= 0.04 unless given."""
+    return UnitLabel(unit, category, label, 1, iou, iou >= 0.04 if interpretable is None else interpretable, 1.5,
+                     runner_ups, bests)
 
 
 def _count(store: ResultsStore, table: str) -> int:
@@ -50,19 +58,48 @@ def test_eval_rewrite_replaces(store):
 
 
 def test_units_ingest_filters_and_replace(store):
-    recs = [{"unit": 0, "category": "texture", "label": "dotted", "iou": 0.09, "runner_ups": [["striped", 0.03]]},
-            {"unit": 1, "category": "object", "label": "ball", "iou": 0.01, "threshold": 1.5}]
+    striped = Concept("striped", "texture", 0.03, 7)
+    recs = [_unit(0, "dotted", 0.09, runner_ups=(striped,), bests=(Concept("dotted", "texture", 0.09, 1),)),
+            _unit(1, "ball", 0.01, category="object")]
     assert store.write_units("layer4", "broden", recs) == 2
     store.write_units("layer4", "broden", recs)
     assert _count(store, "units") == 2
     rows = store.units("layer4")
-    assert rows[0]["label"] == "dotted" and rows[0]["interpretable"] and rows[0]["runner_ups"] == [["striped", 0.03]]
-    assert rows[1]["extra"] == {"threshold": 1.5} and not rows[1]["interpretable"]
+    assert rows[0]["label"] == "dotted" and rows[0]["interpretable"]
+    assert rows[0]["runner_ups"] == [{"label": "striped", "category": "texture", "iou": 0.03}]
+    assert rows[0]["per_category"] == [{"label": "dotted", "category": "texture", "iou": 0.09}]
+    assert rows[1]["extra"] == {"label_number": 1, "threshold": 1.5} and not rows[1]["interpretable"]
     assert [r["unit"] for r in store.units("layer4", search="ball")] == [1]
     assert store.category_counts("layer4") == {"texture": 1}
     assert store.layers()[0] == {"layer": "layer4", "concept_set": "broden", "n_units": 2, "n_interpretable": 1}
-    with pytest.raises(StoreError, match="lacks"):
-        store.write_units("layer4", "x", [{"unit": 0}])
+
+
+def test_schema_1_units_are_migrated_on_open(tmp_path):
+    """A store written before the typed record: per-category bests and runner-ups come back in today's shape."""
+    import json
+    import sqlite3
+
+    with ResultsStore(tmp_path) as s:
+        s.register_run(_meta())
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    con.executescript("DROP TABLE units; CREATE TABLE units (run_id INTEGER NOT NULL, layer TEXT NOT NULL, "
+                      "concept_set TEXT NOT NULL, unit INTEGER NOT NULL, category TEXT, label TEXT, iou REAL, "
+                      "interpretable INTEGER NOT NULL, runner_ups TEXT NOT NULL, extra TEXT NOT NULL, "
+                      "PRIMARY KEY (run_id, layer, concept_set, unit)); UPDATE meta SET value = '1';")
+    extra = {"layer": "layer4", "label_number": 3, "threshold": 0.5, "color_label": "red", "color_iou": 0.02,
+             "texture_label": "dotted", "texture_iou": 0.09}
+    con.execute("INSERT INTO units VALUES (1, 'layer4', 'broden', 0, 'texture', 'dotted', 0.09, 1, ?, ?)",
+                (json.dumps([["striped", 0.03], {"name": "red", "category": "color", "iou": 0.02}]), json.dumps(extra)))
+    con.commit()
+    con.close()
+    for _ in range(2):  # the second open finds the store migrated
+        with ResultsStore(tmp_path) as s:
+            row = s.units("layer4")[0]
+            assert row["per_category"] == [{"label": "red", "category": "color", "iou": 0.02},
+                                           {"label": "dotted", "category": "texture", "iou": 0.09}]
+            assert row["runner_ups"] == [{"label": "striped", "category": None, "iou": 0.03},
+                                         {"label": "red", "category": "color", "iou": 0.02}]
+            assert row["extra"] == {"label_number": 3, "threshold": 0.5} and row["interpretable"]
 
 
 def test_ablation_replace_and_aggregate(store):
@@ -120,13 +157,13 @@ def test_clip_and_concept_path_replace_with_labels(store):
     store.write_concept_path("k1", 2, path)
     store.write_concept_path("k1", 2, path)
     assert store.concept_path("k1", 2)[0]["label"] == NOT_DISSECTED
-    store.write_units("layer4", "broden", [{"unit": 0, "category": "texture", "label": "dotted", "iou": 0.1}])
+    store.write_units("layer4", "broden", [_unit(0, "dotted", 0.1)])
     got = store.concept_path("k1", 2)
     assert got[0]["label"] == "dotted" and got[0]["iou"] == 0.1 and got[0]["label_layers"] == ["layer4.1", "layer4"]
 
 
 def test_failed_write_rolls_back(store):
-    good = [{"unit": 0, "category": "texture", "label": "dotted", "iou": 0.1}]
+    good = [_unit(0, "dotted", 0.1)]
     store.write_units("layer4", "broden", good)
     with pytest.raises(Exception, match="UNIQUE"):  # duplicate unit: fails after the DELETE ran
         store.write_units("layer4", "broden", good + good)

@@ -23,6 +23,7 @@ from mmit_interp.dataset import ClipTransform
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
 from mmit_interp.store import ResultsStore
+from mmit_interp.unit_labels import Concept, UnitLabel
 from mmit_interp.vocab import Vocabulary
 from tinydata import make_tiny_mmit, write_clip
 
@@ -84,14 +85,15 @@ def fill_store(run: Path, ev: dict, n_units: int) -> None:
                 cat = cats[u % len(cats)]
                 if u < 4:
                     cv2.imwrite(str(gallery / f"unit_{u:04d}.jpg"), rng.integers(0, 255, (40, 120, 3), dtype=np.uint8))
-                per_cat = {f"{c}_label": f"{c}-{u % 3}" for c in cats} | {f"{c}_iou": 0.01 * (j + 1) for j, c in enumerate(cats)}
-                records.append({"unit": u, "category": cat, "label": f"{cat}-{u % 7}" if u % 5 else "polka <dots>",
-                                "iou": float(rng.uniform(0.0, 0.2)), "threshold": 0.5, "label_number": u % 7, **per_cat,
-                                "runner_ups": [{"label": f"{cats[(u + 1) % len(cats)]}-{k}", "category": cats[(u + 1) % len(cats)],
-                                                "iou": 0.01 * k} for k in range(3)]})
+                iou = float(rng.uniform(0.0, 0.2))
+                ru = cats[(u + 1) % len(cats)]
+                records.append(UnitLabel(
+                    u, cat, f"{cat}-{u % 7}" if u % 5 else "polka <dots>", u % 7, iou, iou >= 0.04, 0.5,
+                    runner_ups=tuple(Concept(f"{ru}-{k}", ru, 0.01 * k, k) for k in range(3)),
+                    bests=tuple(Concept(f"{c}-{u % 3}", c, 0.01 * (j + 1), j) for j, c in enumerate(cats))))
             st.write_units("layer4", cs, records)
-        st.write_units("layer3", "broden", [{"unit": u, "category": "texture", "label": f"stripes-{u}",
-                                             "iou": 0.05 + 0.001 * u} for u in range(32)])
+        st.write_units("layer3", "broden", [UnitLabel(u, "texture", f"stripes-{u}", u, 0.05 + 0.001 * u, True, 0.5, (), ())
+                                            for u in range(32)])
         st.write_ablation("layer4", [{"metric": m, "p": p, "seed": s, "value": 0.5 * (1 - p), "rel": 1 - p + 0.01 * s}
                                      for m in ("map_sample", "map_class") for p in (0.0, 0.25, 0.5, 1.0) for s in (0, 1)])
         for b, v in (("layer3.1", 0.3), ("layer4.1", 0.6)):

@@ -100,8 +100,8 @@ def unit_detail(run: ServedRun, layer: str, unit: int, links: Links) -> dict:
         "name": run.name, "layer": layer, "unit": unit, "n_units": n_units, "label": best["label"],
         "category": best["category"], "iou": best["iou"], "interpretable": best["interpretable"],
         "concept_sets": [{"concept_set": r["concept_set"], "label": r["label"], "category": r["category"],
-                          "iou": r["iou"], "interpretable": r["interpretable"], "runner_ups": _runner_ups(r["runner_ups"]),
-                          **_per_category(r["extra"])} for r in per_set],
+                          "iou": r["iou"], "interpretable": r["interpretable"], "runner_ups": r["runner_ups"],
+                          **_per_category(r["per_category"])} for r in per_set],
         "gallery": gallery,
         "extra": {r["concept_set"]: {k: v for k, v in r["extra"].items() if not images_in(v)} for r in per_set},
         "drives": drives, "selectivity": selectivity, "block": block_used,
@@ -115,21 +115,8 @@ def unit_detail(run: ServedRun, layer: str, unit: int, links: Links) -> dict:
     })
 
 
-def _per_category(extra: dict) -> dict:
-    """Dissection's best label per category (`<cat>_label`, `<cat>_iou`) and the best one without `action`."""
-    rows = [{"category": k[: -len("_label")], "label": v, "iou": extra.get(k[: -len("_label")] + "_iou")}
-            for k, v in extra.items() if k.endswith("_label") and v]
-    rows.sort(key=lambda d: -(d["iou"] or 0.0))
+def _per_category(bests: list[dict]) -> dict:
+    """Dissection's best label per category (the record's `per_category`), best first, and the best one without `action`."""
+    rows = sorted((d for d in bests if d["label"]), key=lambda d: (-(d["iou"] or 0.0), d["category"]))
     without = next((d for d in rows if d["category"] != "action"), None)
     return {"per_category": rows, "best_without_action": without}
-
-
-def _runner_ups(raw: Any) -> list[dict]:
-    """Runner-up concepts as `{label, category, iou}` whatever shape dissection stored them in."""
-    out = []
-    for r in raw or []:
-        if isinstance(r, dict):
-            out.append({"label": r.get("label") or r.get("name"), "category": r.get("category"), "iou": r.get("iou")})
-        elif isinstance(r, (list, tuple)) and len(r) >= 2:
-            out.append({"label": r[0], "category": r[2] if len(r) > 2 else None, "iou": r[1]})
-    return out
