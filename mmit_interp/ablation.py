@@ -126,8 +126,8 @@ def validation_batches(run_dir: str | Path, meta: dict, model: nn.Module, *, dat
     ann = read_mmit(root, split, vocab=meta["vocab"])
     if max_clips:
         ann.items = ann.items[:max_clips]
-    kind = getattr(model, "modality", "video")
-    ds = ClipDataset(ann, ClipTransform.from_dict(meta["transforms"]), video=kind != "audio", audio=kind != "video")
+    ds = ClipDataset(ann, ClipTransform.from_dict(meta["transforms"]), video="video" in model.inputs,
+                     audio="audio" in model.inputs)
     return DataLoader(ds, batch_size=batch_size, num_workers=0, collate_fn=collate_clips)
 
 

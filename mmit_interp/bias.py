@@ -28,7 +28,8 @@ from torch import nn
 
 from .ablation import drop_order
 from .hooks import replace_output
-from .trunk import residual_blocks, resolve_block, stage_aliases
+from .models import forward_batch
+from .trunk import residual_blocks, resolve_block, stage_aliases, trunk_prefix
 
 
 def planted_pair(world: str | Path) -> tuple[str, str]:
@@ -64,7 +65,7 @@ def labelled_units(store, model: nn.Module, label: str) -> tuple[dict[str, list[
 @contextmanager
 def zeroed(model: nn.Module, units: Mapping[str, Sequence[int]]) -> Iterator[None]:
     """Within the block, the given units of each residual block's output are 0 (forward hooks)."""
-    prefix = "visual." if getattr(model, "modality", "video") == "fusion" else ""
+    prefix = trunk_prefix(model)
     with ExitStack() as stack:
         for block, us in units.items():
             if len(us):
@@ -74,18 +75,15 @@ def zeroed(model: nn.Module, units: Mapping[str, Sequence[int]]) -> Iterator[Non
         yield
 
 
-def load_clips(paths: Sequence[str | Path], transform, fusion: bool) -> dict[str, torch.Tensor]:
-    """Stacked model inputs `{video, audio, has_audio}` of clip files (audio only for fusion models)."""
+def load_clips(paths: Sequence[str | Path], transform, audio: bool) -> dict[str, torch.Tensor]:
+    """Stacked model inputs `{video, audio, has_audio}` of clip files (audio decoded only if `audio`)."""
     from .dataset import load_clip
 
-    ds = [load_clip(p, transform, want_audio=fusion) for p in paths]
+    ds = [load_clip(p, transform, want_audio=audio) for p in paths]
     if not ds:
         return {"video": torch.zeros(0)}
-    out = {"video": torch.stack([d["video"] for d in ds])}
-    if fusion:
-        out.update(audio=torch.stack([d["audio"] for d in ds]),
-                   has_audio=torch.tensor([float(d["has_audio"]) for d in ds]))
-    return out
+    return {"video": torch.stack([d["video"] for d in ds]), "audio": torch.stack([d["audio"] for d in ds]),
+            "has_audio": torch.tensor([float(d["has_audio"]) for d in ds])}
 
 
 @torch.no_grad()
@@ -95,7 +93,7 @@ def class_scores(model: nn.Module, clips: Mapping[str, torch.Tensor], batch_size
     out = []
     for i in range(0, v.shape[0], batch_size):
         s = slice(i, i + batch_size)
-        logits = model(v[s], clips["audio"][s], clips["has_audio"][s]) if "audio" in clips else model(v[s])
+        logits = forward_batch(model, {k: x[s] for k, x in clips.items()})
         out.append(torch.sigmoid(logits))
     return torch.cat(out) if out else torch.zeros(0, 0)
 
@@ -188,7 +186,7 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
     planted = planted_pair(world)
     action, texture = action or planted[0], texture or planted[1]
     model, meta = load_model(run_dir)
-    if getattr(model, "modality", "video") == "audio":
+    if "video" not in model.inputs:
         raise ValueError(f"{run_dir}: an audio model has no visual units to test a texture bias on")
     vocab = meta["vocab"]
     if action not in vocab:
@@ -197,8 +195,8 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
     lure, control = lure_and_control((t for t in load_truth(world) if t.split == split), action, texture)
     lure, control = lure[:max_clips], control[:max_clips]
     tf = ClipTransform.from_dict(meta["transforms"])
-    fusion = getattr(model, "modality", "video") == "fusion"
-    lure_x, control_x = (load_clips([world / "videos" / t.path for t in ts], tf, fusion) for ts in (lure, control))
+    hears = "audio" in model.inputs
+    lure_x, control_x = (load_clips([world / "videos" / t.path for t in ts], tf, hears) for ts in (lure, control))
     st, rid = open_run_store(run_dir, meta)
     with st:
         units, pool = labelled_units(st, model, texture)

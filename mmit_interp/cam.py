@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import capture_activations
+from .models import forward_batch
 
 
 @dataclass
@@ -81,19 +82,13 @@ class BaseCAM:
                             audio_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The CAM layer's activations `(N, K, T', H', W')` and the logits, from one forward pass."""
         m = self.model
+        batch = {"video": video, "audio": audio, "has_audio": audio_mask}
         if self.target_layer is not None:
-            args = (video,) if getattr(m, "modality", "video") == "video" else (video, audio, audio_mask)
             with capture_activations(m, [self.target_layer], detach=not self.needs_grad) as acts:
-                logits = m(*args)
+                logits = forward_batch(m, batch)
             return acts[self.target_layer], logits
-        if getattr(m, "modality", "video") == "fusion":
-            f = m.visual.forward_features(video)
-            a = m.audio.pool(m.audio.forward_features(audio))
-            if audio_mask is not None:
-                a = a * audio_mask.to(a.dtype).view(-1, 1)
-            return f, m.fc(m.dropout(torch.cat([m.visual.pool(f), a], 1)))
-        f = m.forward_features(video)
-        return f, m.forward_head(f)
+        f, ctx = m.features(batch)
+        return f, m.head(f, ctx)
 
     def __call__(self, video: torch.Tensor, *, audio: torch.Tensor | None = None,
                  audio_mask: torch.Tensor | None = None, classes: Sequence[int] | None = None,
@@ -120,16 +115,9 @@ class BaseCAM:
 class LinearCAM(BaseCAM):
     """Classic CAM for GAP + linear heads (incl. the fusion head's visual slice): `w[c] = W[c]`."""
 
-    def head_weight(self) -> torch.Tensor:
-        """The linear head's weight restricted to the CAM features `(C, K)`."""
-        m = self.model
-        if getattr(m, "modality", "video") == "fusion":
-            return m.fc.weight[:, : m.visual_dim]
-        return m.fc.weight
-
     def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, classes: torch.Tensor) -> torch.Tensor:
         """Rows of the head's weight matrix for the selected classes."""
-        return self.head_weight().detach()[classes]
+        return self.model.cam_weight().detach()[classes]
 
 
 class GradCAM(BaseCAM):
@@ -146,8 +134,6 @@ def cam_for(model: nn.Module, target_layer: str | None = None) -> BaseCAM:
     """The exact single-pass `LinearCAM` where the head allows it (video, fusion), else `GradCAM` at `target_layer`."""
     if target_layer is not None:
         return GradCAM(model, target_layer)
-    kind = getattr(model, "modality", "video")
-    if kind == "fusion" or (kind == "video" and isinstance(getattr(model, "fc", None), nn.Linear)
-                            and hasattr(model, "forward_features")):
+    if "video" in model.inputs:
         return LinearCAM(model)
     raise ValueError(f"{type(model).__name__} has no GAP + linear video head: name a target_layer for GradCAM")

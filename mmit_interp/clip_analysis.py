@@ -29,7 +29,7 @@ import torch
 
 from .cam import cam_for
 from .checkpoint import load_model, resolve_checkpoint
-from .dataset import ClipTransform, load_clip
+from .dataset import ClipTransform, clip_batch, load_clip
 from .mcam import mcam, normalise
 from .render import captioned_row, colormap_lut, composite, mcam_layers, resize_frames, write_video
 from .store import open_run_store, run_root
@@ -88,19 +88,16 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
     t0 = time.perf_counter()
     model, meta = cached_model(run_dir)
     vocab = meta["vocab"]
-    kind = getattr(model, "modality", "video")
-    if kind == "audio":
+    if "video" not in model.inputs:
         raise ValueError(f"{meta['path']}: an audio-only model has no frames to draw CAMs on")
     tf = ClipTransform.from_dict(meta["transforms"])
-    clip = load_clip(clip_path, tf, want_audio=kind == "fusion")
+    clip = load_clip(clip_path, tf, want_audio="audio" in model.inputs)
     disp = int(display_size or max(tf.size, 256))
     names_idx = None if classes is None else [c if isinstance(c, int) else vocab.index(c) for c in classes]
-    extra = {}
-    if kind == "fusion":
-        extra = dict(audio=clip["audio"][None], audio_mask=torch.tensor([float(clip["has_audio"])]))
+    b = clip_batch(clip)
     n_t = clip["video"].shape[1]
-    res = cam_for(model)(clip["video"][None], classes=names_idx, top_k=top_k, threshold=threshold,
-                         size=(n_t, disp, disp), **extra)
+    res = cam_for(model)(b["video"], audio=b["audio"], audio_mask=b["has_audio"], classes=names_idx, top_k=top_k,
+                         threshold=threshold, size=(n_t, disp, disp))
     t_model = time.perf_counter() - t0
     sel = res.classes[0].tolist()
     logits = res.logits[0]

@@ -69,6 +69,13 @@ def load_clip(path, transform: ClipTransform, rng: np.random.Generator | None = 
     }
 
 
+def clip_batch(clip: dict) -> dict[str, torch.Tensor]:
+    """A batch of one `load_clip` result, `{video (1,3,T,H,W), audio (1,1,L), has_audio (1,) float}`: the
+    dataset batch layout every model's `features` and `forward_batch` read, so callers need not know which."""
+    return {"video": clip["video"][None], "audio": clip["audio"][None],
+            "has_audio": torch.tensor([float(clip["has_audio"])])}
+
+
 class ClipDataset(Dataset):
     """Clips of an `AnnotationSet` as dict samples; `train=True` jitters the sampled frames."""
 

@@ -151,17 +151,16 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
     `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
     from .cam import cam_for
-    from .dataset import load_clip
+    from .dataset import clip_batch, load_clip
 
-    fusion = getattr(model, "modality", "video") == "fusion"
-    d = load_clip(clip.path, transform, want_audio=fusion)
+    d = load_clip(clip.path, transform, want_audio="audio" in model.inputs)
     idx = [int(i) for i in d["frame_indices"]]
     actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
     if not actions:
         return []
     classes = [vocab.index(a) for a in actions]
-    extra = dict(audio=d["audio"][None], audio_mask=torch.tensor([float(d["has_audio"])])) if fusion else {}
-    res = cam_for(model)(d["video"][None], classes=classes, **extra)
+    b = clip_batch(d)
+    res = cam_for(model)(b["video"], audio=b["audio"], audio_mask=b["has_audio"], classes=classes)
     owners: dict[str, np.ndarray] = {}
     maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, owners=owners)
     size = transform.size

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models.resnet3d import GapLinearNet
 from .store import NOT_DISSECTED
-from .trunk import resolve_block, stage_aliases, trunk_of
+from .trunk import resolve_block, stage_aliases
 
 
 def relation_tables(logits: torch.Tensor, baseline: torch.Tensor, top: int = 10
@@ -39,17 +38,13 @@ def relation_tables(logits: torch.Tensor, baseline: torch.Tensor, top: int = 10
     return u2c, c2u
 
 
-def _head_weight(model: nn.Module) -> torch.Tensor:
-    return model.fc.weight[:, : model.visual_dim] if getattr(model, "modality", "video") == "fusion" else model.fc.weight
-
-
 def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper: str = "layer4",
                  lower: str = "layer3", top_upper: int = 5, top_lower: int = 3) -> list[dict[str, Any]]:
     """Concept path rows `{step, rank, layer, unit, parent, contribution, label_layers}` for one clip `(1, 3, T, H, W)`.
 
     `upper` must be the block feeding the GAP + linear head; `lower` any earlier block.
     """
-    trunk = trunk_of(model)
+    trunk = model.trunk()
     names = [n for n, _ in trunk.blocks()]
     up, lo = resolve_block(model, upper), resolve_block(model, lower)
     if up != names[-1]:
@@ -67,9 +62,9 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
         x = mods[n](x)
     # how the head reads the positions: GAP's mean, or an LSE head's softmax weights (held fixed, so the
     # shares stay exact up to that head's constant concentration term, see `GapLinearNet.pool_weights`)
-    w = model.pool_weights(x.detach(), class_idx)[0] if isinstance(model, GapLinearNet) else None
-    pooled = x.flatten(2).mean(2)[0] if w is None else (x.flatten(2)[0] * w).sum(1)  # (K4,)
-    share = _head_weight(model)[class_idx].detach() * pooled.detach()
+    w = model.pool_weights(x.detach(), class_idx)[0]
+    pooled = (x.flatten(2)[0] * w).sum(1)  # (K4,)
+    share = model.cam_weight()[class_idx].detach() * pooled.detach()
     top = share.topk(min(top_upper, share.numel()))
     rows = [{"step": 0, "rank": r, "layer": up, "unit": int(u), "parent": -1, "contribution": float(v),
              "label_layers": stage_aliases(model, up)}
@@ -104,20 +99,18 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     With `record`, the clip is analysed (`analyze_clip`) if the store does not hold it yet, and the
     path is stored under its clip key.
     """
-    from .cam import cam_for
     from .clip_analysis import analyze_clip, cached_model, clip_key
-    from .dataset import ClipTransform, load_clip
+    from .dataset import ClipTransform, clip_batch, load_clip
+    from .models import forward_batch
     from .store import open_run_store
 
     model, meta = cached_model(run_dir)
     vocab = meta["vocab"]
-    fusion = getattr(model, "modality", "video") == "fusion"
-    clip = load_clip(clip_path, ClipTransform.from_dict(meta["transforms"]), want_audio=fusion)
+    clip = load_clip(clip_path, ClipTransform.from_dict(meta["transforms"]), want_audio="audio" in model.inputs)
     video = clip["video"][None]
     if class_ is None:
-        extra = (clip["audio"][None], torch.tensor([float(clip["has_audio"])])) if fusion else (None, None)
         with torch.no_grad():
-            class_ = int(cam_for(model).features_and_logits(video, *extra)[1][0].argmax())
+            class_ = int(forward_batch(model, clip_batch(clip))[0].argmax())
     c = class_ if isinstance(class_, int) else vocab.index(class_)
     rows = concept_path(model, video, c, top_upper=top_upper, top_lower=top_lower)
     key = clip_key(clip_path)

@@ -14,15 +14,16 @@ from mmit_interp.explain.sanity import cascade_groups, cascading_randomisation
 from mmit_interp.explain.table import count_forwards, interval
 from mmit_interp.localisation import energy, pointing
 from mmit_interp.models import build_model
+from mmit_interp.models.resnet3d import GapLinearNet
 
 T, H, W = 4, 16, 16
 REGION = (slice(1, 3), slice(4, 10), slice(2, 8))  # the voxels a RegionNet sees
 
 
-class RegionNet(nn.Module):
+class RegionNet(GapLinearNet):
     """Hand-built 'video model': logit 0 = sum of channel 0 over REGION, logit 1 = sum over the rest."""
 
-    modality = "video"
+    inputs = ("video",)
 
     def __init__(self):
         super().__init__()
@@ -38,9 +39,6 @@ class RegionNet(nn.Module):
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         s = f[:, 0]
         return torch.stack([(s * self.mask).flatten(1).sum(1), (s * (1 - self.mask)).flatten(1).sum(1)], 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_small_soundnet_fusion_shapes_and_forward_from():
     names = [n for n, _ in v.blocks()]
     assert names[0] == "stem" and names[-1] == "layer4.1"
     h = v.layer3(v.layer2(v.layer1(v.stem(x))))
-    assert torch.allclose(v.forward_from("layer3.1", h), v(x), atol=1e-5)
+    assert torch.allclose(v.forward_head(v.features_from("layer3.1", h)), v(x), atol=1e-5)
     s = build_model("soundnet", 7, width_mult=0.25).eval()
     a = torch.randn(2, 1, 66150)
     assert s.forward_features(a).shape == (2, 256, 3)

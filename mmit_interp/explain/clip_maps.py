@@ -15,10 +15,9 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from ..clip_analysis import _img, cached_model
-from ..dataset import ClipTransform, load_clip
+from ..dataset import ClipTransform, clip_batch, load_clip
 from ..mcam import normalise
 from ..render import colormap_lut, resize_frames
 from .methods import make_method
@@ -37,18 +36,16 @@ def clip_method_maps(run_dir: str | Path, clip_path: str | Path, method: str, cl
         raise ValueError(f"unknown explanation method {method!r}: choose from {', '.join(METHOD_LABELS)}")
     t0 = time.perf_counter()
     model, meta = cached_model(run_dir)
-    kind = getattr(model, "modality", "video")
-    if kind == "audio":
+    if "video" not in model.inputs:
         raise ValueError(f"{meta['path']}: an audio-only model has no frames to draw maps on")
     tf = ClipTransform.from_dict(meta["transforms"])
-    clip = load_clip(clip_path, tf, want_audio=kind == "fusion")
-    extra = {}
-    if kind == "fusion":
-        extra = dict(audio=clip["audio"][None], audio_mask=torch.tensor([float(clip["has_audio"])]))
+    clip = load_clip(clip_path, tf, want_audio="audio" in model.inputs)
+    b = clip_batch(clip)
     disp = int(display_size or max(tf.size, 256))
     n_t = clip["video"].shape[1]
     with count_forwards(model) as n:
-        res = make_method(method, model)(clip["video"][None], classes=list(classes), size=(n_t, disp, disp), **extra)
+        res = make_method(method, model)(b["video"], audio=b["audio"], audio_mask=b["has_audio"], classes=list(classes),
+                                         size=(n_t, disp, disp))
     sel = res.classes[0].tolist()
     heat_u8 = (normalise(res.maps[0].detach(), "clip").numpy() * 255).round().astype(np.uint8)
     rgb = colormap_lut(colormap)[heat_u8]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cam import BaseCAM, CAMResult, GradCAM, LinearCAM, select_classes
+from ..models import forward_batch
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,19 +45,19 @@ def blurred(video: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
 
 def clip_forward(model: nn.Module, audio: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None,
                  batch_size: int = 32) -> Forward:
-    """Logits of variants of one clip `(B, 3, T, H, W) -> (B, C)` in chunks of `batch_size`; a fusion model
-    gets the clip's `audio (1, 1, L)` and `audio_mask (1,)` with every variant."""
-    fusion = getattr(model, "modality", "video") == "fusion"
+    """Logits of variants of one clip `(B, 3, T, H, W) -> (B, C)` in chunks of `batch_size`; the clip's
+    `audio (1, 1, L)` and `audio_mask (1,)`, where given, go with every variant (a model that hears reads them)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
         outs = []
         for i in range(0, x.shape[0], batch_size):
             v = x[i: i + batch_size]
-            if fusion:
-                b = v.shape[0]
-                outs.append(model(v, audio.expand(b, *audio.shape[1:]), None if audio_mask is None else audio_mask.expand(b)))
-            else:
-                outs.append(model(v))
+            batch = {"video": v}
+            if audio is not None:
+                batch["audio"] = audio.expand(v.shape[0], *audio.shape[1:])
+            if audio_mask is not None:
+                batch["has_audio"] = audio_mask.expand(v.shape[0])
+            outs.append(forward_batch(model, batch))
         return torch.cat(outs)
     return run
 

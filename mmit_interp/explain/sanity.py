@@ -17,12 +17,14 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..trunk import trunk_prefix
+
 STEM = ("conv1", "bn1")
 
 
 def cascade_groups(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     """`(name, modules)` to randomise, top down: the head, the trunk's stages in reverse, the stem."""
-    trunk, prefix = (model.visual, "visual.") if getattr(model, "modality", "video") == "fusion" else (model, "")
+    trunk, prefix = model.trunk(), trunk_prefix(model)
     stages = [(n, c) for n, c in trunk.named_children() if n not in STEM and n != "fc" and any(True for _ in c.parameters())]
     groups = [("fc", [model.fc])] + [(prefix + n, [c]) for n, c in reversed(stages)]
     stem = [getattr(trunk, n) for n in STEM if hasattr(trunk, n)]

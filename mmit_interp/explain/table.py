@@ -48,7 +48,7 @@ SANITY_LIMIT = 0.5
 @contextmanager
 def count_forwards(model: nn.Module) -> Iterator[list[int]]:
     """`with count_forwards(model) as n:` ... `n[0]` = clips that went through the (visual) trunk's first conv."""
-    trunk = model.visual if getattr(model, "modality", "video") == "fusion" else model
+    trunk = model.trunk()
     n = [0]
     h = trunk.conv1.register_forward_pre_hook(lambda _m, inp: n.__setitem__(0, n[0] + inp[0].shape[0]))
     try:
@@ -78,10 +78,9 @@ def _mean(values: list[float | None]) -> float | None:
 
 def clip_inputs(model: nn.Module, vocab, clip: ClipBoxes, transform) -> dict[str, Any] | None:
     """One clip's model inputs, its boxed actions (`classes`, `actions`) and box masks per sampled frame."""
-    from ..dataset import load_clip
+    from ..dataset import clip_batch, load_clip
 
-    fusion = getattr(model, "modality", "video") == "fusion"
-    d = load_clip(clip.path, transform, want_audio=fusion)
+    d = load_clip(clip.path, transform, want_audio="audio" in model.inputs)
     idx = [int(i) for i in d["frame_indices"]]
     actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
     if not actions:
@@ -89,8 +88,8 @@ def clip_inputs(model: nn.Module, vocab, clip: ClipBoxes, transform) -> dict[str
     masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), clip.width, clip.height, transform.size)
                        for fi in idx] for a in actions])
     present = np.array([[fi in clip.boxes[a] for fi in idx] for a in actions])
-    extra = dict(audio=d["audio"][None], audio_mask=torch.tensor([float(d["has_audio"])])) if fusion else {}
-    return {"video": d["video"][None], "extra": extra, "actions": actions, "classes": [vocab.index(a) for a in actions],
+    b = clip_batch(d)
+    return {"video": b["video"], "extra": {"audio": b["audio"], "audio_mask": b["has_audio"]}, "actions": actions, "classes": [vocab.index(a) for a in actions],
             "masks": masks, "present": present}
 
 
@@ -191,7 +190,7 @@ def run_explanations(run_dir: str | Path, *, world: str | Path | None = None, bo
     model, meta = cached_model(run_dir)
     vocab, tf = meta["vocab"], ClipTransform.from_dict(meta["transforms"])
     meths = {m: make_method(m, model) for m in names}
-    fusion = getattr(model, "modality", "video") == "fusion"
+    fusion = {"video", "audio"} <= set(model.inputs)  # both seen and heard: the Shapley split applies
     labels: dict[str, list[str]] = {}
     if fusion and world is not None:
         from ..synth.truth import load_truth

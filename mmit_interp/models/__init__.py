@@ -6,6 +6,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .base import ModelBase, forward_batch, gap_weights
 from .fusion import FusionNet
 from .inflate import inflate_from_file, inflate_state_dict
 from .resnet3d import VideoResNet, i3d_r18, i3d_r50, resnet3d50
@@ -53,18 +54,6 @@ def set_conv3d_format(model: nn.Module, channels_last: bool) -> nn.Module:
     return model
 
 
-def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of any registered model for a dataset batch (picks the inputs its modality needs)."""
-    kind = getattr(model, "modality", "video")
-    if kind == "video":
-        return model(batch["video"])
-    if kind == "audio":
-        return model(batch["audio"])
-    if kind == "fusion":
-        return model(batch["video"], batch["audio"], batch["has_audio"].float())
-    raise ValueError(f"model modality {kind!r} is not supported")
-
-
-__all__ = ["MODELS", "build_model", "list_models", "forward_batch", "VideoResNet", "SoundNet", "FusionNet",
-           "i3d_r18", "i3d_r50", "resnet3d50", "soundnet", "fusion", "inflate_state_dict", "inflate_from_file",
+__all__ = ["MODELS", "build_model", "list_models", "forward_batch", "ModelBase", "gap_weights", "VideoResNet",
+           "SoundNet", "FusionNet", "i3d_r18", "i3d_r50", "resnet3d50", "soundnet", "fusion", "inflate_state_dict", "inflate_from_file",
            "set_conv3d_format"]

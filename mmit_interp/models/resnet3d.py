@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .base import ModelBase, gap_weights
+
 
 def _conv(cin: int, cout: int, kt: int, ks: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Conv3d:
     return nn.Conv3d(cin, cout, (kt, ks, ks), stride=stride, padding=(kt // 2, ks // 2, ks // 2), bias=False)
@@ -75,9 +77,9 @@ def _shortcut(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequentia
     return nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
 
 
-class GapLinearNet(nn.Module):
-    """The shared tail of every trunk with a GAP + linear head (`fc`): subclasses give `blocks()`,
-    `forward_features()` and `pool()`; CAMs and the block analyses rely on this shape.
+class GapLinearNet(ModelBase):
+    """The shared tail of every trunk with a GAP + linear head (`fc`): subclasses give `inputs`, `blocks()`,
+    `forward_features()` and `pool()`; the model is its own trunk and `forward_head` is its head.
 
     `head_r > 0` pools the class maps `W F + b` (the CAMs themselves) by log-sum-exp,
     `(1/r) log mean exp(r m)`, instead of averaging: r -> 0 is GAP + linear, large r the maximum
@@ -100,18 +102,35 @@ class GapLinearNet(nn.Module):
         """Weights `(N, P)` over the last map's positions with which class `class_idx`'s logit reads the
         features: uniform for GAP; `softmax(r m_c)` for the LSE head, where exactly
         `logit_c = b_c + sum_k W[c, k] <F_k>_weights + (H(weights) - log P) / r`."""
-        flat = f.flatten(2)
         if self.head_r <= 0:
-            return torch.full(flat.shape[::2], 1.0 / flat.shape[2], dtype=f.dtype, device=f.device)
-        m = torch.einsum("nkp,k->np", flat, self.fc.weight[class_idx])
+            return gap_weights(f)
+        m = torch.einsum("nkp,k->np", f.flatten(2), self.fc.weight[class_idx])
         return torch.softmax(self.head_r * m, dim=1)
+
+    def trunk(self) -> GapLinearNet:
+        """The model is its own trunk."""
+        return self
+
+    def head(self, feats: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's own `forward_head` (no context)."""
+        return self.forward_head(feats)
+
+    def cam_weight(self) -> torch.Tensor:
+        """The linear head's weight `(C, K)`."""
+        return self.fc.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Logits from `x`, the output of block `name`: runs every later block, then the head."""
-        return _run_from(self.blocks(), name, x, self.forward_head)
+    def features_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Last features from `x`, the output of block `name`: runs every later block."""
+        blocks = self.blocks()
+        names = [n for n, _ in blocks]
+        if name not in names:
+            raise KeyError(f"no block {name!r}; blocks are {', '.join(names)}")
+        for _, m in blocks[names.index(name) + 1:]:
+            x = m(x)
+        return x
 
 
 class VideoResNet(GapLinearNet):
@@ -123,6 +142,7 @@ class VideoResNet(GapLinearNet):
     """
 
     modality = "video"
+    inputs = ("video",)
 
     def __init__(self, block: type[nn.Module], layers: Sequence[int], kt_plan: Sequence[Sequence[Sequence[int]]],
                  strides: Sequence[tuple[int, int, int]], *, num_classes: int, width: int = 64,
@@ -192,15 +212,6 @@ class _Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.stem(x)
-
-
-def _run_from(blocks: list[tuple[str, nn.Module]], name: str, x: torch.Tensor, head) -> torch.Tensor:
-    names = [n for n, _ in blocks]
-    if name not in names:
-        raise KeyError(f"no block {name!r}; blocks are {', '.join(names)}")
-    for _, m in blocks[names.index(name) + 1:]:
-        x = m(x)
-    return head(x)
 
 
 def _plan(layers: Sequence[int], pattern: Sequence[Sequence[tuple[int, int]]]) -> list[list[tuple[int, int]]]:

@@ -20,6 +20,7 @@ class SoundNet(GapLinearNet):
     """SoundNet conv1..conv7 trunk + GAP + linear head."""
 
     modality = "audio"
+    inputs = ("audio",)
 
     def __init__(self, *, num_classes: int, width_mult: float = 1.0, dropout: float = 0.0):
         super().__init__()

@@ -1,0 +1,56 @@
+"""The interface every model offers the analyses, so no caller branches on a model's kind.
+
+A model reads named inputs from a dataset batch (`inputs`), has one *trunk* whose `blocks()` the
+analyses split and whose last map the CAMs draw (`trunk()`), and a head that turns that map plus a
+*context* into logits: `logits = head(*features(batch))`. The context is what the head needs besides
+the trunk's map (a fusion model's pooled audio; `None` for one trunk). `cam_weight()` is the head's
+weight on the trunk's pooled features and `pool_weights()` how the head reads the map's positions.
+A new model family subclasses `ModelBase` (or `GapLinearNet`) in its own module and registers a builder.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ModelBase(nn.Module):
+    """Shared interface of the registered models (see module doc); `modality` is for display only."""
+
+    modality: str = ""
+    inputs: tuple[str, ...] = ()
+
+    def trunk(self) -> nn.Module:
+        """The module whose `blocks()` are split and whose last features the CAMs weigh."""
+        raise NotImplementedError
+
+    def context(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """What the head needs besides the trunk's features (`None`: nothing)."""
+        return None
+
+    def features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trunk's last features `(N, K, ...)` of a batch and the head's context."""
+        trunk = self.trunk()
+        return trunk.forward_features(batch[trunk.inputs[0]]), self.context(batch)
+
+    def head(self, feats: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits `(N, C)` from the trunk's last features and the context."""
+        raise NotImplementedError
+
+    def cam_weight(self) -> torch.Tensor:
+        """The head's weight `(C, K)` on the trunk's pooled features (the CAM weights)."""
+        raise NotImplementedError
+
+    def pool_weights(self, f: torch.Tensor, class_idx: int) -> torch.Tensor:
+        """Weights `(N, P)` over the last map's positions with which class `class_idx`'s logit reads it."""
+        raise NotImplementedError
+
+
+def gap_weights(f: torch.Tensor) -> torch.Tensor:
+    """Uniform position weights `(N, P)` of global average pooling over a map `(N, K, ...)`."""
+    flat = f.flatten(2)
+    return torch.full(flat.shape[::2], 1.0 / flat.shape[2], dtype=f.dtype, device=f.device)
+
+
+def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of any registered model (or its DDP wrapper) for a batch: its `forward` on the `inputs` it names."""
+    return model(*(batch.get(k) for k in getattr(model, "module", model).inputs))
