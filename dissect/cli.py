@@ -69,7 +69,7 @@ def load_target(args):
 
     model, meta = load_model(args.model)
     tf = meta.get("transforms") or {}
-    frames = (args.frames or tf.get("frames")) if getattr(model, "modality", "video") == "video" else None
+    frames = (args.frames or tf.get("frames")) if model.inputs == ("video",) else None
     run_dir = Path(args.model) if Path(args.model).is_dir() else None
     return model, frames, args.size or tf.get("size"), tf.get("mean"), tf.get("std"), meta["sha256"][:16], run_dir
 
