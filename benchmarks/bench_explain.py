@@ -42,7 +42,7 @@ def main() -> None:
         from mmit_interp.models import build_model
 
         model, shape = build_model("i3d_r18", 4, width=16, layer4_stride=1).eval(), (3, 8, 64, 64)
-    if getattr(model, "modality", "video") != "video":
+    if model.inputs != ("video",):
         raise SystemExit("bench_explain times video models")
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
     rows = {}
