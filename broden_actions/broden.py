@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -543,17 +544,14 @@ def load_broden(root: str | os.PathLike) -> Broden:
 
 # ----------------------------------------------------------------------------- torch dataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 class BrodenDataset:
     """Torch Dataset over a Broden concept set: normalised model input plus label masks at seg size.
 
     An item is ``{"image": (3, H, W) or (3, T, H, W) float, "masks": {cat: int32 (planes, sh, sw)},
     "whole": {cat: [label numbers]}, "index": int}``. With ``frames=T`` (video models) an image is
     fed as a clip: the ``<stem>.mp4`` snippet beside it, sampled evenly to T frames, when one
-    exists and ``use_snippets`` is on, else T copies of the still image.
+    exists and ``use_snippets`` is on, else T copies of the still image. Pixels are normalised as
+    every model input is (``mmit_interp.dataset.normalise``; ``mean``/``std`` default to ImageNet's).
     """
 
     def __init__(
@@ -561,8 +559,8 @@ class BrodenDataset:
         root: str | os.PathLike | Broden,
         size: tuple[int, int] | int | None = None,
         frames: int | None = None,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         split: str | None = None,
         seg_size: tuple[int, int] | None = None,
         use_snippets: bool = True,
@@ -582,8 +580,10 @@ class BrodenDataset:
             size = (size, size)
         self.size = tuple(size) if size else (first.ih, first.iw)
         self.frames = frames
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
+        from mmit_interp.dataset import IMAGENET_MEAN, IMAGENET_STD
+
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
         self.use_snippets = use_snippets
 
     def __len__(self) -> int:
@@ -620,9 +620,10 @@ class BrodenDataset:
     def __getitem__(self, i: int) -> dict:
         import torch
 
+        from mmit_interp.dataset import normalise
+
         pix = self.read_clip(i) if self.frames else self.read_image(i)[None]
-        x = (pix.astype(np.float32) / 255.0 - self.mean) / self.std  # (T, H, W, 3)
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))  # (3, T, H, W)
+        x = normalise(pix, self.mean, self.std)  # (3, T, H, W)
         if not self.frames:
             x = x[:, 0]
         row = self.row(i)

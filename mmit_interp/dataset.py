@@ -6,6 +6,7 @@ or raises in strict mode; a clip without a sound track gets zero audio and `has_
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +45,17 @@ class ClipTransform:
                    int(d.get("audio_rate", AUDIO_RATE)), float(d.get("audio_seconds", 3.0)))
 
     def normalise(self, frames_uint8: np.ndarray) -> torch.Tensor:
-        """`(T, H, W, 3) uint8` -> `(3, T, H, W) float32`, ImageNet-normalised."""
-        x = torch.from_numpy(frames_uint8).float().div_(255.0)
-        x = (x - torch.tensor(self.mean)) / torch.tensor(self.std)
-        return x.permute(3, 0, 1, 2).contiguous()
+        """`(T, H, W, 3) uint8` -> `(3, T, H, W) float32`, normalised by this transform's mean and std."""
+        return normalise(frames_uint8, self.mean, self.std)
+
+
+def normalise(frames_uint8: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """`(T, H, W, 3) uint8` -> `(3, T, H, W) float32`, `(x / 255 - mean) / std`: the one normalisation of
+    model input, for clips (`ClipTransform`) and concept images (`BrodenDataset`) alike."""
+    x = torch.from_numpy(frames_uint8.astype(np.float32)).div_(255.0)
+    x = (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
+    return x.permute(3, 0, 1, 2).contiguous()
 
 
 def load_clip(path, transform: ClipTransform, rng: np.random.Generator | None = None,
