@@ -41,7 +41,8 @@ def demo_run(arg: str | None, tmp: Path) -> tuple[Path, str]:
         shutil.copytree(run, out, ignore=shutil.ignore_patterns("cams", "uploads", "dissect", "tb"))
         return out, f"run {run}"
     import torch
-    from mmit_interp.checkpoint import atomic_write_json, save_checkpoint
+    from mmit_interp.atomic import atomic_write_json
+    from mmit_interp.checkpoint import save_checkpoint
     from mmit_interp.dataset import ClipTransform
     from mmit_interp.models import build_model
     from mmit_interp.vocab import Vocabulary

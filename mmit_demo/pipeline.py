@@ -11,7 +11,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from mmit_interp.checkpoint import atomic_write_json
+from mmit_interp.atomic import atomic_write_json
 
 from .stages import Pipeline
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mmit_interp.checkpoint import atomic_write_json
+from mmit_interp.atomic import atomic_write_json
 
 CODE_VERSION = "mmit-demo/1"
 

@@ -7,15 +7,14 @@ class weights and input transforms: a run dir is self-describing (docs/CONTRACTS
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write_bytes
 from .models import build_model, set_conv3d_format
 from .vocab import Vocabulary
 
@@ -24,37 +23,6 @@ FORMAT = "mmit-interp/1"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked; the message names file and model."""
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """JSON written atomically (temp + rename)."""
-    data = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable).encode()
-    atomic_write_bytes(Path(path), lambda f: f.write(data))
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -151,6 +119,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: str
     meta["path"] = str(resolve_checkpoint(path))
     meta["sha256"] = file_sha256(resolve_checkpoint(path))
     return set_conv3d_format(model.to(device), channels_last).eval(), meta
+
+
+_CACHE: dict[tuple, tuple[nn.Module, dict]] = {}
+_LOCK = threading.Lock()
+
+
+def cached_model(run: str | Path) -> tuple[nn.Module, dict]:
+    """`load_model(run)` memoised by checkpoint path, size and modification time (one copy per process for
+    the dashboard and the analyses, reloaded when the checkpoint changes)."""
+    ck = resolve_checkpoint(run)
+    st = ck.stat()
+    key = (str(ck.resolve()), st.st_size, st.st_mtime_ns)
+    with _LOCK:
+        if key not in _CACHE:
+            for k in [k for k in _CACHE if k[0] == key[0]]:
+                del _CACHE[k]
+            _CACHE[key] = load_model(ck)
+        return _CACHE[key]
 
 
 def load_authors_state_dict(model: nn.Module, path: str | Path) -> None:

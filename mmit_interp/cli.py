@@ -201,7 +201,7 @@ def _selectivity(a: argparse.Namespace) -> int:
 
 
 def _relations(a: argparse.Namespace) -> int:
-    from .clip_analysis import cached_model
+    from .checkpoint import cached_model
     from .relations import relation_tables
     from .selectivity import block_selectivity, input_like
 

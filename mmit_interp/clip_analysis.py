@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from .cam import cam_for
-from .checkpoint import load_model, resolve_checkpoint
+from .checkpoint import cached_model
 from .dataset import ClipTransform, clip_batch, load_clip
 from .mcam import mcam, normalise
 from .render import captioned_row, colormap_lut, composite, mcam_layers, resize_frames, write_video
@@ -37,23 +36,6 @@ from .video import probe
 
 OUTPUT_PATTERNS = ("frame_*.jpg", "cam_*.jpg", "heat_*.png", "mcam_*.jpg", "mcam_layer_*.png", "strip_*.jpg",
                    "overlay.mp4", "overlay.gif", "result.json")
-_CACHE: dict[tuple, tuple[torch.nn.Module, dict]] = {}
-_LOCK = threading.Lock()
-
-
-def cached_model(run: str | Path) -> tuple[torch.nn.Module, dict]:
-    """`load_model(run)` memoised by checkpoint path, size and modification time."""
-    ck = resolve_checkpoint(run)
-    st = ck.stat()
-    key = (str(ck.resolve()), st.st_size, st.st_mtime_ns)
-    with _LOCK:
-        if key not in _CACHE:
-            for k in [k for k in _CACHE if k[0] == key[0]]:
-                del _CACHE[k]
-            _CACHE[key] = load_model(ck)
-        return _CACHE[key]
-
-
 def clip_key(path: str | Path) -> str:
     """First 16 hex digits of the clip file's SHA-256."""
     h = hashlib.sha256()

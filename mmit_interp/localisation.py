@@ -216,7 +216,7 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
 
     if normalise not in NORMALISE:
         raise ValueError(f"normalise per {normalise!r}: choose one of {', '.join(NORMALISE)}")
-    from .clip_analysis import cached_model
+    from .checkpoint import cached_model
     from .dataset import ClipTransform
     from .store import open_run_store
 

@@ -99,7 +99,8 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     With `record`, the clip is analysed (`analyze_clip`) if the store does not hold it yet, and the
     path is stored under its clip key.
     """
-    from .clip_analysis import analyze_clip, cached_model, clip_key
+    from .checkpoint import cached_model
+    from .clip_analysis import analyze_clip, clip_key
     from .dataset import ClipTransform, clip_batch, load_clip
     from .models import forward_batch
     from .store import open_run_store

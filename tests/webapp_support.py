@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmit_interp.checkpoint import atomic_write_json, load_model, save_checkpoint
+from mmit_interp.atomic import atomic_write_json
+from mmit_interp.checkpoint import load_model, save_checkpoint
 from mmit_interp.dataset import ClipTransform
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model

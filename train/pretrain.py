@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from broden_actions.broden import BrodenDataset
-from mmit_interp.checkpoint import atomic_write_json
+from mmit_interp.atomic import atomic_write_json
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import VideoResNet, build_model
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from mmit_interp.checkpoint import atomic_write_json
+from mmit_interp.atomic import atomic_write_json
 
 from .jobs import Job, JobQueue, Progress
 from .settings import ServedRun, Settings

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from ..clip_analysis import _img, cached_model
+from ..checkpoint import cached_model
+from ..clip_analysis import _img
 from ..dataset import ClipTransform, clip_batch, load_clip
 from ..mcam import normalise
 from ..render import colormap_lut, resize_frames

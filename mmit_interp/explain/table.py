@@ -177,7 +177,7 @@ def run_explanations(run_dir: str | Path, *, world: str | Path | None = None, bo
     """The method x metric table of a run on a world's truth or a boxes CSV: `{dataset, n_clips, table
     {method: {metric: {mean, lo, hi, n}}}, sanity {method: {passed, curve}}, modality?}`; stored unless
     `record` is False."""
-    from ..clip_analysis import cached_model
+    from ..checkpoint import cached_model
     from ..dataset import ClipTransform
     from ..localisation import boxes_from_csv, boxes_from_truth
     from ..store import open_run_store

@@ -58,7 +58,7 @@ def analysis_block(run: Path, layer: str) -> str | None:
     """The analysis block whose output a dissected layer is (`trunk.resolve_block` on the run's model:
     `layer4` -> its last block), or None when the run has no loadable model or no such block."""
     from mmit_interp.checkpoint import CheckpointError
-    from mmit_interp.clip_analysis import cached_model
+    from mmit_interp.checkpoint import cached_model
     from mmit_interp.trunk import resolve_block
 
     try:
