@@ -231,3 +231,23 @@ def test_demo_run_pages(browser):
             shot(pg, "demo_unit")
         pg.close()
     assert not errors, errors
+
+
+def test_clip_method_switch_computes_and_shows_other_maps(page, server):
+    clip = tiny_clip(server.root / "switch.mp4", seconds=3.0, size=64, seed=3)
+    page.goto(server.url + "/runs/tiny/clips")
+    page.set_input_files("#clip-file", str(clip))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#method-switch", timeout=60_000)
+    assert page.get_attribute("#method-switch a[aria-current=page]", "data-method") == "cam"
+    page.click("#method-switch a[data-method='gradcam++']")
+    page.click("#compute-maps")
+    page.wait_for_selector("#method-note", timeout=60_000)  # wait.js reloads the page when the job is done
+    assert "method=gradcam" in page.url and "Grad-CAM++" in page.inner_text("#method-note")
+    first = page.locator("#preds button.cls").first
+    cls = first.get_attribute("data-class")
+    first.click()
+    assert "/methods/gradcam%2B%2B/heat_" in page.get_attribute(f"img.heat[data-class='{cls}']", "src")
+    assert page.inner_text("#showing").startswith("Grad-CAM++ of")
+    page.wait_for_function(f"document.querySelector(\"img.heat[data-class='{cls}']\").naturalWidth > 0")
+    shot(page, "clip_method_switch")
