@@ -3,7 +3,7 @@
 ``build_action_regions`` turns ``boxes.csv`` (``image,action,x1,y1,x2,y2``, pixel coordinates in
 the frame, several rows per image) and the frames into a Broden concept set with one category,
 ``action``: per image, one mask plane per action at the seg size (the union of that action's
-boxes), label numbers appended after a base set's. The frames are referenced in place, by a
+boxes, cells by ``mmit_interp.boxes.box_mask``'s rule), label numbers appended after a base set's. The frames are referenced in place, by a
 path relative to the new folder's ``images/``; only the small mask PNGs are written.
 
 ``merge_concept_sets`` writes a new concept-set folder holding the categories of several sets.
@@ -29,6 +29,7 @@ from broden_actions.broden import (
     load_broden,
     write_broden_tables,
 )
+from mmit_interp.boxes import box_mask
 
 BOX_COLUMNS = ["image", "action", "x1", "y1", "x2", "y2"]
 
@@ -59,22 +60,6 @@ def read_boxes(path: str | os.PathLike) -> list[dict]:
             raise BrodenFormatError(path, i, f"box ({x1}, {y1}, {x2}, {y2}) needs x1 < x2 and y1 < y2")
         out.append({"image": image, "action": action, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "line": i})
     return out
-
-
-def box_mask(box: dict, frame_hw: tuple[int, int], seg_size: tuple[int, int]) -> np.ndarray:
-    """Seg-grid mask of a frame box: cells whose centre (in frame pixels) lies in [x1,x2) x [y1,y2).
-
-    A box smaller than one cell still marks the cell holding its centre.
-    """
-    (fh, fw), (sh, sw) = frame_hw, seg_size
-    cy = (np.arange(sh) + 0.5) * fh / sh
-    cx = (np.arange(sw) + 0.5) * fw / sw
-    m = ((cy >= box["y1"]) & (cy < box["y2"]))[:, None] & ((cx >= box["x1"]) & (cx < box["x2"]))[None, :]
-    if not m.any():
-        yy = min(sh - 1, int((box["y1"] + box["y2"]) / 2 * sh / fh))
-        xx = min(sw - 1, int((box["x1"] + box["x2"]) / 2 * sw / fw))
-        m[yy, xx] = True
-    return m
 
 
 def build_action_regions(
@@ -129,7 +114,8 @@ def build_action_regions(
         h, w = sizes[image]
         planes: dict[str, np.ndarray] = {}
         for b in bs:
-            planes[b["action"]] = planes.get(b["action"], np.zeros((sh, sw), bool)) | box_mask(b, (h, w), seg_size)
+            cell = box_mask([(b["x1"], b["y1"], b["x2"], b["y2"])], (h, w), seg_size)
+            planes[b["action"]] = planes.get(b["action"], np.zeros((sh, sw), bool)) | cell
         stem = Path(image).with_suffix("").as_posix()
         paths, areas = [], {}
         for action, m in planes.items():

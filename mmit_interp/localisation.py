@@ -11,7 +11,8 @@ Scores per (class, frame) where the class has a box: *pointing* = 1 if the map's
 box of that class (tied maxima: the one nearest their centroid; a map that is 0 everywhere misses), *energy* =
 share of the map's sum inside the boxes (0 for an all-zero map); *chance* = the boxes' share of the
 frame (the pointing score of a uniformly random point). Boxes are scaled from the video's pixel
-grid to the model's input grid (frames are resized without crop); a pixel is inside when its centre is.
+grid to the model's input grid (frames are resized without crop); which pixels a box covers is
+`boxes.box_mask`'s rule.
 *Which action is where* (frames where two or more scored classes have boxes; `cam_max` and `mcam`,
 the methods that assign pixels to classes): over the pixels inside exactly one class's box,
 *ownership* = share of the pixels the method assigns to some class that it assigns to that class
@@ -26,15 +27,15 @@ import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
+from .boxes import Box, box_mask
 from .mcam import max_of_cams, mcam
 
 METHODS = ("cam", "cam_max", "mcam")
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -86,16 +87,6 @@ def boxes_from_csv(path: str | Path, videos_root: str | Path | None = None) -> l
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}:{n}: bad box row ({e})") from None
     return list(clips.values())
-
-
-def box_mask(boxes: Sequence[Box], width: int, height: int, size: int) -> np.ndarray:
-    """`(size, size)` bool: pixel centres of the resized frame inside any of the boxes."""
-    xs = (np.arange(size) + 0.5) * width / size
-    ys = (np.arange(size) + 0.5) * height / size
-    m = np.zeros((size, size), bool)
-    for x1, y1, x2, y2 in boxes:
-        m |= ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
-    return m
 
 
 def pointing(heat: np.ndarray, mask: np.ndarray, tie: float = 1e-6) -> float:
@@ -166,7 +157,8 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     size = transform.size
     out = []
     for t, fi in enumerate(idx):
-        masks = np.stack([box_mask(clip.boxes[a].get(fi, []), clip.width, clip.height, size) for a in actions])
+        masks = np.stack([box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (size, size))
+                          for a in actions])
         for j, c in enumerate(classes):
             if fi not in clip.boxes[actions[j]]:
                 continue

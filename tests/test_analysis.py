@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from mmit_interp.ablation import ablated_logits, ablation_sweep, cache_features, keep_mask, summarise
-from mmit_interp.localisation import aggregate, box_mask, energy, method_maps, ownership, pointing
+from mmit_interp.boxes import box_mask
+from mmit_interp.localisation import aggregate, energy, method_maps, ownership, pointing
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
 from mmit_interp.relations import concept_path, relation_tables
@@ -164,7 +165,7 @@ def test_concept_path_shares_of_an_lse_head_are_exact():
 
 # ---------------------------------------------------------------- localisation
 def test_localisation_scores():
-    mask = box_mask([(0, 0, 32, 32)], width=64, height=32, size=8)  # left half of a 64 x 32 frame
+    mask = box_mask([(0, 0, 32, 32)], (32, 64), (8, 8))  # left half of a 64 x 32 frame
     assert mask[:, :4].all() and not mask[:, 4:].any()
     heat = np.zeros((8, 8))
     heat[2, 1], heat[5, 6] = 1.0, 0.5

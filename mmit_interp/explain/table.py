@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..cam import BaseCAM
-from ..localisation import ClipBoxes, box_mask, energy, method_maps, ownership, pointing
+from ..boxes import box_mask
+from ..localisation import ClipBoxes, energy, method_maps, ownership, pointing
 from ..mcam import normalise
 from .faithfulness import auc, pairwise_rank_correlation, perturbation_curve, rank_correlation
 from .methods import METHODS, blurred, clip_forward, make_method
@@ -85,12 +86,12 @@ def clip_inputs(model: nn.Module, vocab, clip: ClipBoxes, transform) -> dict[str
     actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
     if not actions:
         return None
-    masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), clip.width, clip.height, transform.size)
+    masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (transform.size,) * 2)
                        for fi in idx] for a in actions])
     present = np.array([[fi in clip.boxes[a] for fi in idx] for a in actions])
     b = clip_batch(d)
-    return {"video": b["video"], "extra": {"audio": b["audio"], "audio_mask": b["has_audio"]}, "actions": actions, "classes": [vocab.index(a) for a in actions],
-            "masks": masks, "present": present}
+    return {"video": b["video"], "extra": {"audio": b["audio"], "audio_mask": b["has_audio"]}, "actions": actions,
+            "classes": [vocab.index(a) for a in actions], "masks": masks, "present": present}
 
 
 def clip_scores(model: nn.Module, method: BaseCAM, inp: dict[str, Any], *, steps: int = 10, delta: float = 0.05,
