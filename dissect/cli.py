@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_target(args):
-    """Return ``(model, frames, size, mean, std, checkpoint hash, run dir or None)`` for the CLI's model argument."""
+    """Return ``(model, InputTransform, checkpoint hash, run dir or None)`` for the CLI's model argument."""
     import torch
+
+    from dissect.engine import InputTransform, model_fingerprint
 
     if args.torchvision:
         import torchvision
@@ -62,16 +64,14 @@ def load_target(args):
         model = torchvision.models.get_model(args.model, weights=None)
         if args.weights:
             model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-        from dissect.engine import model_fingerprint
-
-        return model.eval(), None, args.size or 224, None, None, model_fingerprint(model), None
+        return model.eval(), InputTransform(size=args.size or 224), model_fingerprint(model), None
     from mmit_interp.checkpoint import load_model
 
     model, meta = load_model(args.model)
-    tf = meta.get("transforms") or {}
-    frames = (args.frames or tf.get("frames")) if model.inputs == ("video",) else None
+    transform = InputTransform.from_checkpoint(meta.get("transforms") or {}, video=model.inputs == ("video",),
+                                               frames=args.frames, size=args.size)
     run_dir = Path(args.model) if Path(args.model).is_dir() else None
-    return model, frames, args.size or tf.get("size"), tf.get("mean"), tf.get("std"), meta["sha256"][:16], run_dir
+    return model, transform, meta["sha256"][:16], run_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     from dissect.capture import list_layers
     from dissect.engine import run_dissection
 
-    model, frames, size, mean, std, ckpt, run_dir = load_target(args)
+    model, transform, ckpt, run_dir = load_target(args)
     if args.list_layers:
-        s = size if isinstance(size, int) else 112
-        example = torch.zeros((1, 3, frames, s, s) if frames else (1, 3, s, s))
+        s = transform.size if isinstance(transform.size, int) else 112
+        example = torch.zeros((1, 3, transform.frames, s, s) if transform.frames else (1, 3, s, s))
         for name, kind, shape in list_layers(model, example):
             print(f"{name:40s} {kind:22s} {'x'.join(map(str, shape)) if shape else '-'}")
         return 0
@@ -104,13 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
             torch.cuda.set_device(args.device)
     out = Path(args.out) if args.out else (run_dir / "dissect" if run_dir else Path("dissect_out"))
-    kwargs = {"mean": mean, "std": std} if mean and std else {}
     results = run_dissection(
         model, args.layers, args.concept_set, categories=args.categories, quantile=args.quantile, time=args.time,
-        planes=args.planes, frames=frames, size=size, batch_size=args.batch_size, workers=args.workers,
+        planes=args.planes, transform=transform, batch_size=args.batch_size, workers=args.workers,
         top_k=max(args.top_k, 1),
         device=args.device, cache_dir=None if args.no_cache else out / "cache", checkpoint_hash=ckpt,
-        use_snippets=not args.no_snippets, progress=not args.no_progress, dataset_kwargs=kwargs,
+        use_snippets=not args.no_snippets, progress=not args.no_progress,
     )
     rank0 = not dist_on or torch.distributed.get_rank() == 0
     if rank0:
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = report.write_outputs(
             results, labels, out, denominator=args.denominator, iou_threshold=args.iou_threshold,
             gallery=None if args.no_gallery else {"model": model, "k": args.top_k, "time": args.time,
-                                                  "frames": frames, "size": size, "dataset_kwargs": kwargs},
+                                                  "transform": transform},
         )
         print(json.dumps(summary, indent=2))
         if args.store:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,6 +414,37 @@ def _is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+@dataclass(frozen=True)
+class InputTransform:
+    """How concept images become model input, as one object: ``size`` (None: the concept set's own),
+    ``frames`` (T: a video model's clip of T frames; None: a 2-D model), ``mean``/``std`` (None:
+    ImageNet's). Built from a checkpoint's ``transforms`` by ``from_checkpoint``."""
+
+    size: int | tuple[int, int] | None = None
+    frames: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, transforms: Mapping[str, Any], *, video: bool = True, frames: int | None = None,
+                        size: int | None = None) -> "InputTransform":
+        """A checkpoint's ``transforms`` (frames only for a ``video`` model), ``frames``/``size`` overriding."""
+        mean, std = transforms.get("mean"), transforms.get("std")
+        return cls(size or transforms.get("size"), (frames or transforms.get("frames")) if video else None,
+                   tuple(mean) if mean and std else None, tuple(std) if mean and std else None)
+
+    def dataset(self, root: str | os.PathLike, **kwargs: Any):
+        """The ``BrodenDataset`` of a concept set under this transform (``kwargs``: its other options)."""
+        from broden_actions.broden import BrodenDataset
+
+        return BrodenDataset(root, size=self.size, frames=self.frames, mean=self.mean, std=self.std, **kwargs)
+
+    def settings(self) -> dict:
+        """The transform's part of a cache key (JSON-able)."""
+        norm = {"mean": list(self.mean), "std": list(self.std)} if self.mean is not None else {}
+        return {"frames": self.frames, "size": self.size, "dataset": norm}
+
+
 def run_dissection(
     model: nn.Module,
     layers: Sequence[str],
@@ -423,8 +454,7 @@ def run_dissection(
     quantile: float = 0.005,
     time: str = "mean",
     planes: str = "lite",
-    frames: int | None = None,
-    size: int | tuple[int, int] | None = None,
+    transform: InputTransform = InputTransform(),
     input_adapter: Callable[[torch.Tensor], tuple] | None = None,
     batch_size: int = 16,
     workers: int = 0,
@@ -434,32 +464,27 @@ def run_dissection(
     checkpoint_hash: str | None = None,
     use_snippets: bool = True,
     progress: bool = True,
-    dataset_kwargs: dict | None = None,
 ) -> dict[str, dict[str, LayerResult]]:
     """Dissect ``layers`` of ``model`` on each concept-set folder; returns ``{concept set: {layer: result}}``.
 
     The model is moved to ``device`` (default: CUDA when available) and run in eval mode.
-    ``frames=T`` feeds a video model (N, 3, T, H, W) clips (snippet or T still copies); leave it
-    None for 2-D models. ``input_adapter(images)`` returns the model's positional inputs (default
+    ``transform`` (an ``InputTransform``, e.g. ``InputTransform.from_checkpoint(meta["transforms"])``)
+    sizes and normalises the images; with ``frames=T`` a video model gets (N, 3, T, H, W) clips
+    (snippet or T still copies), with ``frames=None`` a 2-D model (N, 3, H, W) images. ``input_adapter(images)`` returns the model's positional inputs (default
     ``(images,)``). Results are cached in ``cache_dir`` under a key of checkpoint hash, layer,
     concept set and settings; under ``torchrun`` each rank takes a strided shard. ``planes``: see
     ``dissect_stream``.
-    ``dataset_kwargs`` go to ``BrodenDataset`` (e.g. the checkpoint's ``mean``/``std``).
     """
     from torch.utils.data import DataLoader, Subset
-
-    from broden_actions.broden import BrodenDataset
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     adapter = input_adapter or (lambda x: (x,))
     ckpt = checkpoint_hash or model_fingerprint(model)
-    settings = {"quantile": quantile, "time": time, "planes": planes, "frames": frames, "size": size, "top_k": top_k,
-                "categories": list(categories) if categories else None, "snippets": use_snippets,
-                "dataset": {k: list(v) if isinstance(v, tuple) else v for k, v in (dataset_kwargs or {}).items()}}
+    settings = {"quantile": quantile, "time": time, "planes": planes, **transform.settings(), "top_k": top_k,
+                "categories": list(categories) if categories else None, "snippets": use_snippets}
     out: dict[str, dict[str, LayerResult]] = {}
     for cs in concept_sets:
-        ds = BrodenDataset(cs, size=size, frames=frames, categories=list(categories) if categories else None,
-                           use_snippets=use_snippets, **(dataset_kwargs or {}))
+        ds = transform.dataset(cs, categories=list(categories) if categories else None, use_snippets=use_snippets)
         csid = concept_set_fingerprint(cs)
         keys = {layer: cache_key(ckpt, layer, csid, settings) for layer in layers}
         cached = {}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dissect.engine import LayerResult, to_samples
+from dissect.engine import InputTransform, LayerResult, to_samples
 from mmit_interp.unit_labels import UnitLabel
 
 UNIT_COLUMNS = ["layer", "unit", "category", "label", "label_number", "iou", "interpretable", "threshold", "runner_ups"]
@@ -233,11 +233,9 @@ def write_outputs(
     Layout: ``<out>/<concept set>/<layer>/{units.csv, tally.csv, counts.json, gallery/}``,
     ``<out>/table3.{csv,json,png,svg}`` (two or more concept sets; one row per set and layer) and
     ``<out>/<concept set>/blockwise.{csv,json,png,svg}``, where a concept set is named by its key's
-    last path component. ``gallery`` holds ``model`` and the
-    ``BrodenDataset`` settings (``k``, ``time``, ``frames``, ``size``, ``dataset_kwargs``).
+    last path component. ``gallery`` holds ``model``, ``k``, ``time`` and the ``transform``
+    (``InputTransform``) the results were computed with.
     """
-    from broden_actions.broden import BrodenDataset
-
     out = Path(out)
     summary: dict = {}
     for cs, layers in results.items():
@@ -254,8 +252,7 @@ def write_outputs(
             summary[name][layer] = counts
             cats = res.categories
             if gallery is not None:
-                ds = BrodenDataset(res.settings.get("concept_set", cs), size=gallery.get("size"), frames=gallery.get("frames"),
-                                   **(gallery.get("dataset_kwargs") or {}))
+                ds = gallery.get("transform", InputTransform()).dataset(res.settings.get("concept_set", cs))
                 dev = next(gallery["model"].parameters()).device
                 write_gallery(gallery["model"], res, ds, d / "gallery", k=gallery.get("k", 8),
                               time=gallery.get("time", "mean"), device=dev)

@@ -203,21 +203,21 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
 
     def dissect_main() -> dict:
         from dissect import report, run_dissection
+        from dissect.engine import InputTransform
         from mmit_interp.checkpoint import load_model
         from mmit_interp.store import ResultsStore
 
         model, meta = load_model(main)
         sets = [world / "broden", concepts / "actions", concepts / "broden+actions"]
-        t = meta["transforms"]
-        results = run_dissection(model, list(DISSECT_LAYERS), [str(s) for s in sets], frames=t["frames"],
-                                 size=t["size"], batch_size=32, workers=cfg.workers, progress=cfg.progress,
+        transform = InputTransform.from_checkpoint(meta["transforms"])
+        results = run_dissection(model, list(DISSECT_LAYERS), [str(s) for s in sets], transform=transform,
+                                 batch_size=32, workers=cfg.workers, progress=cfg.progress,
                                  checkpoint_hash=meta["sha256"][:16])
         dest = main / "dissect"
         if dest.exists():
             shutil.rmtree(dest)
         labels = report.label_units(results)
-        summary = report.write_outputs(results, labels, dest, gallery={"model": model, "k": 8, "frames": t["frames"],
-                                                                       "size": t["size"]})
+        summary = report.write_outputs(results, labels, dest, gallery={"model": model, "k": 8, "transform": transform})
         with ResultsStore(main) as st:
             st.register_run(meta)
             for cs, layers in labels.items():

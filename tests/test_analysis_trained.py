@@ -74,15 +74,15 @@ def test_ablation_and_selectivity_on_trained_run(world_run):
 @pytest.fixture(scope="module")
 def dissected(world_run):
     """The trained run with layer3 and layer4 dissected on the world's concept set, in its store."""
-    from dissect.engine import run_dissection
+    from dissect.engine import InputTransform, run_dissection
     from mmit_interp.checkpoint import load_model
     from mmit_interp.store import ResultsStore
 
     world, run = world_run
     model, meta = load_model(run)
-    t = meta["transforms"]
-    res = run_dissection(model, ["layer3", "layer4"], [str(world / "broden")], frames=int(t["frames"]),
-                         size=int(t["size"]), progress=False, batch_size=16, device="cpu")
+    res = run_dissection(model, ["layer3", "layer4"], [str(world / "broden")],
+                         transform=InputTransform.from_checkpoint(meta["transforms"]), progress=False, batch_size=16,
+                         device="cpu")
     with ResultsStore(run) as st:
         st.register_run(meta)
         for layer, lr in res[str(world / "broden")].items():

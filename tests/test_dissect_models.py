@@ -11,7 +11,7 @@ from torch import nn
 
 from broden_actions.broden import BrodenWriter
 from dissect import report
-from dissect.engine import run_dissection
+from dissect.engine import InputTransform, run_dissection
 
 N_IMG, SIZE, SEG, SIDE = 12, 32, 16, 4  # each image: a 4x4 (seg px) red square and a 4x4 green square
 
@@ -83,7 +83,8 @@ def test_planted_units_get_their_concepts(concepts):
 
 @pytest.mark.parametrize("time", ["mean", "frames"])
 def test_video_model_planted_unit(concepts, time):
-    res = run_dissection(Toy3d(), ["features"], [concepts], quantile=Q, frames=2, time=time, progress=False)
+    res = run_dissection(Toy3d(), ["features"], [concepts], quantile=Q, transform=InputTransform(frames=2), time=time,
+                         progress=False)
     rows = res[str(concepts)]["features"].unit_labels()
     assert rows[0].label == "square" and rows[0].iou == pytest.approx(1.0)
 
@@ -178,8 +179,8 @@ def test_synthetic_world_actions_end_to_end(tmp_path):
     merged = merge_concept_sets([w / "broden", acts], tmp_path / "merged")
     torch.manual_seed(0)
     model = models.build_model("i3d_r18", 4, width=8)
-    res = run_dissection(model, ["layer2", "layer3"], [w / "broden", acts, merged], frames=4, size=32, quantile=0.1,
-                         progress=False)
+    res = run_dissection(model, ["layer2", "layer3"], [w / "broden", acts, merged], transform=InputTransform(32, 4),
+                         quantile=0.1, progress=False)
     summary = report.write_outputs(res, report.label_units(res), tmp_path / "out")
     assert set(summary) == {"broden", "acts", "merged"}
     assert "action" in summary["merged"]["layer3"] and (tmp_path / "out" / "table3.svg").is_file()
@@ -198,8 +199,7 @@ def test_trained_model_has_action_units_in_last_block(tmp_path):
     model, meta = load_model(run)
     acts = build_action_regions(world / "action_regions" / "boxes.csv", world / "action_regions" / "frames",
                                 tmp_path / "acts", base=world / "broden")
-    tf = meta["transforms"]
-    res = run_dissection(model, ["layer4"], [acts], frames=tf["frames"], size=tf["size"], progress=False,
-                         dataset_kwargs={"mean": tf["mean"], "std": tf["std"]})
+    res = run_dissection(model, ["layer4"], [acts], transform=InputTransform.from_checkpoint(meta["transforms"]),
+                         progress=False)
     rows = res[str(acts)]["layer4"].unit_labels()
     assert sum(r.interpretable and r.category == "action" for r in rows) >= 1
