@@ -21,15 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from broden_actions.broden import (
-    INDEX_FIXED,
-    Broden,
-    BrodenFormatError,
-    encode_label_plane,
-    load_broden,
-    write_broden_tables,
-)
+from broden_actions.broden import Broden, load_broden
 from mmit_interp.boxes import box_mask
+from mmit_interp.broden_format import INDEX_FIXED, BrodenFormatError, encode_label_plane, write_broden_tables
 
 BOX_COLUMNS = ["image", "action", "x1", "y1", "x2", "y2"]
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from broden_actions.broden import (
-    BrodenDataset,
-    BrodenFormatError,
-    BrodenWriter,
-    decode_label_plane,
-    encode_label_plane,
-    load_broden,
-)
+from broden_actions.broden import BrodenDataset, load_broden
+from mmit_interp.broden_format import BrodenFormatError, BrodenWriter, decode_label_plane, encode_label_plane
 
 
 def write_small(root, n=3, seg=(8, 8)):

@@ -17,9 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from broden_actions.broden import BrodenDataset, BrodenWriter
+from broden_actions.broden import BrodenDataset
 from dissect import report
 from dissect.engine import dissect_stream
+from mmit_interp.broden_format import BrodenWriter
 from tests.test_dissect_engine import lite_best_label, naive_upsample
 
 CATS = ["color", "object", "part", "scene"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from broden_actions.broden import BrodenWriter
 from dissect import report
 from dissect.engine import InputTransform, run_dissection
+from mmit_interp.broden_format import BrodenWriter
 
 N_IMG, SIZE, SEG, SIDE = 12, 32, 16, 4  # each image: a 4x4 (seg px) red square and a 4x4 green square
 

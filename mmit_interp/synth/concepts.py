@@ -17,8 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from broden_actions.broden import BrodenWriter
-
+from ..broden_format import BrodenWriter
 from .clips import write_clip
 from .render import RenderedClip, Still
 from .world import COLOURS, SCENES, SHAPES, TEXTURES, ClipSpec, SynthConfig
