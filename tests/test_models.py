@@ -49,7 +49,7 @@ def test_wang_i3d_keeps_time_and_inflation_reproduces_2d(tmp_path):
 
 
 @torch.no_grad()
-def test_small_soundnet_fusion_shapes_and_forward_from():
+def test_small_soundnet_fusion_shapes_and_features_from():
     v = build_model("i3d_r18", 7, width=8, layer4_stride=1).eval()
     x = torch.randn(2, 3, 8, 64, 64)
     f = v.forward_features(x)
