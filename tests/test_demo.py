@@ -96,6 +96,18 @@ def test_every_stage_output_exists_and_is_sane(demo_out):
     assert (demo_out / "report" / "experiments.md").read_text().count("|") > 10
 
 
+def test_fusion_leans_on_sound_for_heard_only_actions(demo_out):
+    """Issue 15's modality check on the tiny demo's fusion run: the Shapley audio share of the heard-only
+    action (`beeping`) is larger than that of the actions that are only seen."""
+    from mmit_interp.explain.table import run_explanations
+
+    r = run_explanations(demo_out / "runs" / "fusion", world=demo_out / "world", methods=["cam"], sanity_clips=0,
+                         record=False)
+    share = r["modality"]
+    assert share["heard"]["n"] > 0 and share["seen"]["n"] > 0
+    assert share["heard"]["mean"] > share["seen"]["mean"]
+
+
 def test_second_run_reuses_everything_quickly(demo_out):
     t0 = time.time()
     r = subprocess.run(_demo(demo_out), cwd=ROOT, capture_output=True, text=True, timeout=300)
