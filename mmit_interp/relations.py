@@ -93,11 +93,14 @@ def label_rows(rows: list[dict], store) -> list[dict]:
 
 
 def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | str | None = None, *,
-                      top_upper: int = 5, top_lower: int = 3, record: bool = True) -> dict[str, Any]:
+                      key: str | None = None, top_upper: int = 5, top_lower: int = 3,
+                      record: bool = True) -> dict[str, Any]:
     """Concept path of a clip for a class (default: its top prediction), labelled from the run's store.
 
-    With `record`, the clip is analysed (`analyze_clip`) if the store does not hold it yet, and the
-    path is stored under its clip key.
+    `key` is the clip's store key when the caller hashed the file already (the dashboard does, at
+    intake); the default class is the stored top prediction when the clip was analysed, so no extra
+    forward pass runs. With `record`, the clip is analysed (`analyze_clip`) if the store does not hold
+    it yet, and the path is stored under its clip key.
     """
     from .checkpoint import cached_model
     from .clip_analysis import analyze_clip, clip_key
@@ -107,19 +110,21 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
 
     model, meta = cached_model(run_dir)
     vocab = meta["vocab"]
+    key = key or clip_key(clip_path)
     clip = load_clip(clip_path, ClipTransform.from_dict(meta["transforms"]), want_audio="audio" in model.inputs)
-    video = clip["video"][None]
-    if class_ is None:
-        with torch.no_grad():
-            class_ = int(forward_batch(model, clip_batch(clip))[0].argmax())
-    c = class_ if isinstance(class_, int) else vocab.index(class_)
-    rows = concept_path(model, video, c, top_upper=top_upper, top_lower=top_lower)
-    key = clip_key(clip_path)
     st, rid = open_run_store(run_dir, meta)
     with st:
+        stored = st.clip(key, run_id=rid)
+        if class_ is None and stored and stored["predictions"]:
+            class_ = int(stored["predictions"][0]["class_idx"])
+        if class_ is None:
+            with torch.no_grad():
+                class_ = int(forward_batch(model, clip_batch(clip))[0].argmax())
+        c = class_ if isinstance(class_, int) else vocab.index(class_)
+        rows = concept_path(model, clip["video"][None], c, top_upper=top_upper, top_lower=top_lower)
         label_rows(rows, st)
         if record:
-            if st.clip(key, run_id=rid) is None:
-                analyze_clip(run_dir, clip_path)
+            if stored is None:
+                analyze_clip(run_dir, clip_path, key=key)
             st.write_concept_path(key, c, rows, run_id=rid)
     return {"clip_key": key, "clip": str(clip_path), "class_idx": c, "class": vocab.names[c], "path": rows}

@@ -296,6 +296,24 @@ def test_analyze_clip_files_store_and_rerun(tiny_run):
     assert len(list((tiny_run / "cams" / r["clip_key"]).glob("cam_*.jpg"))) == 2 * 4  # stale files removed
 
 
+def test_clip_concept_path_reuses_the_stored_clip(tiny_run, monkeypatch):
+    """With the intake's key and an analysed clip, the "why" path neither re-hashes the file nor runs a
+    forward pass to find the top class: it reads the stored predictions."""
+    from mmit_interp import clip_analysis, models
+    from mmit_interp.clip_analysis import analyze_clip
+    from mmit_interp.relations import clip_concept_path
+
+    r = analyze_clip(tiny_run, tiny_run / "clip.mp4", top_k=2, display_size=64)
+
+    def refuse(*a, **k):
+        raise AssertionError("called although the store holds the clip")
+
+    monkeypatch.setattr(clip_analysis, "clip_key", refuse)
+    monkeypatch.setattr(models, "forward_batch", refuse)
+    p = clip_concept_path(tiny_run, tiny_run / "clip.mp4", key=r["clip_key"], top_upper=2, top_lower=1)
+    assert p["clip_key"] == r["clip_key"] and p["class_idx"] == r["predictions"][0]["class_idx"] and p["path"]
+
+
 def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
     from mmit_interp.cli import analyze_main, cam_main
 

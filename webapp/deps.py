@@ -38,7 +38,8 @@ def get_analyzer() -> Service:
 
 
 def get_concept_path() -> Service:
-    """The concept path service: `clip_concept_path(run_dir, clip_path, class_) -> dict` (stores the path)."""
+    """The concept path service: `clip_concept_path(run_dir, clip_path, class_, key=...) -> dict` (stores the path
+    under the intake's key: the upload is not hashed again)."""
     from mmit_interp.relations import clip_concept_path
 
     return clip_concept_path
