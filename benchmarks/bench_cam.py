@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmit_interp.cam import LinearCAM
+from mmit_interp.explain.cam import LinearCAM
 from mmit_interp.checkpoint import save_checkpoint
-from mmit_interp.clip_analysis import analyze_clip
+from mmit_interp.analysis.clip_analysis import analyze_clip
 from mmit_interp.dataset import ClipTransform
 from mmit_interp.models import build_model, set_conv3d_format
-from mmit_interp.render import write_video
+from mmit_interp.explain.render import write_video
 from mmit_interp.vocab import mmit_v1_vocabulary
 
 

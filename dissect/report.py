@@ -128,7 +128,7 @@ def write_rows(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
 
 def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
     """Grouped bars of concepts found and interpretable units per concept set (PNG + SVG)."""
-    from mmit_interp.figures import plt, save_figure
+    from mmit_interp.analysis.figures import plt, save_figure
 
     names = [r["concept_set"] for r in rows]
     x = np.arange(len(rows))
@@ -143,7 +143,7 @@ def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
 
 def plot_blockwise(rows: Sequence[Mapping], categories: Sequence[str], stem: str | os.PathLike) -> None:
     """Stacked bars of interpretable units per category for each layer/block (Fig. 11; PNG + SVG)."""
-    from mmit_interp.figures import plt, save_figure
+    from mmit_interp.analysis.figures import plt, save_figure
 
     layers = [r["layer"] for r in rows]
     fig, ax = plt.subplots(figsize=(2.8 + 0.9 * len(rows), 3.4))

@@ -228,21 +228,21 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     p.run("dissect", {"layers": DISSECT_LAYERS}, dissect_main, deps=("concepts",) + main_dep)
 
     def ablate() -> dict:
-        from mmit_interp.ablation import run_ablation
+        from mmit_interp.analysis.ablation import run_ablation
 
         return {r: _brief(run_ablation(runs / r, block="layer4", seeds=(0, 1, 2))) for r in visual}
 
     p.run("ablation", {"runs": visual, "seeds": 3}, ablate, deps=tuple(f"train-{r}" for r in visual))
 
     def selectivity() -> dict:
-        from mmit_interp.selectivity import run_selectivity
+        from mmit_interp.analysis.selectivity import run_selectivity
 
         return {r: _brief(run_selectivity(runs / r, prob="softmax")) for r in visual}
 
     p.run("selectivity", {"runs": visual}, selectivity, deps=tuple(f"train-{r}" for r in visual))
 
     def cams() -> dict:
-        from mmit_interp.clip_analysis import analyze_clip
+        from mmit_interp.analysis.clip_analysis import analyze_clip
 
         clips = pick_cam_clips(world, cfg.cam_clips)
         done = [analyze_clip(main, world / "videos" / c.path)["clip_key"] for c in clips]
@@ -251,21 +251,21 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     p.run("cams", {"n": cfg.cam_clips}, cams, deps=main_dep + ("dissect",))
 
     def localise() -> dict:
-        from mmit_interp.localisation import run_localisation
+        from mmit_interp.explain.localisation import run_localisation
 
         return _brief(run_localisation(main, world=world))
 
     p.run("localisation", {}, localise, deps=main_dep)
 
     def bias() -> dict:
-        from mmit_interp.bias import run_bias
+        from mmit_interp.analysis.bias import run_bias
 
         return run_bias(main, world=world)  # paths reaching texture units, and the excess their ablation removes
 
-    p.run("bias", {"analysis": "mmit_interp.bias"}, bias, deps=main_dep + ("dissect",))
+    p.run("bias", {"analysis": "mmit_interp.analysis.bias"}, bias, deps=main_dep + ("dissect",))
 
     def figures() -> dict:
-        from mmit_interp.figures import run_figures
+        from mmit_interp.analysis.figures import run_figures
 
         files = run_figures([runs / r for r in visual], out / "report" / "figures")
         return {"files": [str(f) for f in files]}

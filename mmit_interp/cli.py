@@ -63,7 +63,7 @@ def _exit_now(rc: int) -> None:
 
 def _cam(a: argparse.Namespace) -> int:
     """Run `mmit-cam` for parsed arguments: analyse the clip, print the predictions; the exit status."""
-    from .clip_analysis import analyze_clip
+    from .analysis.clip_analysis import analyze_clip
 
     try:
         r = analyze_clip(a.run, a.clip, a.out, top_k=a.top_k, classes=_class_list(a.classes), threshold=a.threshold,
@@ -180,7 +180,7 @@ def analyze_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ablation(a: argparse.Namespace) -> int:
-    from .ablation import DEFAULT_PS, run_ablation, summarise
+    from .analysis.ablation import DEFAULT_PS, run_ablation, summarise
 
     r = run_ablation(a.run, block=a.block, data=a.data, split=a.split, ps=a.ps or DEFAULT_PS, seeds=a.seeds,
                      max_clips=a.max_clips)
@@ -192,7 +192,7 @@ def _ablation(a: argparse.Namespace) -> int:
 
 
 def _selectivity(a: argparse.Namespace) -> int:
-    from .selectivity import run_selectivity
+    from .analysis.selectivity import run_selectivity
 
     blocks = [b for b in a.blocks.split(",") if b] if a.blocks else None
     for r in run_selectivity(a.run, blocks=blocks, prob=a.prob, top=a.top):
@@ -202,8 +202,8 @@ def _selectivity(a: argparse.Namespace) -> int:
 
 def _relations(a: argparse.Namespace) -> int:
     from .checkpoint import cached_model
-    from .relations import relation_tables
-    from .selectivity import block_selectivity, input_like
+    from .analysis.relations import relation_tables
+    from .analysis.selectivity import block_selectivity, input_like
 
     model, meta = cached_model(a.run)
     vocab = meta["vocab"]
@@ -222,7 +222,7 @@ def _relations(a: argparse.Namespace) -> int:
 
 
 def _concept_path(a: argparse.Namespace) -> int:
-    from .relations import clip_concept_path
+    from .analysis.relations import clip_concept_path
 
     cls = None if a.class_ is None else (int(a.class_) if a.class_.isdigit() else a.class_)
     r = clip_concept_path(a.run, a.clip, cls, top_upper=a.top_upper, top_lower=a.top_lower)
@@ -236,7 +236,7 @@ def _concept_path(a: argparse.Namespace) -> int:
 
 
 def _localisation(a: argparse.Namespace) -> int:
-    from .localisation import run_localisation
+    from .explain.localisation import run_localisation
 
     r = run_localisation(a.run, world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
                          max_clips=a.max_clips, delta=a.delta, sigma=a.sigma, normalise=a.normalise)
@@ -254,7 +254,7 @@ def _fmt(v: float | None) -> str:
 
 
 def _bias(a: argparse.Namespace) -> int:
-    from .bias import run_bias
+    from .analysis.bias import run_bias
 
     r = run_bias(a.run, world=a.world, split=a.split, max_clips=a.max_clips, seeds=a.seeds, action=a.action,
                  texture=a.texture)
@@ -305,7 +305,7 @@ def _explanations(a: argparse.Namespace) -> int:
 
 
 def _figures(a: argparse.Namespace) -> int:
-    from .figures import run_figures
+    from .analysis.figures import run_figures
 
     for p in run_figures(a.run, a.out, metric=a.metric, prob=a.prob):
         print(p)

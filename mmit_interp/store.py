@@ -542,7 +542,7 @@ class ResultsStore:
     # ---------------------------------------------------------------- planted-bias test
     def write_bias(self, dataset: str, action: str, texture: str, summary: Mapping[str, Any], *,
                    run_id: int | None = None) -> None:
-        """Replace the bias test of (dataset, action, texture): its JSON summary (`mmit_interp.bias.run_bias`)."""
+        """Replace the bias test of (dataset, action, texture): its JSON summary (`mmit_interp.analysis.bias.run_bias`)."""
         rid = self.run_id(run_id)
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO bias VALUES (?,?,?,?,?,?)",

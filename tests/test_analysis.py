@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from mmit_interp.ablation import ablated_logits, ablation_sweep, cache_features, keep_mask, summarise
+from mmit_interp.analysis.ablation import ablated_logits, ablation_sweep, cache_features, keep_mask, summarise
 from mmit_interp.boxes import box_mask
-from mmit_interp.localisation import aggregate, energy, method_maps, ownership, pointing
+from mmit_interp.explain.localisation import aggregate, energy, method_maps, ownership, pointing
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
-from mmit_interp.relations import concept_path, relation_tables
-from mmit_interp.selectivity import block_selectivity, block_shape, input_like, network_selectivity, selectivity_from_probs
-from mmit_interp.trunk import logits_from, resolve_block, stage_aliases
+from mmit_interp.analysis.relations import concept_path, relation_tables
+from mmit_interp.analysis.selectivity import block_selectivity, block_shape, input_like, network_selectivity, selectivity_from_probs
+from mmit_interp.analysis.trunk import logits_from, resolve_block, stage_aliases
 
 C = 6
 
@@ -203,7 +203,7 @@ def test_ownership_scores_which_action_is_where():
 
 # ---------------------------------------------------------------- planted-bias test
 def test_bias_zeroed_units_random_control_and_path_hits():
-    from mmit_interp.bias import class_scores, path_hits, random_like, zeroed
+    from mmit_interp.analysis.bias import class_scores, path_hits, random_like, zeroed
     from mmit_interp.hooks import capture_activations
 
     m = _model()
@@ -232,7 +232,7 @@ def test_bias_zeroed_units_random_control_and_path_hits():
 
 
 def test_bias_ablation_test_figures():
-    from mmit_interp.bias import ablation_test, class_scores, zeroed
+    from mmit_interp.analysis.bias import ablation_test, class_scores, zeroed
 
     m = _model()
     g = torch.Generator().manual_seed(4)
@@ -265,7 +265,7 @@ def test_bias_ablation_test_figures():
 def tiny_run(tmp_path_factory):
     from mmit_interp.checkpoint import save_checkpoint
     from mmit_interp.dataset import ClipTransform
-    from mmit_interp.render import write_video
+    from mmit_interp.explain.render import write_video
     from mmit_interp.vocab import Vocabulary
 
     root = tmp_path_factory.mktemp("run")
@@ -277,7 +277,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_analyze_clip_files_store_and_rerun(tiny_run):
-    from mmit_interp.clip_analysis import analyze_clip
+    from mmit_interp.analysis.clip_analysis import analyze_clip
     from mmit_interp.store import ResultsStore
 
     r = analyze_clip(tiny_run, tiny_run / "clip.mp4", top_k=3, display_size=64)
@@ -299,9 +299,10 @@ def test_analyze_clip_files_store_and_rerun(tiny_run):
 def test_clip_concept_path_reuses_the_stored_clip(tiny_run, monkeypatch):
     """With the intake's key and an analysed clip, the "why" path neither re-hashes the file nor runs a
     forward pass to find the top class: it reads the stored predictions."""
-    from mmit_interp import clip_analysis, models
-    from mmit_interp.clip_analysis import analyze_clip
-    from mmit_interp.relations import clip_concept_path
+    from mmit_interp import models
+    from mmit_interp.analysis import clip_analysis
+    from mmit_interp.analysis.clip_analysis import analyze_clip
+    from mmit_interp.analysis.relations import clip_concept_path
 
     r = analyze_clip(tiny_run, tiny_run / "clip.mp4", top_k=2, display_size=64)
 
@@ -340,7 +341,7 @@ def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
 
 def test_cli_localisation_json(tiny_run, tmp_path, capsys):
     from mmit_interp.cli import analyze_main
-    from mmit_interp.localisation import run_localisation
+    from mmit_interp.explain.localisation import run_localisation
 
     boxes = tmp_path / "boxes.csv"  # two actions side by side in every frame of the 64 x 48 clip
     boxes.write_text("clip,frame,action,x1,y1,x2,y2\n" + "".join(

@@ -17,7 +17,7 @@ def world_run():
 
 @pytest.fixture(scope="module")
 def localisation(world_run):
-    from mmit_interp.localisation import run_localisation
+    from mmit_interp.explain.localisation import run_localisation
 
     world, run = world_run
     r = run_localisation(run, world=world, split="val", record=False)
@@ -55,8 +55,8 @@ def test_mcam_pointing_at_least_max_of_cams(localisation):
 
 
 def test_ablation_and_selectivity_on_trained_run(world_run):
-    from mmit_interp.ablation import run_ablation
-    from mmit_interp.selectivity import run_selectivity
+    from mmit_interp.analysis.ablation import run_ablation
+    from mmit_interp.analysis.selectivity import run_selectivity
     from mmit_interp.store import ResultsStore
 
     world, run = world_run
@@ -91,7 +91,7 @@ def dissected(world_run):
 
 
 def test_concept_path_of_biased_action_reaches_planted_texture(dissected):
-    from mmit_interp.relations import clip_concept_path
+    from mmit_interp.analysis.relations import clip_concept_path
     from mmit_interp.store import ResultsStore
     from mmit_interp.synth import load_truth
 
@@ -114,7 +114,7 @@ def test_concept_path_of_biased_action_reaches_planted_texture(dissected):
 
 
 def test_bias_lure_and_control_clips_against_truth(world_run):
-    from mmit_interp.bias import lure_and_control, planted_pair
+    from mmit_interp.analysis.bias import lure_and_control, planted_pair
     from mmit_interp.synth import load_truth
 
     world, _ = world_run
@@ -133,7 +133,7 @@ def test_bias_lure_and_control_clips_against_truth(world_run):
 def test_bias_ablating_labelled_units_changes_scores(dissected):
     from collections import Counter
 
-    from mmit_interp.bias import ablation_test, labelled_units, load_clips, lure_and_control
+    from mmit_interp.analysis.bias import ablation_test, labelled_units, load_clips, lure_and_control
     from mmit_interp.checkpoint import load_model
     from mmit_interp.dataset import ClipTransform
     from mmit_interp.store import ResultsStore
@@ -164,7 +164,7 @@ def test_bias_ablating_labelled_units_changes_scores(dissected):
 
 
 def test_bias_run_cli_json_and_store(dissected, capsys):
-    from mmit_interp.bias import run_bias
+    from mmit_interp.analysis.bias import run_bias
     from mmit_interp.cli import analyze_main
     from mmit_interp.store import ResultsStore
 

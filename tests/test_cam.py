@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmit_interp.cam import GradCAM, LinearCAM, cam_for, select_classes
+from mmit_interp.explain.cam import GradCAM, LinearCAM, cam_for, select_classes
 from mmit_interp.models import build_model
 
 

@@ -12,7 +12,7 @@ from mmit_interp.explain.methods import (RISE, GradCAMPlusPlus, IntegratedGradie
 from mmit_interp.explain.modality import audio_cam, shapley_split
 from mmit_interp.explain.sanity import cascade_groups, cascading_randomisation
 from mmit_interp.explain.table import count_forwards, interval
-from mmit_interp.localisation import energy, pointing
+from mmit_interp.explain.localisation import energy, pointing
 from mmit_interp.models import build_model
 from mmit_interp.models.resnet3d import GapLinearNet
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmit_interp.mcam import KERNEL_SIZE, gaussian_kernel, max_of_cams, mcam, normalise, smooth, suppress_similar
-from mmit_interp.render import class_boundaries, mcam_overlay, side_by_side, write_video
+from mmit_interp.explain.mcam import KERNEL_SIZE, gaussian_kernel, max_of_cams, mcam, normalise, smooth, suppress_similar
+from mmit_interp.explain.render import class_boundaries, mcam_overlay, side_by_side, write_video
 
 
 @pytest.fixture

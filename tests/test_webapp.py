@@ -377,7 +377,7 @@ def test_analysis_page(client, world):
     assert [m["what"] for m in d["missing"]] == ["matplotlib figures (PNG/SVG) of these analyses"]
     assert len(d["localisation"]) == 4 and 'id="localisation"' in r.text
     assert "mmit-analyze figures" in r.text
-    from mmit_interp.figures import run_figures
+    from mmit_interp.analysis.figures import run_figures
 
     run_figures([world["run"]], world["run"] / "analysis")  # what the shown command runs
     d = client.get("/api/runs/tiny/analysis").json()
@@ -553,7 +553,7 @@ def test_run_names_with_odd_characters_are_encoded_in_links(world):
 
 
 def test_clip_analysed_by_the_cli_has_a_page(client, world):
-    from mmit_interp.clip_analysis import analyze_clip
+    from mmit_interp.analysis.clip_analysis import analyze_clip
 
     clip = tiny_clip(world["root"] / "cli.mp4", seed=21)
     key = analyze_clip(world["run"], clip)["clip_key"]  # what `mmit-cam CLIP --run RUN` does

@@ -32,7 +32,7 @@ def get_jobs(request: Request) -> JobQueue:
 
 def get_analyzer() -> Service:
     """The clip analysis service: `analyze_clip(run_dir, clip_path, out_dir=None, *, top_k=5, key=None) -> dict`."""
-    from mmit_interp.clip_analysis import analyze_clip
+    from mmit_interp.analysis.clip_analysis import analyze_clip
 
     return analyze_clip
 
@@ -40,7 +40,7 @@ def get_analyzer() -> Service:
 def get_concept_path() -> Service:
     """The concept path service: `clip_concept_path(run_dir, clip_path, class_, key=...) -> dict` (stores the path
     under the intake's key: the upload is not hashed again)."""
-    from mmit_interp.relations import clip_concept_path
+    from mmit_interp.analysis.relations import clip_concept_path
 
     return clip_concept_path
 

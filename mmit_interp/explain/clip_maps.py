@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 
 from ..checkpoint import cached_model
-from ..clip_analysis import _img
+from ..analysis.clip_analysis import _img
 from ..dataset import ClipTransform, clip_batch, load_clip
-from ..mcam import normalise
-from ..render import colormap_lut, resize_frames
+from .mcam import normalise
+from .render import colormap_lut, resize_frames
 from .methods import make_method
 from .table import count_forwards
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cam import BaseCAM, CAMResult, GradCAM, LinearCAM, select_classes
+from .cam import BaseCAM, CAMResult, GradCAM, LinearCAM, select_classes
 from ..models import forward_batch
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..trunk import trunk_prefix
+from ..analysis.trunk import trunk_prefix
 
 STEM = ("conv1", "bn1")
 

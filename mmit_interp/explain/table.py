@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cam import BaseCAM
+from .cam import BaseCAM
 from ..boxes import box_mask
-from ..localisation import ClipBoxes, energy, method_maps, ownership, pointing
-from ..mcam import normalise
+from .localisation import ClipBoxes, energy, method_maps, ownership, pointing
+from .mcam import normalise
 from .faithfulness import auc, pairwise_rank_correlation, perturbation_curve, rank_correlation
 from .methods import METHODS, blurred, clip_forward, make_method
 from .sanity import cascading_randomisation
@@ -180,7 +180,7 @@ def run_explanations(run_dir: str | Path, *, world: str | Path | None = None, bo
     `record` is False."""
     from ..checkpoint import cached_model
     from ..dataset import ClipTransform
-    from ..localisation import boxes_from_csv, boxes_from_truth
+    from .localisation import boxes_from_csv, boxes_from_truth
     from ..store import open_run_store
 
     if (world is None) == (boxes_csv is None):

@@ -59,7 +59,7 @@ def analysis_block(run: Path, layer: str) -> str | None:
     `layer4` -> its last block), or None when the run has no loadable model or no such block."""
     from mmit_interp.checkpoint import CheckpointError
     from mmit_interp.checkpoint import cached_model
-    from mmit_interp.trunk import resolve_block
+    from mmit_interp.analysis.trunk import resolve_block
 
     try:
         model, _ = cached_model(run)

@@ -62,7 +62,7 @@ def _pct(v: float | None) -> str:
 
 
 def bias_sentence(s: dict) -> str:
-    """A stored bias test (`mmit_interp.bias.run_bias`'s summary) in plain words."""
+    """A stored bias test (`mmit_interp.analysis.bias.run_bias`'s summary) in plain words."""
     act, tex = s["action"], s["texture"]
     if s["excess"] is None:
         return f"The {tex} -> {act} bias could not be measured: " + "; ".join(s.get("notes") or []) + "."

@@ -26,13 +26,13 @@ import cv2
 import numpy as np
 import torch
 
-from .cam import cam_for
-from .checkpoint import cached_model
-from .dataset import ClipTransform, clip_batch, load_clip
-from .mcam import mcam, normalise
-from .render import captioned_row, colormap_lut, composite, mcam_layers, resize_frames, write_video
-from .store import open_run_store, run_root
-from .video import probe
+from ..explain.cam import cam_for
+from ..checkpoint import cached_model
+from ..dataset import ClipTransform, clip_batch, load_clip
+from ..explain.mcam import mcam, normalise
+from ..explain.render import captioned_row, colormap_lut, composite, mcam_layers, resize_frames, write_video
+from ..store import open_run_store, run_root
+from ..video import probe
 
 OUTPUT_PATTERNS = ("frame_*.jpg", "cam_*.jpg", "heat_*.png", "mcam_*.jpg", "mcam_layer_*.png", "strip_*.jpg",
                    "overlay.mp4", "overlay.gif", "result.json")

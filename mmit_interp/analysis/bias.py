@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from .ablation import drop_order
-from .hooks import replace_output
-from .models import forward_batch
+from ..hooks import replace_output
+from ..models import forward_batch
 from .trunk import residual_blocks, resolve_block, stage_aliases, trunk_prefix
 
 
@@ -77,7 +77,7 @@ def zeroed(model: nn.Module, units: Mapping[str, Sequence[int]]) -> Iterator[Non
 
 def load_clips(paths: Sequence[str | Path], transform, audio: bool) -> dict[str, torch.Tensor]:
     """Stacked model inputs `{video, audio, has_audio}` of clip files (audio decoded only if `audio`)."""
-    from .dataset import load_clip
+    from ..dataset import load_clip
 
     ds = [load_clip(p, transform, want_audio=audio) for p in paths]
     if not ds:
@@ -176,11 +176,11 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
              top_upper: int = 5, top_lower: int = 3, record: bool = True) -> dict[str, Any]:
     """The planted-bias test of a run on a synthetic world (default pair: the world's planted one),
     recorded in the run's store under the world's `name:split`; a JSON-able summary."""
-    from .checkpoint import load_model
-    from .dataset import ClipTransform
+    from ..checkpoint import load_model
+    from ..dataset import ClipTransform
     from .relations import concept_path, label_rows
-    from .store import open_run_store
-    from .synth.truth import load_truth
+    from ..store import open_run_store
+    from ..synth.truth import load_truth
 
     world = Path(world)
     planted = planted_pair(world)

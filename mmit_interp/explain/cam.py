@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import capture_activations
-from .models import forward_batch
+from ..hooks import capture_activations
+from ..models import forward_batch
 
 
 @dataclass

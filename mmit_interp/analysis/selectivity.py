@@ -87,9 +87,9 @@ def network_selectivity(model: nn.Module, example: dict[str, torch.Tensor], *, b
 def run_selectivity(run_dir: str | Path, *, blocks: Sequence[str] | None = None, prob: str = "softmax",
                     top: int = 10, record: bool = True) -> list[dict[str, Any]]:
     """Selectivity and unit <-> class relations of a run's blocks, recorded in the run's store."""
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
     from .relations import relation_tables
-    from .store import open_run_store
+    from ..store import open_run_store
 
     model, meta = load_model(run_dir)
     res = network_selectivity(model, input_like(model, meta["transforms"]), blocks=blocks, prob=prob)

@@ -82,7 +82,7 @@ def class_ap_figure(rows: Sequence[Mapping], base: str | Path, *, title: str = "
 def run_figures(run_dirs: Sequence[str | Path], out_dir: str | Path, *, metric: str = "map_sample",
                 prob: str = "softmax", split: str = "val") -> list[Path]:
     """Every figure the runs' stores allow: ablation per block, selectivity, per-class AP per run."""
-    from .store import ResultsStore, StoreError
+    from ..store import ResultsStore, StoreError
 
     out = Path(out_dir)
     curves: dict[str, dict[str, dict]] = {}

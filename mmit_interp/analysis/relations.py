@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .store import NOT_DISSECTED
+from ..store import NOT_DISSECTED
 from .trunk import resolve_block, stage_aliases
 
 
@@ -102,11 +102,11 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     forward pass runs. With `record`, the clip is analysed (`analyze_clip`) if the store does not hold
     it yet, and the path is stored under its clip key.
     """
-    from .checkpoint import cached_model
+    from ..checkpoint import cached_model
     from .clip_analysis import analyze_clip, clip_key
-    from .dataset import ClipTransform, clip_batch, load_clip
-    from .models import forward_batch
-    from .store import open_run_store
+    from ..dataset import ClipTransform, clip_batch, load_clip
+    from ..models import forward_batch
+    from ..store import open_run_store
 
     model, meta = cached_model(run_dir)
     vocab = meta["vocab"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metrics import evaluate
+from ..metrics import evaluate
 from .trunk import logits_from, resolve_block, run_until
 
 METRICS = ("hit@1", "hit@5", "map_sample", "map_class", "map_micro")
@@ -117,8 +117,8 @@ def validation_batches(run_dir: str | Path, meta: dict, model: nn.Module, *, dat
     """Batches of a run's validation split (`data` defaults to the run config's data set)."""
     from torch.utils.data import DataLoader
 
-    from .annotations import read_mmit
-    from .dataset import ClipDataset, ClipTransform, collate_clips
+    from ..annotations import read_mmit
+    from ..dataset import ClipDataset, ClipTransform, collate_clips
 
     root = data or meta.get("config", {}).get("data")
     if not root:
@@ -135,8 +135,8 @@ def run_ablation(run_dir: str | Path, *, block: str = "layer4", data: str | None
                  ps: Sequence[float] = DEFAULT_PS, seeds: Sequence[int] = (0, 1, 2), max_clips: int | None = None,
                  record: bool = True) -> dict[str, Any]:
     """Ablation sweep of a run dir's block on its validation split, recorded in the run's store."""
-    from .checkpoint import load_model
-    from .store import open_run_store
+    from ..checkpoint import load_model
+    from ..store import open_run_store
 
     model, meta = load_model(run_dir)
     cache = cache_features(model, validation_batches(run_dir, meta, model, data=data, split=split,

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .boxes import Box, box_mask
+from ..boxes import Box, box_mask
 from .mcam import max_of_cams, mcam
 
 METHODS = ("cam", "cam_max", "mcam")
@@ -50,7 +50,7 @@ class ClipBoxes:
 
 def boxes_from_truth(world: str | Path, split: str = "val") -> list[ClipBoxes]:
     """Boxes of a synthetic world's clips (`truth.jsonl`, loader `mmit_interp.synth.truth`)."""
-    from .synth.truth import load_truth
+    from ..synth.truth import load_truth
 
     root = Path(world)
     out = []
@@ -70,7 +70,7 @@ def boxes_from_truth(world: str | Path, split: str = "val") -> list[ClipBoxes]:
 def boxes_from_csv(path: str | Path, videos_root: str | Path | None = None) -> list[ClipBoxes]:
     """User boxes: CSV with header `clip,frame,action,x1,y1,x2,y2` (frame = 0-based index in the video,
     pixel coordinates, x2/y2 exclusive); clip paths relative to `videos_root` (default: the CSV's folder)."""
-    from .video import probe
+    from ..video import probe
 
     path = Path(path)
     root = Path(videos_root) if videos_root else path.parent
@@ -142,7 +142,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
     `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
     from .cam import cam_for
-    from .dataset import clip_batch, load_clip
+    from ..dataset import clip_batch, load_clip
 
     d = load_clip(clip.path, transform, want_audio="audio" in model.inputs)
     idx = [int(i) for i in d["frame_indices"]]
@@ -208,9 +208,9 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
 
     if normalise not in NORMALISE:
         raise ValueError(f"normalise per {normalise!r}: choose one of {', '.join(NORMALISE)}")
-    from .checkpoint import cached_model
-    from .dataset import ClipTransform
-    from .store import open_run_store
+    from ..checkpoint import cached_model
+    from ..dataset import ClipTransform
+    from ..store import open_run_store
 
     if (world is None) == (boxes_csv is None):
         raise ValueError("give exactly one of world= (synthetic truth) or boxes_csv=")
