@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn

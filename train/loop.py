@@ -24,7 +24,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from mmit_interp.annotations import AnnotationSet, read_mmit
 from mmit_interp.atomic import atomic_write_json
-from mmit_interp.checkpoint import load_model, load_state_checked, read_checkpoint, save_checkpoint, unwrap
+from mmit_interp.checkpoint import load_model, load_state_checked, read_checkpoint, save_checkpoint
 from mmit_interp.dataset import ClipDataset, ClipTransform, collate_clips
 from mmit_interp.metrics import evaluate, label_prior_baseline
 from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file, set_conv3d_format
