@@ -103,10 +103,10 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
     it yet, and the path is stored under its clip key.
     """
     from ..checkpoint import cached_model
-    from .clip_analysis import analyze_clip, clip_key
     from ..dataset import ClipTransform, clip_batch, load_clip
     from ..models import forward_batch
     from ..store import open_run_store
+    from .clip_analysis import analyze_clip, clip_key
 
     model, meta = cached_model(run_dir)
     vocab = meta["vocab"]

@@ -137,40 +137,50 @@ def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | N
     return out
 
 
-def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
-               sigma: float = 1.1, per: str = "clip") -> list[dict[str, Any]]:
-    """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
-    `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
-    from .cam import cam_for
+def clip_inputs(model: torch.nn.Module, vocab, clip: ClipBoxes, transform) -> dict[str, Any] | None:
+    """One clip's model inputs, its boxed actions (`classes`, `actions`) and box masks per sampled frame."""
     from ..dataset import clip_batch, load_clip
 
     d = load_clip(clip.path, transform, want_audio="audio" in model.inputs)
     idx = [int(i) for i in d["frame_indices"]]
     actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
     if not actions:
-        return []
-    classes = [vocab.index(a) for a in actions]
+        return None
+    masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (transform.size,) * 2)
+                       for fi in idx] for a in actions])
+    present = np.array([[fi in clip.boxes[a] for fi in idx] for a in actions])
     b = clip_batch(d)
-    res = cam_for(model)(b["video"], audio=b["audio"], audio_mask=b["has_audio"], classes=classes)
+    return {"video": b["video"], "extra": {"audio": b["audio"], "audio_mask": b["has_audio"]}, "actions": actions,
+            "classes": [vocab.index(a) for a in actions], "masks": masks, "present": present}
+
+
+def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
+               sigma: float = 1.1, per: str = "clip") -> list[dict[str, Any]]:
+    """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
+    `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
+    from .cam import cam_for
+
+    inp = clip_inputs(model, vocab, clip, transform)
+    if inp is None:
+        return []
+    classes, masks, present = inp["classes"], inp["masks"], inp["present"]
+    res = cam_for(model)(inp["video"], classes=classes, **inp["extra"])
     owners: dict[str, np.ndarray] = {}
     maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, owners=owners)
-    size = transform.size
     out = []
-    for t, fi in enumerate(idx):
-        masks = np.stack([box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (size, size))
-                          for a in actions])
+    for t in range(masks.shape[1]):
         for j, c in enumerate(classes):
-            if fi not in clip.boxes[actions[j]]:
+            if not present[j, t]:
                 continue
             for meth, mm in maps.items():
-                out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j]),
-                            "energy": energy(mm[j, t], masks[j]), "chance": float(masks[j].mean())})
-        if sum(fi in clip.boxes[a] for a in actions) < 2:  # ownership needs two actions in the frame
+                out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j, t]),
+                            "energy": energy(mm[j, t], masks[j, t]), "chance": float(masks[j, t].mean())})
+        if present[:, t].sum() < 2:  # ownership needs two actions in the frame
             continue
         for meth, own in owners.items():
-            for j, acc, cov in ownership(own[t], masks):
+            for j, acc, cov in ownership(own[t], masks[:, t]):
                 r = {"method": meth, "class_idx": classes[j], "frame": t, "coverage": cov,
-                     "chance_ownership": 1.0 / len(actions)}
+                     "chance_ownership": 1.0 / len(classes)}
                 out.append(r if acc is None else {**r, "ownership": acc})
     return out
 

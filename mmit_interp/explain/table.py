@@ -33,8 +33,7 @@ import torch
 from torch import nn
 
 from .cam import BaseCAM
-from ..boxes import box_mask
-from .localisation import ClipBoxes, energy, method_maps, ownership, pointing
+from .localisation import clip_inputs, energy, method_maps, ownership, pointing
 from .mcam import normalise
 from .faithfulness import auc, pairwise_rank_correlation, perturbation_curve, rank_correlation
 from .methods import METHODS, blurred, clip_forward, make_method
@@ -75,23 +74,6 @@ def interval(values: Sequence[float]) -> dict[str, float | int | None]:
 def _mean(values: list[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return float(np.mean(v)) if v else None
-
-
-def clip_inputs(model: nn.Module, vocab, clip: ClipBoxes, transform) -> dict[str, Any] | None:
-    """One clip's model inputs, its boxed actions (`classes`, `actions`) and box masks per sampled frame."""
-    from ..dataset import clip_batch, load_clip
-
-    d = load_clip(clip.path, transform, want_audio="audio" in model.inputs)
-    idx = [int(i) for i in d["frame_indices"]]
-    actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
-    if not actions:
-        return None
-    masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (transform.size,) * 2)
-                       for fi in idx] for a in actions])
-    present = np.array([[fi in clip.boxes[a] for fi in idx] for a in actions])
-    b = clip_batch(d)
-    return {"video": b["video"], "extra": {"audio": b["audio"], "audio_mask": b["has_audio"]}, "actions": actions,
-            "classes": [vocab.index(a) for a in actions], "masks": masks, "present": present}
 
 
 def clip_scores(model: nn.Module, method: BaseCAM, inp: dict[str, Any], *, steps: int = 10, delta: float = 0.05,
