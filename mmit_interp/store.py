@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS explanations (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, method TEXT NOT NULL,
   metric TEXT NOT NULL, mean REAL, lo REAL, hi REAL, n INTEGER NOT NULL,
   PRIMARY KEY (run_id, dataset, method, metric));
+CREATE TABLE IF NOT EXISTS unit_motion (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, layer TEXT NOT NULL,
+  unit INTEGER NOT NULL, score REAL, d_frozen REAL, d_shuffled REAL, d_appearance REAL, n INTEGER NOT NULL,
+  analysed_at REAL NOT NULL, PRIMARY KEY (run_id, dataset, layer, unit));
 """
 
 NOT_DISSECTED = "not dissected"
@@ -568,6 +572,47 @@ class ResultsStore:
     def explanations(self, dataset: str | None = None, run_id: int | None = None) -> list[dict]:
         """Explanation table rows (all datasets unless one is named)."""
         return self._select("explanations", self.run_id(run_id), "dataset, method, metric", dataset=dataset)
+
+    # ---------------------------------------------------------------- motion vs appearance per unit
+    def write_unit_motion(self, dataset: str, layer: str, rows: Iterable[Mapping[str, Any]], *,
+                          run_id: int | None = None) -> None:
+        """Replace one (dataset, layer)'s motion scores: rows `{unit, score, d_frozen, d_shuffled, d_appearance, n}`
+        (`mmit_interp.analysis.motion`; score None for a unit no probe moved)."""
+        rid = self.run_id(run_id)
+        now = time.time()
+        vals = [(rid, dataset, layer, int(r["unit"]), _num(r["score"]), _num(r["d_frozen"]), _num(r["d_shuffled"]),
+                 _num(r["d_appearance"]), int(r["n"]), now) for r in rows]
+        with self.transaction() as c:
+            c.execute("DELETE FROM unit_motion WHERE run_id = ? AND dataset = ? AND layer = ?", (rid, dataset, layer))
+            c.executemany("INSERT INTO unit_motion VALUES (?,?,?,?,?,?,?,?,?,?)", vals)
+
+    def unit_motion(self, layer: str, dataset: str | None = None, run_id: int | None = None) -> dict[int, float | None]:
+        """`{unit: motion score in [0, 1]}` of a layer (its dissected module name, e.g. `layer4`), from the
+        named dataset or else the one analysed last; `{}` when the layer has no motion scores."""
+        rid = self.run_id(run_id)
+        if dataset is None:
+            row = self.conn.execute("SELECT dataset FROM unit_motion WHERE run_id = ? AND layer = ? "
+                                    "ORDER BY analysed_at DESC LIMIT 1", (rid, layer)).fetchone()
+            if row is None:
+                return {}
+            dataset = row["dataset"]
+        return {r["unit"]: r["score"] for r in self.conn.execute(
+            "SELECT unit, score FROM unit_motion WHERE run_id = ? AND dataset = ? AND layer = ? ORDER BY unit",
+            (rid, dataset, layer))}
+
+    def motion_layers(self, dataset: str | None = None, run_id: int | None = None) -> list[dict]:
+        """Per (dataset, layer), in network order: units, units scored, mean score and the share of
+        scored units above 0.5 (motion-dominated)."""
+        rid = self.run_id(run_id)
+        sql = ("SELECT dataset, layer, COUNT(*) AS n_units, COUNT(score) AS n_scored, AVG(score) AS mean, "
+               "AVG(CASE WHEN score > 0.5 THEN 1.0 WHEN score IS NOT NULL THEN 0.0 END) AS share_motion "
+               "FROM unit_motion WHERE run_id = ?")
+        args: list[Any] = [rid]
+        if dataset is not None:
+            sql += " AND dataset = ?"
+            args.append(dataset)
+        rows = [dict(r) for r in self.conn.execute(sql + " GROUP BY dataset, layer", args)]
+        return sorted(rows, key=lambda d: (d["dataset"], _block_order(d["layer"][max(d["layer"].find("layer"), 0):])))
 
 
 def _unit_row(r: sqlite3.Row) -> dict:
