@@ -36,8 +36,9 @@ def to_samples(x: torch.Tensor, time: str = "mean") -> tuple[torch.Tensor, int]:
     """Turn a layer output into 2-D maps ``(M, U, h, w)`` and the number of samples per image.
 
     4-D ``(N, U, h, w)`` passes through. 5-D video ``(N, U, T, h, w)``: ``time="mean"`` averages over
-    time (one sample per clip); ``time="frames"`` makes every time step a sample of its own, scored
-    against the same masks (M = N*T, sample n*T + t).
+    time (one sample per clip); ``time="frames"`` makes every time step a sample of its own
+    (M = N*T, sample n*T + t), scored against the same still masks or, on a tube set, against its
+    own frame's masks (``sample_labels``).
     """
     if x.dim() == 4:
         return x, 1
@@ -49,6 +50,39 @@ def to_samples(x: torch.Tensor, time: str = "mean") -> tuple[torch.Tensor, int]:
             return x.permute(0, 2, 1, 3, 4).reshape(n * t, u, h, w), t
         raise ValueError(f"time must be one of {TIME_MODES}, got {time!r}")
     raise ValueError(f"cannot dissect a layer output of shape {tuple(x.shape)}: need (N,U,h,w) or (N,U,T,h,w)")
+
+
+def frame_of_step(step: int, steps: int, frames: int) -> int:
+    """The input frame a layer time step is scored against: the one at its temporal centre,
+    floor((step + 0.5) * frames / steps) (exact integer arithmetic)."""
+    return (2 * step + 1) * frames // (2 * steps)
+
+
+def sample_labels(labels: dict, layer_steps: int) -> tuple[dict, int]:
+    """Align a batch's labels with the samples of a layer with ``layer_steps`` time steps; returns
+    ``(labels, repeats)``, ``repeats`` = samples per label row (what ``Tally.add_labels`` takes).
+
+    Still sets (``pixel (N, P, sh, sw)``): the labels unchanged and ``layer_steps`` (every step of a
+    clip is scored against the same masks, sample n*T' + t). Tube sets (``pixel (N, T, P, sh, sw)``,
+    per input frame): row n*T' + t' holds the labels of frame ``frame_of_step(t', T', T)`` and
+    ``repeats`` is 1; ``index`` repeats each clip's global index per step, so a row maps back to its
+    image. ``layer_steps`` is ``to_samples``'s second result (1 for a 2-D layer or ``time="mean"``).
+    """
+    if layer_steps < 1:
+        raise ValueError(f"layer_steps must be >= 1, got {layer_steps}")
+    pixel = labels["pixel"]
+    if pixel.dim() == 4:
+        return labels, layer_steps
+    if pixel.dim() != 5:
+        raise ValueError(f"labels['pixel'] must be (N, P, sh, sw) or (N, T, P, sh, sw), got {tuple(pixel.shape)}")
+    n, frames = pixel.shape[:2]
+    pick = torch.tensor([frame_of_step(t, layer_steps, frames) for t in range(layer_steps)], device=pixel.device)
+    out = dict(labels)
+    for key in ("pixel", "plane_cat", "whole", "whole_cat"):
+        v = labels[key]
+        out[key] = v.index_select(1, pick.to(v.device)).reshape(n * layer_steps, *v.shape[2:])
+    out["index"] = labels["index"].repeat_interleave(layer_steps)
+    return out, 1
 
 
 @dataclass
@@ -179,7 +213,9 @@ def dissect_stream(
     """Dissect every layer that ``batches()`` yields features for; ``batches`` is called once per pass.
 
     Each batch is ``({layer: output tensor}, labels)`` with ``labels`` a ``BrodenDataset.collate``
-    dict (``pixel``, ``whole``, ``whole_cat``, ``index`` = global image index).
+    dict (``pixel``, ``whole``, ``whole_cat``, ``index`` = global image index); tube labels
+    (``pixel (N, T, P, sh, sw)``) score each time step against its own frame (``sample_labels``) and
+    need ``time="frames"``.
     ``num_images`` counts all images over every shard (it fixes the quantile rank k).
     ``primary (L+1,)`` is each label's primary category c(l) (-1: none), which alone decides where
     a label counts in the activation areas. ``planes="lite"`` counts a label once per plane that
@@ -193,6 +229,9 @@ def dissect_stream(
     tops: dict[str, TopKImages] = {}
     with torch.no_grad():
         for feats, labels in batches():
+            if time == "mean" and labels["pixel"].dim() == 5:
+                raise ValueError("a tube concept set has masks per frame, so each time step is scored against its "
+                                 "own frame: use time='frames' (time='mean' would average the steps over moving masks)")
             for name, x in feats.items():
                 s, rep = to_samples(x.to(device).float(), time)
                 m, u, h, w = s.shape
@@ -216,20 +255,25 @@ def dissect_stream(
     with torch.no_grad():
         for feats, labels in batches():
             samples = {name: to_samples(x.to(device).float(), time) for name, x in feats.items()}
-            geoms = {name: tuple(s.shape[2:]) + tuple(labels["pixel"].shape[2:]) for name, (s, _) in samples.items()}
-            for geom in geoms.values():
+            tube = labels["pixel"].dim() == 5
+            # the batch's labels are aligned once per time-step count (tubes; stills: once) and tiled
+            # once per geometry; the first tiling of an alignment also yields its statistics
+            lbs: dict[int | None, LabelBatch] = {}
+            tiles: dict[tuple, TileLabels] = {}
+            for name, (s, rep) in samples.items():
+                geom = tuple(s.shape[2:]) + tuple(labels["pixel"].shape[-2:])
                 if geom not in blocks:
                     blocks[geom] = BilinearBlocks(*geom, device=device)
-            # the batch's labels are tiled once per geometry; the first tiling also yields its statistics
-            first = blocks[next(iter(geoms.values()))]
-            lb = LabelBatch(labels, device, partition=first.partition, planes=planes)
-            tiles = {next(iter(geoms.values())): lb.tiles}
-            for name, (s, rep) in samples.items():
-                geom = geoms[name]
-                if geom not in tiles:
-                    tiles[geom] = blocks[geom].labels(lb)
-                tallies[name].add_labels(lb, rep)
-                _tally_layer(tallies[name], s, rep, thresholds[name], lb, tiles[geom], blocks[geom])
+                align = rep if tube else None
+                aligned, lrep = sample_labels(labels, rep)
+                if align not in lbs:
+                    lbs[align] = LabelBatch(aligned, device, partition=blocks[geom].partition, planes=planes)
+                    tiles[align, geom] = lbs[align].tiles
+                lb = lbs[align]
+                if (align, geom) not in tiles:
+                    tiles[align, geom] = blocks[geom].labels(lb)
+                tallies[name].add_labels(lb, lrep)
+                _tally_layer(tallies[name], s, lrep, thresholds[name], lb, tiles[align, geom], blocks[geom])
     tallies = _all_merge(tallies, lambda st: Tally.from_state_dict(st, device))
     return {
         n: LayerResult(n, thresholds[n].cpu(), tallies[n], tops[n], prim, label_names, categories,
