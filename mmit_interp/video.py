@@ -5,6 +5,7 @@ read in order and only the sampled ones are kept.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,19 @@ def decode_frames(path: str | Path, n_samples: int, size: int | tuple[int, int] 
         cap.release()
     out = np.stack([_prep(f, size) for f in frames])
     return out, want
+
+
+def frame_times(path: str | Path) -> Iterator[float]:
+    """Decode every frame with the analysis decoder (`decode_frames`'s OpenCV), yielding each frame's
+    time in seconds; upload validation walks it so a clip it accepts is one analysis can read."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ClipDecodeError(f"{path}: OpenCV cannot open it")
+        while cap.grab():
+            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+    finally:
+        cap.release()
 
 
 def _read_wanted(cap: "cv2.VideoCapture", want: np.ndarray) -> tuple[list[np.ndarray], int]:

@@ -1,7 +1,8 @@
 """Upload intake: size-capped copy to disk with its sha256, then a decode check of the content.
 
-The file name and content type the client sends are ignored; what counts is what FFmpeg (PyAV)
-can decode within the configured time. Every refusal is an `UploadRejected` with a 4xx status and
+The file name and content type the client sends are ignored; what counts is the content: PyAV reads
+the container (streams, size, declared length) and every frame is decoded, within the configured
+time, by `mmit_interp.video`'s frame decoder, the one analysis uses. Every refusal is an `UploadRejected` with a 4xx status and
 a sentence a person can act on; the HTML form and the JSON API show the same sentence.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mmit_interp.video import ClipDecodeError, ClipInfo, probe
+from mmit_interp.video import ClipDecodeError, ClipInfo, frame_times, probe
 
 CHUNK = 1 << 20
 MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD: a larger frame is refused before any is decoded (memory)
@@ -71,7 +72,8 @@ def copy_capped(src: BinaryIO, dest_dir: Path, max_bytes: int) -> tuple[Path, st
 
 
 def check_clip(path: Path, max_duration_s: float, decode_timeout_s: float) -> tuple[ClipInfo, int, str]:
-    """Decode every video frame within the time limit; returns probe info, frames decoded and container format."""
+    """Check the container (PyAV) and decode every video frame with the analysis decoder within the time limit;
+    returns probe info, frames decoded and container format."""
     import av
 
     t0 = time.perf_counter()
@@ -103,13 +105,10 @@ def check_clip(path: Path, max_duration_s: float, decode_timeout_s: float) -> tu
         if declared > max_duration_s:
             raise UploadRejected(422, "too_long", f"the clip lasts {declared:.1f} s; the limit is "
                                                   f"{max_duration_s:g} s (MMIT_MAX_DURATION_S)")
-        stream.thread_type = "AUTO"
         n, last_t = 0, 0.0
         try:
-            for frame in container.decode(stream):
+            for last_t in frame_times(path):  # the frames are decoded by the decoder analysis uses
                 n += 1
-                if frame.time is not None:
-                    last_t = float(frame.time)
                 if last_t > max_duration_s:
                     raise UploadRejected(422, "too_long", f"the clip lasts more than {max_duration_s:g} s "
                                                           "(MMIT_MAX_DURATION_S)")
@@ -117,12 +116,9 @@ def check_clip(path: Path, max_duration_s: float, decode_timeout_s: float) -> tu
                     raise UploadRejected(422, "decode_timeout", f"decoding took longer than {decode_timeout_s:g} s "
                                                                 "(MMIT_DECODE_TIMEOUT_S): upload a shorter or "
                                                                 "smaller clip")
-        except UploadRejected:
-            raise
-        except Exception as e:  # PyAV raises several error types for damaged streams
-            if n == 0:
-                raise UploadRejected(422, "truncated", f"no frame could be decoded ({type(e).__name__}): "
-                                                       "the file is truncated or corrupt") from None
+        except ClipDecodeError:
+            raise UploadRejected(422, "truncated", "the frame decoder cannot open the video stream: the file is "
+                                                   "truncated or corrupt") from None
         if n == 0:
             raise UploadRejected(422, "truncated", "the video stream holds no decodable frame: the file is "
                                                    "truncated or corrupt")
