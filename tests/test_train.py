@@ -122,6 +122,21 @@ def test_fine_tune_new_head_and_audio_fusion(tiny_mmit, tmp_path):
     assert meta["model"]["name"] == "fusion"
 
 
+def test_trunk_options_need_a_model_made_of_trunks(tmp_path):
+    """`--init-visual` / `--freeze-trunks` act on the model's `parts()`; a single trunk has none, so they are errors."""
+    from mmit_interp.vocab import Vocabulary
+    from train.loop import build
+
+    vocab = Vocabulary(["a", "b"])
+    for over, flag in (({"freeze_trunks": True}, "--freeze-trunks"), ({"init_audio": str(tmp_path)}, "--init-audio")):
+        with pytest.raises(ValueError, match=flag):
+            build(TrainConfig(data=str(tmp_path), out=str(tmp_path), model_kwargs={"width": 8}, **over), vocab)
+    fused = build(TrainConfig(data=str(tmp_path), out=str(tmp_path), model="fusion", freeze_trunks=True,
+                              model_kwargs={"visual_kwargs": {"width": 8}, "audio_kwargs": {"width_mult": 0.25}}), vocab)
+    assert sorted(fused.parts()) == ["audio", "visual"]
+    assert [n for n, p in fused.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+
+
 def test_distributed_two_processes_end_with_identical_weights(tiny_mmit, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",

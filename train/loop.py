@@ -142,16 +142,20 @@ def build(cfg: TrainConfig, vocab: Vocabulary) -> nn.Module:
         inflate_from_file(model, cfg.inflate_from)
     if cfg.init_from:
         _init_from(model, cfg.init_from, vocab)
-    if cfg.model == "fusion":
-        for part, path in (("visual", cfg.init_visual), ("audio", cfg.init_audio)):
-            if path:
-                ck = read_checkpoint(path)
-                trunk = getattr(model, part)
-                state = {k: v for k, v in ck["state_dict"].items() if not k.startswith("fc.")}
-                load_state_checked(trunk, state, source=path, expected=repr(ck["model"]["name"]))
-        if cfg.freeze_trunks:
-            for p in list(model.visual.parameters()) + list(model.audio.parameters()):
-                p.requires_grad_(False)
+    parts = model.parts()
+    for part, path in (("visual", cfg.init_visual), ("audio", cfg.init_audio)):
+        if path:
+            if part not in parts:
+                raise ValueError(f"--init-{part} needs a model with a {part} trunk; {cfg.model!r} has "
+                                 f"{', '.join(sorted(parts)) or 'none'}")
+            ck = read_checkpoint(path)
+            state = {k: v for k, v in ck["state_dict"].items() if not k.startswith("fc.")}
+            load_state_checked(parts[part], state, source=path, expected=repr(ck["model"]["name"]))
+    if cfg.freeze_trunks:
+        if not parts:
+            raise ValueError(f"--freeze-trunks needs a model made of trunks (fusion); {cfg.model!r} has none")
+        for trunk in parts.values():
+            trunk.requires_grad_(False)
     return model
 
 
@@ -165,9 +169,10 @@ def _init_from(model: nn.Module, path: str, vocab: Vocabulary) -> None:
     load_state_checked(model, state, source=path, expected=repr(ck["model"]["name"]))
 
 
-def _modalities(model_name: str) -> tuple[bool, bool]:
-    """(needs video, needs audio) for a registered model."""
-    return {"soundnet": (False, True), "fusion": (True, True)}.get(model_name, (True, False))
+def _modalities(model: nn.Module) -> tuple[bool, bool]:
+    """(needs video, needs audio): what the model reads from a batch (`ModelBase.inputs`)."""
+    inputs = getattr(model, "module", model).inputs
+    return "video" in inputs, "audio" in inputs
 
 
 def make_loader(ds: ClipDataset, batch_size: int, workers: int, train: bool, seed: int) -> DataLoader:
@@ -210,11 +215,11 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: boo
     return np.concatenate(scores), np.concatenate(targets), np.concatenate(index), skipped
 
 
-def evaluate_model(model: nn.Module, ann: AnnotationSet, transform: ClipTransform, model_name: str,
+def evaluate_model(model: nn.Module, ann: AnnotationSet, transform: ClipTransform,
                    batch_size: int = 16, workers: int = 2, device: torch.device | str = "cpu",
                    progress: bool = False) -> dict:
     """Full metrics (hit@1/5, map_sample, map_class, map_micro, per-class AP) on an annotation set."""
-    video, audio = _modalities(model_name)
+    video, audio = _modalities(model)
     ds = ClipDataset(ann, transform, train=False, video=video, audio=audio)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips)
     device = torch.device(device)
@@ -261,7 +266,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     transform = ClipTransform(frames=cfg.frames, size=cfg.size)
     weights = compute_class_weights(train_ann.targets(), cfg.resolved_weights()).float()
     model = set_conv3d_format(build(cfg, vocab).to(device), cfg.channels_last)
-    want_video, want_audio = _modalities(cfg.model)
+    want_video, want_audio = _modalities(model)
     train_ds = ClipDataset(train_ann, transform, train=True, video=want_video, audio=want_audio,
                            strict=cfg.strict, seed=cfg.seed)
     val_ds = ClipDataset(val_ann, transform, train=False, video=want_video, audio=want_audio, strict=cfg.strict)
@@ -324,9 +329,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
-        if cfg.freeze_trunks and cfg.model == "fusion":
-            model.visual.eval()
-            model.audio.eval()
+        if cfg.freeze_trunks:
+            for trunk in model.parts().values():
+                trunk.eval()
         train_ds.set_epoch(epoch)
         train_loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
@@ -469,7 +474,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "val
     model, meta = load_model(run_dir)
     data = data or meta["config"]["data"]
     ann = read_mmit(data, split, vocab=meta["vocab"])
-    m = evaluate_model(model, ann, ClipTransform.from_dict(meta["transforms"]), meta["model"]["name"],
+    m = evaluate_model(model, ann, ClipTransform.from_dict(meta["transforms"]),
                        batch_size, workers, pick_device(device), progress)
     atomic_write_json(run_dir / f"eval_{split}.json", {"split": split, "data": str(data), **m})
     return m

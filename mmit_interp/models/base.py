@@ -44,6 +44,11 @@ class ModelBase(nn.Module):
         """Weights `(N, P)` over the last map's positions with which class `class_idx`'s logit reads it."""
         raise NotImplementedError
 
+    def parts(self) -> dict[str, nn.Module]:
+        """Named sub-networks that can be initialised from their own checkpoints and frozen
+        (a fusion model's `visual` and `audio` trunks); none for a single trunk."""
+        return {}
+
 
 def gap_weights(f: torch.Tensor) -> torch.Tensor:
     """Uniform position weights `(N, P)` of global average pooling over a map `(N, K, ...)`."""

@@ -59,6 +59,10 @@ class FusionNet(ModelBase):
         """Uniform: the head averages the visual map."""
         return gap_weights(f)
 
+    def parts(self) -> dict[str, nn.Module]:
+        """The visual and audio trunks (`--init-visual`, `--init-audio`, `--freeze-trunks`)."""
+        return {"visual": self.visual, "audio": self.audio}
+
     def pooled(self, video: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor | None) -> torch.Tensor:
         """The concatenated pooled features `(N, Kv + Ka)`."""
         return self.joint(*self.features({"video": video, "audio": audio, "has_audio": audio_mask}))
