@@ -1,0 +1,382 @@
+"""Compositional unit labels: a beam search over formulas of concepts (Mu & Andreas 2020,
+"Compositional Explanations of Neurons", NeurIPS), exact and streaming.
+
+A formula is built left to right, ``((l0 op1 l1) op2 l2) ...`` with ops AND, OR, AND NOT; its mask is
+the pixelwise boolean combination of its labels' masks (a label's mask is the union of its planes;
+a whole-image label covers the whole image). It is scored by the plain IoU |A & F| / |A | F| over
+every pixel of every sample, A = the unit's thresholded upsampled map (``BilinearBlocks``, the
+engine's exact masks). Every candidate ``F op l`` of a beam formula F is exact from integer counts:
+
+    AND:      |A & X| = |A&F&L|                    |X| = |F&L|
+    OR:       |A & X| = |A&F| + |A&L| - |A&F&L|    |X| = |F| + |L| - |F&L|
+    AND NOT:  |A & X| = |A&F| - |A&F&L|            |X| = |F| - |F&L|
+
+so one pass over the data per beam step (``FormulaCounts``: mergeable integer sums) scores every
+(unit, beam formula, label, op). Step 0 is the same with F = TRUE: the single labels.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dissect.engine import BilinearBlocks, LayerResult, _all_merge, to_samples
+
+OPS = ("and", "or", "and not")
+Formula = tuple[tuple[int, int], ...]  # ((op code, label), ...) read as TRUE op0 l0 op1 l1 ...; op0 = "and"
+PAD = (1, -1)  # "or" with a label no pixel carries: the identity term that pads shorter formulas
+
+
+def render(formula: Formula, names: Sequence[str]) -> str:
+    """A formula as text, e.g. ``(spinning AND dotted) AND NOT red``."""
+    text = ""
+    for i, (op, label) in enumerate(formula):
+        text = names[label] if i == 0 else f"{'(' + text + ')' if i > 1 else text} {OPS[op].upper()} {names[label]}"
+    return text
+
+
+def truth_key(formula: Formula) -> tuple:
+    """The formula's labels (sorted) and its truth table over them: equal keys, equal masks."""
+    leaves = sorted({label for _, label in formula})
+    table = []
+    for bits in itertools.product((False, True), repeat=len(leaves)):
+        value = dict(zip(leaves, bits))
+        f = True
+        for op, label in formula:
+            x = value[label]
+            f = (f and x) if op == 0 else (f or x) if op == 1 else (f and not x)
+        table.append(f)
+    return tuple(leaves), tuple(table)
+
+
+def _combine(f: torch.Tensor, x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
+    """``f op x`` elementwise with op codes broadcast against them (0 and, 1 or, 2 and not)."""
+    return torch.where(op == 1, f | x, f & torch.where(op == 2, ~x, x))
+
+
+def _sample_labels(labels: dict, rep: int) -> tuple[dict, int]:
+    """Labels aligned with a layer's samples, and samples per label row (sample m -> row m // repeats).
+
+    Still sets only: every time step of a clip is scored against the same masks (the one seam to
+    replace by ``dissect.engine.sample_labels`` for tube sets)."""
+    if labels["pixel"].dim() != 4:
+        raise ValueError(f"compositional labels take still concept sets (pixel (N, P, sh, sw)), "
+                         f"got pixel of shape {tuple(labels['pixel'].shape)}")
+    return labels, rep
+
+
+class PixelLabels:
+    """A batch's boolean label masks as per-pixel label lists ``lab (R, S, Q)``: the labels of every
+    plane and every whole-image label at pixel s of row r, a label repeated at a pixel kept once
+    (0: none). Whole-image labels with ``whole_cat < 0`` are ignored, as in ``LabelBatch``."""
+
+    def __init__(self, labels: dict, device: torch.device | str = "cpu"):
+        pixel = labels["pixel"].to(device)
+        r, p = pixel.shape[:2]
+        self.size = tuple(pixel.shape[2:])
+        self.S = self.size[0] * self.size[1]
+        whole = labels["whole"].to(device).long()
+        whole = torch.where((whole > 0) & (labels["whole_cat"].to(device) >= 0), whole, torch.zeros_like(whole))
+        lab = torch.cat([pixel.reshape(r, p, self.S).long().transpose(1, 2),
+                         whole[:, None, :].expand(r, self.S, whole.shape[1])], 2)
+        for k in range(1, lab.shape[2]):
+            dup = (lab[:, :, k : k + 1] == lab[:, :, :k]).any(2)
+            lab[:, :, k] = torch.where(dup, 0, lab[:, :, k])
+        self.lab = lab.contiguous()
+        self.rows = r
+
+    def dense(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' labels as a dense mask ``(pixels, K + 1)`` over the K labels present there (sorted,
+        returned too); column K is all False, the column of every absent label."""
+        lab = self.lab[rows].reshape(-1, self.lab.shape[2])
+        present = torch.unique(lab)
+        present = present[present > 0]
+        k = len(present)
+        mask = torch.zeros((lab.shape[0], k + 1), dtype=torch.bool, device=lab.device)
+        col = torch.searchsorted(present, lab).clamp(max=max(k - 1, 0))
+        hit = (lab > 0) & (present[col] == lab) if k else torch.zeros_like(lab, dtype=torch.bool)
+        pix = torch.arange(lab.shape[0], device=lab.device)[:, None].expand_as(lab)
+        mask[pix[hit], col[hit]] = True
+        return present, mask
+
+    def columns(self, present: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Column of each label in ``dense``'s mask: its place among ``present``, else the empty column."""
+        k = len(present)
+        if k == 0:
+            return torch.zeros_like(labels)
+        col = torch.searchsorted(present, labels.clamp(min=0)).clamp(max=k - 1)
+        return torch.where(present[col] == labels, col, torch.full_like(col, k))
+
+
+class FormulaCounts:
+    """Exact integer counts of one beam step: for the distinct formulas F_d of every unit's beam,
+    |F_d & L| ``fl (D, L1)`` and |F_d| ``f (D,)``; per unit u and beam slot b (formula ``beams[u, b]``,
+    -1: empty), |A_u & F & L| ``afl (U, L1, B)``, |A_u & F| ``af (U, B)``; and |A_u| ``a (U,)``.
+    Integer sums, so shards merge exactly."""
+
+    def __init__(self, formulas: Sequence[Formula], beams: torch.Tensor, num_labels: int,
+                 device: torch.device | str = "cpu"):
+        self.formulas = [tuple(f) for f in formulas]
+        self.beams = beams.to(device)
+        self.L1 = num_labels
+        width = max([len(f) for f in self.formulas] + [1])
+        terms = torch.tensor([list(f) + [PAD] * (width - len(f)) for f in self.formulas] or [[PAD]],
+                             dtype=torch.long, device=device).view(-1, width, 2)
+        self.ops, self.leaves = terms[..., 0], terms[..., 1]  # (D, width) each
+        u, b = self.beams.shape
+        z = dict(dtype=torch.long, device=device)
+        self.fl = torch.zeros((len(self.formulas), num_labels), **z)
+        self.f = torch.zeros(len(self.formulas), **z)
+        self.afl = torch.zeros((u, num_labels, b), **z)
+        self.af = torch.zeros((u, b), **z)
+        self.a = torch.zeros(u, **z)
+
+    def add_labels(self, pl: PixelLabels, repeats: int = 1, budget: int = 1 << 23) -> None:
+        """Add |F & L| and |F| over every pixel of a batch (``repeats`` samples per label row), in
+        chunks of rows small enough for exact float32 matmul sums (< 2**24) and small temporaries."""
+        d = len(self.formulas)
+        if d == 0:
+            return
+        step = max(1, min((1 << 24) // pl.S, budget // (pl.S * max(d, 64))))
+        for r0 in range(0, pl.rows, step):
+            present, mask = pl.dense(slice(r0, r0 + step))
+            cols = pl.columns(present, self.leaves)  # (D, width)
+            f = torch.ones((mask.shape[0], d), dtype=torch.bool, device=mask.device)
+            for j in range(cols.shape[1]):
+                f = _combine(f, mask.index_select(1, cols[:, j]), self.ops[:, j])
+            self.f += f.sum(0) * repeats
+            if len(present):
+                inter = (f.T.to(torch.float32) @ mask[:, :-1].to(torch.float32)).round().long()
+                self.fl.index_add_(1, present, inter * repeats)
+
+    def add_units(self, pl: PixelLabels, row: torch.Tensor, unit: torch.Tensor, pixel: torch.Tensor) -> None:
+        """Add the active pixels ``(row, unit, pixel)`` (one entry per pixel of a unit's mask in a sample;
+        ``row`` is the sample's label row): |A|, |A & F| and |A & F & L| at those pixels only."""
+        if not len(unit):
+            return
+        self.a += torch.bincount(unit, minlength=len(self.a))
+        lab = pl.lab[row, pixel]  # (n, Q)
+        slot = self.beams.index_select(0, unit)  # (n, B)
+        d = slot.clamp(min=0)
+        f = (slot >= 0)
+        for j in range(self.leaves.shape[1]):
+            x = (lab[:, None, :] == self.leaves[d, j][:, :, None]).any(2)
+            f = _combine(f, x, self.ops[d, j])
+        f = f.long()
+        self.af.index_add_(0, unit, f)
+        flat = self.afl.view(-1, self.afl.shape[2])  # (U * L1, B)
+        for q in range(lab.shape[1]):
+            keep = (lab[:, q] > 0).nonzero().view(-1)
+            flat.index_add_(0, unit[keep] * self.L1 + lab[keep, q], f.index_select(0, keep))
+
+    def merge(self, other: "FormulaCounts") -> None:
+        """Merge another shard's counts of the same step (integer sums: exact)."""
+        if other.formulas != self.formulas or not torch.equal(other.beams.cpu(), self.beams.cpu()):
+            raise ValueError("cannot merge counts of different beam steps")
+        for k in ("fl", "f", "afl", "af", "a"):
+            getattr(self, k).add_(getattr(other, k).to(getattr(self, k).device))
+
+    def state_dict(self) -> dict:
+        """Plain state (formulas as lists of (op, label) pairs)."""
+        return {"formulas": [list(map(list, f)) for f in self.formulas], "beams": self.beams.cpu(),
+                **{k: getattr(self, k).cpu() for k in ("fl", "f", "afl", "af", "a")}}
+
+    @classmethod
+    def from_state_dict(cls, s: dict, device: torch.device | str = "cpu") -> "FormulaCounts":
+        """Rebuild from ``state_dict()``."""
+        obj = cls([tuple(map(tuple, f)) for f in s["formulas"]], s["beams"], s["fl"].shape[1], device)
+        for k in ("fl", "f", "afl", "af", "a"):
+            setattr(obj, k, s[k].to(device).clone())
+        return obj
+
+
+def _active_pixels(s: torch.Tensor, thr: torch.Tensor, rep: int, blocks: BilinearBlocks,
+                   maps_per_chunk: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The engine's thresholded maps of samples ``s (M, U, h, w)`` as pixel lists ``(row, unit, pixel)``
+    (row = sample // rep, pixel flat in the mask), in chunks of maps as ``_tally_layer`` takes them."""
+    rows, rows_ok, cols, cols_ok = blocks.partition
+    tile_pix = (rows[:, None, :, None] * blocks.sw + cols[None, :, None, :]).reshape(len(rows) * len(cols), -1)
+    shifts = torch.arange(tile_pix.shape[1], device=s.device, dtype=torch.int32)
+    s = s.contiguous()
+    flat = s.view(-1, *s.shape[2:])
+    mi, ui = (s.amax((2, 3)) > thr[None]).nonzero(as_tuple=True)
+    for c in range(0, len(mi), maps_per_chunk):
+        m, u = mi[c : c + maps_per_chunk], ui[c : c + maps_per_chunk]
+        tile_map, tile, act = blocks.active(flat.index_select(0, m * s.shape[1] + u), thr.index_select(0, u))
+        i, j = (((act[:, None] >> shifts) & 1) > 0).nonzero(as_tuple=True)
+        mp = tile_map.index_select(0, i)
+        yield (torch.div(m.index_select(0, mp), rep, rounding_mode="floor"), u.index_select(0, mp),
+               tile_pix[tile.index_select(0, i), j])
+
+
+def _count_pass(batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]], result: LayerResult,
+                formulas: Sequence[Formula], beams: torch.Tensor, time: str,
+                device: torch.device | str) -> FormulaCounts:
+    """One pass over the data: the counts of ``formulas`` (each unit's beam: ``beams``), merged over ranks."""
+    counts = FormulaCounts(formulas, beams, len(result.label_names), device)
+    thr = result.thresholds.to(device)
+    blocks: dict[tuple, BilinearBlocks] = {}
+    with torch.no_grad():
+        for feats, labels in batches():
+            s, rep = to_samples(feats[result.layer].to(device).float(), time)
+            aligned, lrep = _sample_labels(labels, rep)
+            pl = PixelLabels(aligned, device)
+            counts.add_labels(pl, lrep)
+            geom = tuple(s.shape[2:]) + pl.size
+            if geom not in blocks:
+                blocks[geom] = BilinearBlocks(*geom, device=device)
+            for row, unit, pixel in _active_pixels(s, thr, lrep, blocks[geom]):
+                counts.add_units(pl, row, unit, pixel)
+    return _all_merge({"c": counts}, lambda st: FormulaCounts.from_state_dict(st, device))["c"]
+
+
+def plain_iou(inter: torch.Tensor, a: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """|A & X| / (|A| + |X| - |A & X|) in float64 from integer counts; 0 where the union is empty."""
+    union = (a + size - inter).double()
+    return torch.where(union > 0, inter.double() / union.clamp(min=1), torch.zeros_like(union))
+
+
+def _select(pool_old: list[tuple[float, Formula]], scores: torch.Tensor, beam_u: list[Formula], num_labels: int,
+            width: int) -> list[tuple[float, Formula]]:
+    """The best ``width`` formulas of a unit with a positive IoU, no two with the same mask: its current
+    beam ``pool_old`` (first on ties: shorter formulas) and the candidates ``scores (B, L1, 3)`` (-1:
+    not a candidate; ties: lower beam slot, label, op)."""
+    flat = scores.reshape(-1)
+    vals, idx = torch.sort(flat, descending=True, stable=True)
+    n_pos = int((vals > 0).sum())
+    vals, idx = vals[:n_pos].tolist(), idx[:n_pos].tolist()
+    out: list[tuple[float, Formula]] = []
+    seen: set = set()
+    i = j = 0
+    while len(out) < width and (i < len(pool_old) or j < len(vals)):
+        if i < len(pool_old) and (j >= len(vals) or pool_old[i][0] >= vals[j]):
+            iou, f = pool_old[i]
+            i += 1
+        else:
+            b, rest = divmod(idx[j], num_labels * 3)
+            label, op = divmod(rest, 3)
+            iou, f = vals[j], beam_u[b] + ((op, label),)
+            j += 1
+        key = truth_key(f)
+        if key not in seen:
+            seen.add(key)
+            out.append((iou, f))
+    return out
+
+
+@dataclass(frozen=True)
+class FormulaLabel:
+    """A unit's compositional label: the best formula found and its plain IoU, next to the best single
+    label under the same IoU (``gain`` = what the formula adds). ``terms``: (op, label number) pairs."""
+
+    unit: int
+    formula: str
+    terms: tuple[tuple[str, int], ...]
+    iou: float
+    label: str
+    label_number: int
+    label_iou: float
+
+    @property
+    def length(self) -> int:
+        """Number of concepts in the formula."""
+        return len(self.terms)
+
+    @property
+    def gain(self) -> float:
+        """IoU the formula adds over the single best label."""
+        return self.iou - self.label_iou
+
+    def as_dict(self) -> dict:
+        """A JSON-able row (report files and the results store)."""
+        return {"unit": self.unit, "formula": self.formula, "length": self.length, "iou": self.iou,
+                "label": self.label, "label_number": self.label_number, "label_iou": self.label_iou,
+                "gain": self.gain, "terms": [list(t) for t in self.terms]}
+
+
+def compose_stream(
+    batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]],
+    result: LayerResult,
+    *,
+    length: int = 3,
+    beam: int = 5,
+    ops: Sequence[str] = OPS,
+    candidates: int | None = None,
+    time: str | None = None,
+    device: torch.device | str = "cpu",
+) -> list[FormulaLabel]:
+    """Compositional labels of every unit of ``result``'s layer, one pass of ``batches()`` per beam step.
+
+    ``batches`` yields ``({layer: features}, labels)`` as for ``dissect_stream`` (the same callable
+    serves both); thresholds come from ``result``, the time mode too unless ``time`` is given. Formulas have up to ``length``
+    labels joined by ``ops``; each step extends every formula of a unit's ``beam`` by every label
+    present in the data (labels with no primary category excluded, as in ``unit_labels``) or, with
+    ``candidates=N``, by the unit's N best single labels (compexp's ``BEAM_SEARCH_LIMIT``). Step 0
+    comes from the engine's tally when it counted label masks as unions (``planes="union"``),
+    else from one more pass.
+    """
+    if length < 1 or beam < 1:
+        raise ValueError(f"length and beam must be >= 1, got length={length}, beam={beam}")
+    bad = [op for op in ops if op not in OPS]
+    if bad or not ops:
+        raise ValueError(f"ops must be a non-empty subset of {OPS}, got {list(ops)}")
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be >= 1 or None, got {candidates}")
+    time = time or result.settings.get("time", "mean")
+    units, n_labels = result.units, len(result.label_names)
+    op_ok = torch.tensor([op in ops for op in OPS], device=device)
+    if result.settings.get("planes") == "union":
+        t = result.tally
+        a, al, lab_area = t.act_total.to(device), t.inter.to(device), t.label_area.to(device)
+    else:
+        c0 = _count_pass(batches, result, [()], torch.zeros((units, 1), dtype=torch.long), time, device)
+        a, al, lab_area = c0.a, c0.afl[:, :, 0], c0.fl[0]
+    allowed = (lab_area > 0) & (result.primary.to(device) >= 0)
+    allowed[0] = False
+    single = torch.where(allowed[None], plain_iou(al, a[:, None], lab_area[None]), torch.full_like(al, -1.0, dtype=torch.float64))
+    if candidates is not None:
+        top = torch.topk(single, min(candidates, n_labels), dim=1).indices
+        pick = torch.zeros_like(single, dtype=torch.bool).scatter_(1, top, True) & (single >= 0)
+    else:
+        pick = allowed[None].expand(units, -1)
+    beams: list[list[tuple[float, Formula]]] = []
+    for u in range(units):
+        scores = torch.full((1, n_labels, 3), -1.0, dtype=torch.float64)
+        scores[0, :, 0] = single[u]
+        beams.append(_select([], scores, [()], n_labels, beam))
+    firsts = [b[0] if b else (0.0, ()) for b in beams]
+    for _ in range(1, length):
+        table: dict[Formula, int] = {}
+        for bu in beams:
+            for _, f in bu:
+                table.setdefault(f, len(table))
+        width = max(1, max(len(bu) for bu in beams))
+        slots = torch.full((units, width), -1, dtype=torch.long)
+        for u, bu in enumerate(beams):
+            for b, (_, f) in enumerate(bu):
+                slots[u, b] = table[f]
+        c = _count_pass(batches, result, list(table), slots, time, device)
+        d = slots.to(device).clamp(min=0)
+        fl, f = c.fl[d], c.f[d][..., None]  # (U, B, L1), (U, B, 1)
+        afl, af = c.afl.transpose(1, 2), c.af[..., None]
+        inter = torch.stack([afl, af + al[:, None] - afl, af - afl], 3)
+        size = torch.stack([fl, f + lab_area[None, None] - fl, f - fl], 3)
+        iou = plain_iou(inter, a[:, None, None, None], size)
+        ok = (slots.to(device) >= 0)[:, :, None, None] & pick[:, None, :, None] & op_ok[None, None, None]
+        for u, bu in enumerate(beams):
+            for b, (_, form) in enumerate(bu):
+                ok[u, b, [label for _, label in form]] = False  # a label once per formula
+        iou = torch.where(ok, iou, torch.full_like(iou, -1.0)).cpu()
+        beams = [_select(bu, iou[u], [fm for _, fm in bu], n_labels, beam) for u, bu in enumerate(beams)]
+    out = []
+    for u in range(units):
+        best_iou, best = beams[u][0] if beams[u] else (0.0, ())
+        s_iou, s = firsts[u]
+        out.append(FormulaLabel(
+            unit=u, formula=render(best, result.label_names), terms=tuple((OPS[op], lab) for op, lab in best),
+            iou=float(best_iou), label=result.label_names[s[0][1]] if s else "", label_number=s[0][1] if s else 0,
+            label_iou=float(s_iou)))
+    return out

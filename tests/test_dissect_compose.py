@@ -1,0 +1,235 @@
+"""Compositional labels against a naive reference: full boolean masks in NumPy, float64 IoU, the same
+beam search written out with Python sets."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from dissect.compose import OPS, FormulaCounts, PixelLabels, compose_stream, render, truth_key
+from dissect.engine import dissect_stream
+from test_dissect_engine import CATS, SEG, collate, make_world, naive_upsample
+
+
+def label_masks(images, num_labels) -> np.ndarray:
+    """(L1, N, SEG, SEG) bool: a label's mask is the union of its planes; whole-image labels fill the image."""
+    m = np.zeros((num_labels + 1, len(images), SEG, SEG), bool)
+    for i, img in enumerate(images):
+        for plane, _ in img["planes"]:
+            for lab in np.unique(plane):
+                if lab:
+                    m[lab, i] |= plane == lab
+        for lab, _ in img["whole"]:
+            m[lab, i] = True
+    return m
+
+
+def unit_masks(feats, thresholds, rep=1) -> np.ndarray:
+    """(U, M, SEG, SEG) bool: the naive float64 upsampling of every sample map, thresholded strictly."""
+    m, u = feats.shape[:2]
+    return np.array([[naive_upsample(feats[i, j].astype(np.float64), SEG, SEG) > thresholds[j] for i in range(m)]
+                     for j in range(u)])
+
+
+def evaluate(terms, masks) -> np.ndarray:
+    """A formula's mask from the label masks (terms as (op name, label))."""
+    f = np.ones(masks.shape[1:], bool)
+    for op, lab in terms:
+        f = f & masks[lab] if op == "and" else f | masks[lab] if op == "or" else f & ~masks[lab]
+    return f
+
+
+def iou(a: np.ndarray, x: np.ndarray) -> float:
+    union = np.logical_or(a, x).sum(dtype=np.float64)
+    return float(np.logical_and(a, x).sum(dtype=np.float64) / union) if union else 0.0
+
+
+def naive_beam(a, masks, allowed, length, beam, ops=OPS):
+    """The beam search on full masks: a pool of the beam plus every extension, ranked by IoU (ties: the
+    beam first, then beam slot, label, op), one formula per truth table, positive IoU only."""
+    singles = [(iou(a, masks[lab]), ((0, lab),)) for lab in range(len(masks)) if allowed[lab]]
+    cur = pick([], sorted(singles, key=lambda t: -t[0]), beam)
+    first = cur[0] if cur else (0.0, ())
+    for _ in range(1, length):
+        cands = []
+        for _, f in cur:
+            for lab in range(len(masks)):
+                if allowed[lab] and lab not in {x for _, x in f}:
+                    for o, name in enumerate(OPS):
+                        if name in ops:
+                            g = f + ((o, lab),)
+                            cands.append((iou(a, evaluate([(OPS[p], x) for p, x in g], masks)), g))
+        cur = pick(cur, sorted(cands, key=lambda t: -t[0]), beam)
+    return first, cur
+
+
+def pick(old, cands, beam):
+    out, seen = [], set()
+    for score, f in sorted(old + cands, key=lambda t: -t[0]):  # stable: old entries stay first on ties
+        if score > 0 and truth_key(f) not in seen and len(out) < beam:
+            seen.add(truth_key(f))
+            out.append((score, f))
+    return out
+
+
+def world_batches(feats, images, batch=5, shard=None):
+    ft = torch.from_numpy(feats)
+    shard = list(range(len(images))) if shard is None else shard
+
+    def batches():
+        for s in range(0, len(shard), batch):
+            idx = shard[s : s + batch]
+            yield {"L": ft[idx]}, collate(images, idx)
+
+    return batches
+
+
+def dissect(feats, images, num_labels, primary, quantile, planes="lite", time="mean"):
+    names = [f"l{i}" for i in range(num_labels + 1)]
+    return dissect_stream(world_batches(feats, images), len(images), torch.tensor(primary), names, CATS,
+                          quantile=quantile, planes=planes, time=time, settings={"time": time})["L"]
+
+
+@pytest.mark.parametrize("planes", ["lite", "union"])
+def test_beam_search_matches_naive(planes):
+    feats, images, L, primary = make_world(seed=2, n=12)
+    res = dissect(feats, images, L, primary, 0.1, planes)
+    got = compose_stream(world_batches(feats, images), res, length=3, beam=3)
+    masks = label_masks(images, L)
+    allowed = [lab > 0 and primary[lab] >= 0 and masks[lab].any() for lab in range(L + 1)]
+    acts = unit_masks(feats, res.thresholds.numpy().astype(np.float64))
+    for rec in got:
+        (s_iou, s), final = naive_beam(acts[rec.unit], masks, allowed, 3, 3)
+        best_iou, best = final[0] if final else (0.0, ())
+        assert rec.terms == tuple((OPS[o], lab) for o, lab in best)
+        assert rec.iou == best_iou == iou(acts[rec.unit], evaluate(rec.terms, masks))
+        assert (rec.label_number, rec.label_iou) == (s[0][1] if s else 0, s_iou)
+        assert rec.formula == render(best, res.label_names) and rec.gain >= 0
+    assert any(rec.length > 1 and rec.gain > 0 for rec in got)
+
+
+def planted_world(seed=0, n=10):
+    """Random label blobs at mask resolution, and units planted as exact formulas of them (values 1
+    inside, 0 outside; quantile 0.5 puts T_u at 0, so the unit's mask is the formula's)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        planes = []
+        for labs in ([1, 2], [3, 4], [5, 6]):
+            p = np.zeros((SEG, SEG), np.int32)
+            for lab in labs:
+                y, x = rng.integers(0, SEG - 6, size=2)
+                p[y : y + rng.integers(4, 10), x : x + rng.integers(4, 10)] = lab
+            planes.append((p, 0))
+        whole = [(7, 2)] if rng.random() < 0.3 else []
+        images.append({"planes": planes, "whole": whole})
+    primary = np.array([-1, 0, 0, 1, 1, 0, 1, 2])
+    masks = label_masks(images, 7)
+    formulas = [(("and", 1), ("and", 3)), (("and", 2), ("or", 4)), (("and", 3), ("and not", 5)),
+                (("and", 1), ("and", 4), ("and not", 6))]
+    feats = np.stack([evaluate(f, masks) for f in formulas], 1).astype(np.float32)
+    return feats, images, primary, masks, formulas
+
+
+@pytest.mark.parametrize("planes", ["lite", "union"])
+def test_planted_formulas_are_recovered_exactly(planes):
+    feats, images, primary, masks, formulas = planted_world()
+    assert all(0 < feats[:, j].mean() < 0.5 for j in range(len(formulas)))
+    res = dissect(feats, images, 7, primary, 0.5, planes)
+    assert (res.thresholds == 0).all()
+    got = compose_stream(world_batches(feats, images, batch=3), res, length=3, beam=5)
+    for rec, planted in zip(got, formulas):
+        assert truth_key(tuple((OPS.index(o), lab) for o, lab in rec.terms)) == \
+            truth_key(tuple((OPS.index(o), lab) for o, lab in planted)), (rec.formula, planted)
+        assert rec.iou == 1.0 and rec.label_iou < 1.0
+        best = max(iou(feats[:, rec.unit] > 0, masks[lab]) for lab in range(1, 8))
+        assert rec.label_iou == best
+
+
+def test_formula_strings():
+    names = ["-", "spinning", "dotted", "red"]
+    assert render(((0, 1), (0, 2), (2, 3)), names) == "(spinning AND dotted) AND NOT red"
+    assert render(((0, 1), (1, 3)), names) == "spinning OR red"
+    assert truth_key(((0, 1), (0, 2))) == truth_key(((0, 2), (0, 1)))
+    assert truth_key(((0, 1), (1, 2))) != truth_key(((0, 1), (0, 2)))
+
+
+def test_frames_mode_counts_every_step():
+    feats, images, L, primary = make_world(seed=4, n=6)
+    rng = np.random.default_rng(1)
+    video = (rng.integers(-40, 40, size=(6, feats.shape[1], 3, 4, 4)) / 8.0).astype(np.float32)
+    res = dissect(video, images, L, primary, 0.1, time="frames")
+    got = compose_stream(world_batches(video, images), res, length=2, beam=2)
+    flat = video.transpose(0, 2, 1, 3, 4).reshape(18, feats.shape[1], 4, 4)
+    acts = unit_masks(flat, res.thresholds.numpy().astype(np.float64))
+    masks = label_masks([images[i // 3] for i in range(18)], L)
+    for rec in got:
+        if rec.terms:
+            assert rec.iou == iou(acts[rec.unit], evaluate(rec.terms, masks))
+
+
+def test_counts_merge_equals_one_pass():
+    feats, images, L, primary = make_world(seed=5, n=9)
+    res = dissect(feats, images, L, primary, 0.1)
+    formulas = [((0, 1),), ((0, 3), (2, 4)), ((0, 8), (1, 2))]
+    beams = torch.tensor([[0, 1], [2, -1]] * 3 + [[1, 2]])
+
+    def count(idx):
+        from dissect.compose import _active_pixels
+        from dissect.engine import BilinearBlocks
+
+        c = FormulaCounts(formulas, beams, L + 1)
+        b = collate(images, idx)
+        pl = PixelLabels(b)
+        c.add_labels(pl)
+        for row, unit, pixel in _active_pixels(torch.from_numpy(feats[idx]), res.thresholds, 1,
+                                               BilinearBlocks(4, 4, SEG, SEG)):
+            c.add_units(pl, row, unit, pixel)
+        return c
+
+    one, a, b = count(list(range(9))), count([0, 1, 2, 3]), count([4, 5, 6, 7, 8])
+    a.merge(FormulaCounts.from_state_dict(b.state_dict()))
+    for k, v in one.state_dict().items():
+        assert v == a.state_dict()[k] if k == "formulas" else torch.equal(v, a.state_dict()[k]), k
+    masks = label_masks(images, L)
+    for d, f in enumerate(formulas):
+        fm = evaluate([(OPS[o], x) for o, x in f], masks)
+        assert one.f[d] == fm.sum() and all(one.fl[d, lab] == (fm & masks[lab]).sum() for lab in range(L + 1))
+    with pytest.raises(ValueError, match="different beam steps"):
+        a.merge(FormulaCounts(formulas[:2], beams.clamp(max=1), L + 1))
+
+
+def test_candidate_limit_and_bad_arguments():
+    feats, images, L, primary = make_world(seed=2, n=12)
+    res = dissect(feats, images, L, primary, 0.1)
+    batches = world_batches(feats, images)
+    limited = compose_stream(batches, res, length=2, beam=2, candidates=2)
+    masks = label_masks(images, L)
+    acts = unit_masks(feats, res.thresholds.numpy().astype(np.float64))
+    for rec in limited:
+        singles = sorted(((iou(acts[rec.unit], masks[lab]), -lab) for lab in range(1, L + 1)
+                          if primary[lab] >= 0 and masks[lab].any()), reverse=True)
+        assert {lab for _, lab in rec.terms} <= {-lab for _, lab in singles[:2]}
+    for kwargs in ({"length": 0}, {"beam": 0}, {"ops": ("xor",)}, {"candidates": 0}):
+        with pytest.raises(ValueError):
+            compose_stream(batches, res, **kwargs)
+    only_and = compose_stream(batches, res, length=2, beam=2, ops=("and",))
+    assert all(op == "and" for rec in only_and for op, _ in rec.terms)
+
+
+def test_exhaustive_pairs_bound_the_beam():
+    """Length 2 with a beam wide enough for every label is an exhaustive search over pairs."""
+    feats, images, L, primary = make_world(seed=6, n=8)
+    res = dissect(feats, images, L, primary, 0.1)
+    got = compose_stream(world_batches(feats, images), res, length=2, beam=L)
+    masks = label_masks(images, L)
+    acts = unit_masks(feats, res.thresholds.numpy().astype(np.float64))
+    labs = [lab for lab in range(1, L + 1) if primary[lab] >= 0 and masks[lab].any()]
+    for rec in got:
+        best = max([iou(acts[rec.unit], masks[x]) for x in labs]
+                   + [iou(acts[rec.unit], evaluate([("and", x), (op, y)], masks))
+                      for x, y in itertools.permutations(labs, 2) for op in OPS])
+        assert rec.iou == best
