@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--top-k", type=int, default=8, help="gallery images per unit")
     ap.add_argument("--no-gallery", action="store_true", help="skip the JPEG tiles")
+    ap.add_argument("--gallery-clips", action="store_true", help="video models: also render every unit's top items "
+                    "as a looping WebP strip, region outlined per frame (the dashboard renders them on demand otherwise)")
     ap.add_argument("--out", help="output folder (default: <run dir>/dissect, else ./dissect_out)")
     ap.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
     ap.add_argument("--store", action="store_true", help="also write unit labels into the run dir's results store")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = report.write_outputs(
             results, labels, out, denominator=args.denominator, iou_threshold=args.iou_threshold,
             gallery=None if args.no_gallery else {"model": model, "k": args.top_k, "time": args.time,
-                                                  "transform": transform},
+                                                  "transform": transform, "clips": args.gallery_clips},
         )
         print(json.dumps(summary, indent=2))
         if args.store:

@@ -217,6 +217,19 @@ def write_gallery(
     return paths
 
 
+def write_clip_source(model: nn.Module, result: LayerResult, out_dir: str | os.PathLike, *, k: int = 8,
+                      render: bool = False, device: torch.device | str = "cpu") -> Path:
+    """Write a video layer's clip-gallery source ``<out_dir>/clips.json`` (what the dashboard renders a unit's
+    clips from, on demand) and, with ``render``, every unit's clip strip now (``dissect.gallery``)."""
+    from dissect.gallery import SOURCE_NAME, ClipSource, render_clip_gallery
+
+    source = ClipSource.from_result(result, k)
+    path = source.write(Path(out_dir) / SOURCE_NAME)
+    if render:
+        render_clip_gallery(model, source, source.dataset(), out_dir, device=device)
+    return path
+
+
 def write_outputs(
     results: Mapping[str, Mapping[str, LayerResult]],
     labels: Mapping[str, Mapping[str, Sequence[UnitLabel]]],
@@ -234,7 +247,8 @@ def write_outputs(
     ``<out>/table3.{csv,json,png,svg}`` (two or more concept sets; one row per set and layer) and
     ``<out>/<concept set>/blockwise.{csv,json,png,svg}``, where a concept set is named by its key's
     last path component. ``gallery`` holds ``model``, ``k``, ``time`` and the ``transform``
-    (``InputTransform``) the results were computed with.
+    (``InputTransform``) the results were computed with, and ``clips`` (render every unit's clip strip
+    now; a video layer's ``gallery/clips.json`` is written either way).
     """
     out = Path(out)
     summary: dict = {}
@@ -256,6 +270,9 @@ def write_outputs(
                 dev = next(gallery["model"].parameters()).device
                 write_gallery(gallery["model"], res, ds, d / "gallery", k=gallery.get("k", 8),
                               time=gallery.get("time", "mean"), device=dev)
+                if ds.frames and "concept_set" in res.settings:
+                    write_clip_source(gallery["model"], res, d / "gallery", k=gallery.get("k", 8),
+                                      render=gallery.get("clips", False), device=dev)
         rows = blockwise(summary[name], cats)
         write_rows(rows, out / name / "blockwise")
         plot_blockwise(rows, cats, out / name / "blockwise")

@@ -1,0 +1,152 @@
+"""Clip galleries: per-frame regions against a naive reference, the strip's pixels, the WebP, the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dissect import report
+from dissect.engine import InputTransform, run_dissection
+from dissect.gallery import (DIM, GAP, REGION_COLOUR, SOURCE_NAME, ClipSource, compose_strip, frame_steps, outline,
+                             render_clip_gallery, unit_regions)
+from test_dissect_engine import naive_upsample
+from test_dissect_models import SEG, SIDE, Q, Toy3d, make_concepts
+from tinydata import write_clip
+
+
+def webp_frames(path) -> np.ndarray:
+    """Every frame of an animated WebP as (T, H, W, 3) uint8."""
+    im = Image.open(path)
+    out = []
+    for t in range(im.n_frames):
+        im.seek(t)
+        out.append(np.asarray(im.convert("RGB")))
+    return np.stack(out)
+
+
+def test_frame_steps_cover_the_input_frames():
+    assert frame_steps(8, 2).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert frame_steps(4, 4).tolist() == [0, 1, 2, 3]
+    assert frame_steps(5, 1).tolist() == [0] * 5
+
+
+def test_regions_follow_the_step_covering_each_frame():
+    """Two items, two layer steps, four frames: frames 0-1 show step 0's region, 2-3 step 1's, each the
+    naive float64 bilinear upsampling thresholded strictly."""
+    maps = torch.zeros((2, 2, 3, 3), dtype=torch.float64)
+    maps[0, 0, 0, 0], maps[0, 1, 2, 2] = 10.0, 10.0  # item 0: top-left, then bottom-right
+    maps[1, 0, 1, 1], maps[1, 1] = 4.0, 9.0  # item 1: the centre barely, then everywhere
+    thr = 3.0
+    regions = unit_regions(maps, thr, frames=4, size=(12, 12))
+    assert regions.shape == (2, 4, 12, 12)
+    for k in range(2):
+        for t in range(4):
+            want = naive_upsample(maps[k, t // 2].numpy(), 12, 12) > thr
+            assert np.array_equal(regions[k, t], want), (k, t)
+    assert regions[0, 0, 0, 0] and not regions[0, 0, 11, 11] and regions[0, 3, 11, 11] and not regions[0, 3, 0, 0]
+    assert regions[1, 3].all() and 0 < regions[1, 0].sum() < 144
+
+
+def test_strip_pixels_region_bright_outline_coloured_rest_dimmed():
+    clips = np.full((2, 3, 6, 6, 3), 200, np.uint8)
+    regions = np.zeros((2, 3, 6, 6), bool)
+    regions[0, :, 1:4, 1:4] = True  # a 3x3 square: its centre pixel is inside, the 8 around it outline
+    regions[1, 2] = True  # the whole frame: the outline runs along the border
+    strip = compose_strip(clips, regions)
+    assert strip.shape == (3, 6, 2 * 6 + GAP, 3) and strip.dtype == np.uint8
+    tile0, tile1 = strip[:, :, :6], strip[:, :, 6 + GAP:]
+    assert (strip[:, :, 6 : 6 + GAP] == 255).all()
+    assert tuple(tile0[0, 2, 2]) == (200, 200, 200)  # inside, not on the edge: untouched
+    for y, x in [(1, 1), (1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2), (3, 3)]:
+        assert tuple(tile0[1, y, x]) == REGION_COLOUR, (y, x)
+    assert tuple(tile0[2, 0, 0]) == (int(200 * DIM),) * 3 and tuple(tile0[2, 5, 5]) == (int(200 * DIM),) * 3
+    assert (tile1[:2] == int(200 * DIM)).all()  # frames without a region: all dimmed
+    assert np.array_equal(outline(regions[1, 2]), ~np.pad(np.ones((4, 4), bool), 1))
+    assert tuple(tile1[2, 0, 3]) == REGION_COLOUR and tuple(tile1[2, 3, 3]) == (200, 200, 200)
+    with pytest.raises(ValueError, match="disagree"):
+        compose_strip(clips, regions[:, :2])
+
+
+SHIFT = 2  # seg px the squares move right between a snippet's two frames
+
+
+@pytest.fixture(scope="module")
+def dissected(tmp_path_factory):
+    """The red/green squares concept set, each image with a 2-frame snippet in which the squares move right
+    by SHIFT seg px, dissected on the video toy (unit 0 = red) frame by frame."""
+    concepts = make_concepts(tmp_path_factory.mktemp("concepts"))
+    for img in (concepts / "images").rglob("*.jpg"):
+        still = np.asarray(Image.open(img).convert("RGB"))
+        write_clip(img.with_suffix(".mp4"), np.stack([still, np.roll(still, 2 * SHIFT, axis=1)]))
+    res = run_dissection(Toy3d(), ["features"], [concepts], quantile=Q, transform=InputTransform(frames=2),
+                         time="frames", top_k=3, checkpoint_hash="toy", progress=False)
+    return concepts, res
+
+
+def test_rendered_clips_outline_the_planted_square_and_are_cached(dissected, tmp_path):
+    concepts, res = dissected
+    result = res[str(concepts)]["features"]
+    source = ClipSource.from_result(result, k=3)
+    ds = source.dataset()
+    paths = render_clip_gallery(Toy3d(), source, ds, tmp_path, units=[0, 1], lossless=True)
+    assert set(paths) == {0, 1} and paths[0].name.startswith("unit_0000-") and paths[0].suffix == ".webp"
+    frames = webp_frames(paths[0])
+    assert frames.shape == (2, 112, 3 * 112 + 2 * GAP, 3)  # T frames; k tiles of at least 112 px
+    for j, item in enumerate(source.top[0]):
+        mask = ds.broden.load_masks(ds.row(item))["object"][0] == 1  # label 1: the red square
+        squares = [np.kron(np.roll(mask, SHIFT * t, axis=1), np.ones((112 // SEG, 112 // SEG), bool)) for t in (0, 1)]
+        for t in range(2):  # the region follows the square from frame to frame
+            tile = frames[t, :, j * (112 + GAP) : j * (112 + GAP) + 112]
+            lit = tile[..., 0] >= 200  # the square's red kept bright, or the outline's yellow
+            iou = [(lit & sq).sum() / (lit | sq).sum() for sq in squares]
+            assert iou[t] > 0.6 and iou[t] > iou[1 - t] + 0.3, (item, t, iou)
+            assert (tile == REGION_COLOUR).all(-1).sum() >= 3 * SIDE * 112 // SEG  # an outline round the square
+
+    class Boom(Toy3d):
+        def forward(self, x):
+            raise AssertionError("a cached clip must not run the model")
+
+    mtime = paths[0].stat().st_mtime_ns
+    again = render_clip_gallery(Boom(), source, ds, tmp_path, units=[0, 1], lossless=True)
+    assert again == paths and paths[0].stat().st_mtime_ns == mtime
+    moved = ClipSource(source.layer, source.settings, source.fingerprint, [t + 1.0 for t in source.thresholds], source.top)
+    assert moved.clip_path(tmp_path, 0) != source.clip_path(tmp_path, 0)  # another T_u is another key
+    with pytest.raises(ValueError, match="units 0..2"):
+        render_clip_gallery(Toy3d(), source, ds, tmp_path, units=[3])
+
+
+def test_source_round_trip_and_changed_concept_set(dissected, tmp_path):
+    concepts, res = dissected
+    source = ClipSource.from_result(res[str(concepts)]["features"], k=2)
+    back = ClipSource.read(source.write(tmp_path / SOURCE_NAME))
+    assert back == source and back.checkpoint == "toy" and all(len(t) == 2 for t in back.top)
+    assert back.transform() == InputTransform(frames=2)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a clip-gallery source"):
+        ClipSource.read(tmp_path / "bad.json")
+    stale = ClipSource(source.layer, source.settings, "0" * 16, source.thresholds, source.top)
+    with pytest.raises(ValueError, match="changed"):
+        stale.dataset()
+
+
+class Toy3dHead(Toy3d):
+    """The video toy with parameters (the report finds the model's device through them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 2)
+
+
+def test_write_outputs_writes_the_source_and_with_clips_every_strip(dissected, tmp_path):
+    concepts, res = dissected
+    results = {str(concepts): res[str(concepts)]}
+    report.write_outputs(results, report.label_units(results), tmp_path,
+                         gallery={"model": Toy3dHead(), "k": 2, "transform": InputTransform(frames=2), "clips": True})
+    g = tmp_path / concepts.name / "features" / "gallery"
+    assert len(list(g.glob("unit_*.jpg"))) == 3 and len(list(g.glob("unit_*-*.webp"))) == 3
+    src = json.loads((g / SOURCE_NAME).read_text())
+    assert src["layer"] == "features" and len(src["thresholds"]) == 3 and src["settings"]["time"] == "frames"
