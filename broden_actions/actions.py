@@ -6,6 +6,10 @@ the frame, several rows per image) and the frames into a Broden concept set with
 boxes, cells by ``mmit_interp.boxes.box_mask``'s rule), label numbers appended after a base set's. The frames are referenced in place, by a
 path relative to the new folder's ``images/``; only the small mask PNGs are written.
 
+``build_action_tubes`` makes the same set from a synthetic world a *tube set*: beside each still
+row, per frame of the item's ``<stem>.mp4`` snippet, one mask plane per action visible in that
+frame (its box in ``truth.jsonl``), in ``tubes.csv`` (format: ``mmit_interp.broden_format``).
+
 ``merge_concept_sets`` writes a new concept-set folder holding the categories of several sets.
 Its ``index.csv`` points at the original images and masks by relative path (``../../...``), and
 its tables are combined from the sources' tables, so nothing is re-read, rewritten or copied.
@@ -14,8 +18,10 @@ its tables are combined from the sources' tables, so nothing is re-read, rewritt
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,8 @@ from PIL import Image
 
 from broden_actions.broden import Broden, load_broden
 from mmit_interp.boxes import box_mask
-from mmit_interp.broden_format import INDEX_FIXED, BrodenFormatError, encode_label_plane, write_broden_tables
+from mmit_interp.broden_format import (INDEX_FIXED, BrodenFormatError, encode_label_plane, write_broden_tables,
+                                      write_tube_table)
 
 BOX_COLUMNS = ["image", "action", "x1", "y1", "x2", "y2"]
 
@@ -71,20 +78,64 @@ def build_action_regions(
     ``seg_size`` defaults to the base set's mask size (its first row), else 112 x 112. An action
     whose name is already a base label keeps that label's number (Broden: one name, one number).
     """
+    boxes, sizes = _checked_boxes(boxes_csv, frames_dir)
+    return _write_action_set(_still_boxes(boxes), sizes, Path(frames_dir), Path(out), {}, base=base, seg_size=seg_size,
+                             split=split, category=category)
+
+
+def build_action_tubes(
+    world: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    base: str | os.PathLike | Broden | None = None,
+    seg_size: tuple[int, int] | None = None,
+    split: str = "train",
+    category: str = "action",
+) -> Path:
+    """Write an ``action`` tube set from a synthetic world's action regions and ``truth.jsonl``.
+
+    The still rows are ``build_action_regions``'s (boxes.csv, the snippet's centre frame); a still
+    ``<clip>_f<f>.png`` with snippet ``<clip>_f<f>.mp4`` of n = min(snippet_frames, frames) frames
+    (world.json) gets, for snippet frame j, the boxes truth.jsonl gives clip frame f - n//2 + j.
+    """
+    world = Path(world)
+    regions = world / "action_regions"
+    frames_dir, boxes_csv = regions / "frames", regions / "boxes.csv"
+    desc = world / "world.json"
+    if not desc.is_file():
+        raise BrodenFormatError(desc, None, "file not found (not a synthetic world folder made by mmit-synth)")
+    config = json.loads(desc.read_text())["config"]
+    n = min(int(config["snippet_frames"]), int(config["frames"]))
+    from mmit_interp.synth.truth import load_truth
+
+    truth = {Path(c.path).stem: c for c in load_truth(world)}
+    boxes, sizes = _checked_boxes(boxes_csv, frames_dir)
+    stills = _still_boxes(boxes)
+    tubes: dict[str, list[dict[str, list[tuple]]]] = {}
+    for image in stills:
+        m = re.fullmatch(r"(.+)_f(\d+)\.png", Path(image).name)
+        clip = truth.get(m.group(1)) if m else None
+        if clip is None:
+            raise BrodenFormatError(boxes_csv, None, f"image {image!r} names no clip of {world / 'truth.jsonl'} "
+                                    "(expected <clip>_f<frame>.png)")
+        if not (frames_dir / image).with_suffix(".mp4").is_file():
+            raise BrodenFormatError(boxes_csv, None, f"image {image!r} has no snippet {Path(image).with_suffix('.mp4')}")
+        first = int(m.group(2)) - n // 2
+        if first < 0 or first + n > clip.frames:
+            raise BrodenFormatError(boxes_csv, None, f"the {n}-frame snippet of {image!r} leaves clip {clip.path}")
+        tubes[image] = [{a: [b] for a, b in clip.boxes_at(first + j).items()} for j in range(n)]
+    return _write_action_set(stills, sizes, frames_dir, Path(out), tubes, base=base, seg_size=seg_size, split=split,
+                             category=category)
+
+
+def _checked_boxes(boxes_csv: str | os.PathLike, frames_dir: str | os.PathLike
+                   ) -> tuple[list[dict], dict[str, tuple[int, int]]]:
+    """``read_boxes`` with every image found under ``frames_dir`` and every box inside it; the images' (h, w)."""
     boxes = read_boxes(boxes_csv)
-    frames_dir, out = Path(frames_dir), Path(out)
-    base_set = load_broden(base) if base is not None and not isinstance(base, Broden) else base
-    if seg_size is None:
-        seg_size = (base_set.rows[0].sh, base_set.rows[0].sw) if base_set is not None and base_set.rows else (112, 112)
-    sh, sw = seg_size
-    names = {lab.name: num for num, lab in base_set.labels.items()} if base_set is not None else {}
-    next_num = (base_set.num_labels if base_set is not None else 0) + 1
-    numbers: dict[str, int] = {}
-    by_image: dict[str, list[dict]] = {}
     sizes: dict[str, tuple[int, int]] = {}
     for b in boxes:
         if b["image"] not in sizes:
-            fp = frames_dir / b["image"]
+            fp = Path(frames_dir) / b["image"]
             if not fp.is_file():
                 raise BrodenFormatError(boxes_csv, b["line"], f"unknown image {b['image']!r}: {fp} not found")
             w, h = Image.open(fp).size
@@ -94,36 +145,72 @@ def build_action_regions(
             raise BrodenFormatError(
                 boxes_csv, b["line"], f"box ({b['x1']}, {b['y1']}, {b['x2']}, {b['y2']}) lies outside the {w}x{h} image {b['image']!r}"
             )
-        if b["action"] not in numbers:
-            if b["action"] in names:
-                numbers[b["action"]] = names[b["action"]]
-            else:
-                numbers[b["action"]] = next_num
-                next_num += 1
-        by_image.setdefault(b["image"], []).append(b)
+    return boxes, sizes
 
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for image, bs in by_image.items():
-        h, w = sizes[image]
-        planes: dict[str, np.ndarray] = {}
-        for b in bs:
-            cell = box_mask([(b["x1"], b["y1"], b["x2"], b["y2"])], (h, w), seg_size)
-            planes[b["action"]] = planes.get(b["action"], np.zeros((sh, sw), bool)) | cell
-        stem = Path(image).with_suffix("").as_posix()
+
+def _still_boxes(boxes: list[dict]) -> dict[str, dict[str, list[tuple]]]:
+    """Boxes per image and action, images and actions in first-seen order."""
+    out: dict[str, dict[str, list[tuple]]] = {}
+    for b in boxes:
+        out.setdefault(b["image"], {}).setdefault(b["action"], []).append((b["x1"], b["y1"], b["x2"], b["y2"]))
+    return out
+
+
+def _write_action_set(
+    stills: dict[str, dict[str, list[tuple]]],
+    sizes: dict[str, tuple[int, int]],
+    frames_dir: Path,
+    out: Path,
+    tubes: dict[str, list[dict[str, list[tuple]]]],
+    *,
+    base: str | os.PathLike | Broden | None,
+    seg_size: tuple[int, int] | None,
+    split: str,
+    category: str,
+) -> Path:
+    """Write the action masks of ``stills`` (and of each frame of ``tubes``) and the tables.
+
+    Actions are numbered in first-seen order over the stills, then the tubes, after ``base``'s
+    labels (a base label's name keeps its number)."""
+    base_set = load_broden(base) if base is not None and not isinstance(base, Broden) else base
+    if seg_size is None:
+        seg_size = (base_set.rows[0].sh, base_set.rows[0].sw) if base_set is not None and base_set.rows else (112, 112)
+    sh, sw = seg_size
+    names = {lab.name: num for num, lab in base_set.labels.items()} if base_set is not None else {}
+    next_num = (base_set.num_labels if base_set is not None else 0) + 1
+    numbers: dict[str, int] = {}
+    for action in [a for bs in stills.values() for a in bs] + [a for t in tubes.values() for f in t for a in f]:
+        if action not in numbers:
+            numbers[action] = names.get(action, next_num)
+            next_num += action not in names
+
+    def write_planes(stem: str, boxes: dict[str, list[tuple]], hw: tuple[int, int]) -> tuple[list[str], dict]:
         paths, areas = [], {}
-        for action, m in planes.items():
+        for action, bs in boxes.items():
+            m = box_mask(bs, hw, seg_size)
             num = numbers[action]
             rel = f"{stem}_{category}_{num}.png"
             (out / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(encode_label_plane(m.astype(np.int32) * num)).save(out / "images" / rel)
             paths.append(rel)
             areas[num] = float(m.sum()) / (sh * sw)
+        return paths, areas
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows, tube_rows = [], []
+    for image, bs in stills.items():
+        stem = Path(image).with_suffix("").as_posix()
+        paths, areas = write_planes(stem, bs, sizes[image])
         frame_rel = Path(os.path.relpath((frames_dir / image).resolve(), (out / "images").resolve())).as_posix()
-        rows.append({"image": frame_rel, "split": split, "ih": h, "iw": w, "sh": sh, "sw": sw,
-                     "cells": {category: paths}, "areas": {category: areas}})
+        rows.append({"image": frame_rel, "split": split, "ih": sizes[image][0], "iw": sizes[image][1], "sh": sh,
+                     "sw": sw, "cells": {category: paths}, "areas": {category: areas}})
+        for j, fb in enumerate(tubes.get(image, [])):
+            tube_rows.append({"image": frame_rel, "frame": j,
+                              "cells": {category: write_planes(f"{stem}_t{j:03d}", fb, sizes[image])[0]}})
     labels = [(num, name, [category]) for name, num in sorted(numbers.items(), key=lambda kv: kv[1])]
     write_broden_tables(out, [category], labels, rows)
+    if tube_rows:
+        write_tube_table(out, [category], tube_rows)
     return out
 
 

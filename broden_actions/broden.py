@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmit_interp.broden_format import INDEX_FIXED, BrodenFormatError, decode_label_plane
+from mmit_interp.broden_format import INDEX_FIXED, TUBE_FIXED, TUBES_CSV, BrodenFormatError, decode_label_plane
 
 # ----------------------------------------------------------------------------- reader
 
@@ -54,6 +54,15 @@ class IndexRow:
     iw: int
     sh: int
     sw: int
+    pixel: dict[str, list[str]]
+    whole: dict[str, list[int]]
+    line: int
+
+
+@dataclass
+class TubeFrame:
+    """One row of ``tubes.csv``: the mask PNG paths / whole labels per category of one snippet frame."""
+
     pixel: dict[str, list[str]]
     whole: dict[str, list[int]]
     line: int
@@ -114,6 +123,8 @@ class Broden:
     """A parsed Broden concept set: categories (from category.csv), labels, c_<cat> tables, index rows.
 
     Paths in ``rows`` are relative to ``root / "images"``; ``image_path``/``mask_path`` resolve them.
+    A tube set's ``tubes.csv`` (``mmit_interp.broden_format``) gives ``tubes``: per index image
+    path, its snippet frames' masks in frame order (empty for a still-only set).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -124,6 +135,7 @@ class Broden:
         self.labels = self._read_labels()
         self.category_labels = {c: self._read_category_labels(c) for c in self.categories}
         self.rows = self._read_index()
+        self.tubes = self._read_tubes()
 
     # -- tables
     def _read_categories(self) -> list[str]:
@@ -191,6 +203,24 @@ class Broden:
             )
         return out
 
+    def _read_cells(self, path: Path, line: int, row: list[str], pos: dict[str, int]
+                    ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+        """A row's category cells: mask PNG paths and whole-image label numbers per category."""
+        pixel: dict[str, list[str]] = {}
+        whole: dict[str, list[int]] = {}
+        for cat in self.categories:
+            for item in filter(None, (s.strip() for s in _cell(path, line, row, pos, cat).split(";"))):
+                if item.isdigit():
+                    num = int(item)
+                    if num == 0:
+                        continue
+                    if num not in self.labels:
+                        raise BrodenFormatError(path, line, f"{cat} label number {num} is not in label.csv")
+                    whole.setdefault(cat, []).append(num)
+                else:
+                    pixel.setdefault(cat, []).append(item)
+        return pixel, whole
+
     def _read_index(self) -> list[IndexRow]:
         path = self.root / "index.csv"
         header, body = _open_csv(path)
@@ -203,21 +233,31 @@ class Broden:
             sizes = {k: _int(path, line, vals[k], k) for k in ("ih", "iw", "sh", "sw")}
             if min(sizes.values()) <= 0:
                 raise BrodenFormatError(path, line, f"image and mask sizes must be positive, got {sizes}")
-            pixel: dict[str, list[str]] = {}
-            whole: dict[str, list[int]] = {}
-            for cat in self.categories:
-                for item in filter(None, (s.strip() for s in _cell(path, line, row, pos, cat).split(";"))):
-                    if item.isdigit():
-                        num = int(item)
-                        if num == 0:
-                            continue
-                        if num not in self.labels:
-                            raise BrodenFormatError(path, line, f"{cat} label number {num} is not in label.csv")
-                        whole.setdefault(cat, []).append(num)
-                    else:
-                        pixel.setdefault(cat, []).append(item)
+            pixel, whole = self._read_cells(path, line, row, pos)
             rows.append(IndexRow(vals["image"], vals["split"], **sizes, pixel=pixel, whole=whole, line=line))
         return rows
+
+    def _read_tubes(self) -> dict[str, list[TubeFrame]]:
+        """``tubes.csv`` per index image path, frames in order; ``{}`` when the set has none."""
+        path = self.root / TUBES_CSV
+        if not path.is_file():
+            return {}
+        header, body = _open_csv(path)
+        pos = _need_columns(path, header, TUBE_FIXED + self.categories)
+        images = {r.image for r in self.rows}
+        frames: dict[str, dict[int, TubeFrame]] = {}
+        for line, row in body:
+            image = _cell(path, line, row, pos, "image")
+            if image not in images:
+                raise BrodenFormatError(path, line, f"image {image!r} is not a row of index.csv")
+            frame = _int(path, line, _cell(path, line, row, pos, "frame"), "frame")
+            if frame < 0 or frame in frames.get(image, {}):
+                raise BrodenFormatError(path, line, f"negative or repeated frame {frame} of {image!r}")
+            frames.setdefault(image, {})[frame] = TubeFrame(*self._read_cells(path, line, row, pos), line)
+        for image, fs in frames.items():
+            if sorted(fs) != list(range(len(fs))):
+                raise BrodenFormatError(path, None, f"tube {image!r} must list frames 0..{len(fs) - 1}, got {sorted(fs)}")
+        return {image: [fs[t] for t in range(len(fs))] for image, fs in frames.items()}
 
     # -- read-outs
     def __len__(self) -> int:
@@ -261,16 +301,25 @@ class Broden:
         """Absolute path of a row's image."""
         return self.root / "images" / row.image
 
-    def load_masks(self, row: IndexRow, seg_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
-        """Decode a row's PNG planes per category as int32 arrays (planes, sh, sw), label 0 = none."""
+    def load_masks(self, row: IndexRow, seg_size: tuple[int, int] | None = None,
+                   frame: int | None = None) -> dict[str, np.ndarray]:
+        """Decode a row's PNG planes per category as int32 arrays (planes, sh, sw), label 0 = none;
+        with ``frame``, those of that frame of the row's tube (``tubes``)."""
         sh, sw = seg_size or (row.sh, row.sw)
+        src, table = row, self.root / "index.csv"
+        if frame is not None:
+            tube = self.tubes.get(row.image)
+            if tube is None or not 0 <= frame < len(tube):
+                raise BrodenFormatError(self.root / TUBES_CSV, None, f"{row.image!r} has no tube frame {frame} "
+                                        f"({len(tube) if tube else 0} frames)")
+            src, table = tube[frame], self.root / TUBES_CSV
         out = {}
-        for cat, paths in row.pixel.items():
+        for cat, paths in src.pixel.items():
             planes = []
             for rel in paths:
                 p = self.root / "images" / rel
                 if not p.is_file():
-                    raise BrodenFormatError(self.root / "index.csv", row.line, f"mask file {p} not found")
+                    raise BrodenFormatError(table, src.line, f"mask file {p} not found")
                 img = Image.open(p)
                 if img.size != (sw, sh):
                     img = img.resize((sw, sh), Image.NEAREST)
@@ -294,6 +343,11 @@ class BrodenDataset:
     fed as a clip: the ``<stem>.mp4`` snippet beside it, sampled evenly to T frames, when one
     exists and ``use_snippets`` is on, else T copies of the still image. Pixels are normalised as
     every model input is (``mmit_interp.dataset.normalise``; ``mean``/``std`` default to ImageNet's).
+
+    On a tube set (``Broden.tubes``) with ``tubes`` on (default: whenever the set has tubes and clips
+    come from snippets) an item also holds ``frame_masks``/``frame_whole``: the labels of each of
+    the T frames sampled from its snippet (the still's labels for an item without a tube), and
+    ``collate`` gives per-frame label tensors ``pixel (N, T, P, sh, sw)``.
     """
 
     def __init__(
@@ -307,6 +361,7 @@ class BrodenDataset:
         seg_size: tuple[int, int] | None = None,
         use_snippets: bool = True,
         categories: list[str] | None = None,
+        tubes: bool | None = None,
     ):
         self.broden = root if isinstance(root, Broden) else load_broden(root)
         self.categories = list(categories) if categories else list(self.broden.categories)
@@ -327,6 +382,12 @@ class BrodenDataset:
         self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
         self.std = tuple(std) if std is not None else IMAGENET_STD
         self.use_snippets = use_snippets
+        usable = bool(self.broden.tubes) and bool(frames) and use_snippets
+        if tubes and not usable:
+            raise ValueError(f"{self.broden.root}: tube labels need a tube set (tubes.csv: "
+                             f"{'found' if self.broden.tubes else 'missing'}), frames (got {frames}) and snippets "
+                             f"(use_snippets={use_snippets})")
+        self.tubes = usable if tubes is None else bool(tubes)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -351,50 +412,92 @@ class BrodenDataset:
 
     def read_clip(self, i: int) -> np.ndarray:
         """Item ``i`` as uint8 frames (T, H, W, 3): its snippet sampled to T frames, or T still copies."""
+        return self._clip(i)[0]
+
+    def _clip(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``read_clip`` and the snippet frame indices it sampled (None: still copies)."""
         snip = self.snippet_path(i) if self.use_snippets else None
         if snip is not None:
             from mmit_interp.video import decode_frames
 
-            clip, _ = decode_frames(snip, self.frames, size=self.size)
-            return clip
-        return np.repeat(self.read_image(i)[None], self.frames, axis=0)
+            return decode_frames(snip, self.frames, size=self.size)
+        return np.repeat(self.read_image(i)[None], self.frames, axis=0), None
 
-    def __getitem__(self, i: int) -> dict:
+    def frame_labels(self, i: int, frames: np.ndarray | None) -> tuple[list[dict], list[dict]]:
+        """Per sampled snippet frame, item ``i``'s masks ``{cat: int32 (planes, sh, sw)}`` and whole
+        labels; the still's for every frame when the item has no tube or ``frames`` is None."""
         import torch
 
+        row = self.row(i)
+        tube = self.broden.tubes.get(row.image)
+        if tube is None or frames is None:
+            n = len(frames) if frames is not None else self.frames
+            return [self._masks(row)] * n, [self._whole(row.whole)] * n
+        if int(frames.max()) >= len(tube):
+            raise BrodenFormatError(self.broden.root / "tubes.csv", None,
+                                    f"{row.image!r}: its snippet has frame {int(frames.max())} but its tube lists "
+                                    f"{len(tube)} frames")
+        masks = {int(t): {c: torch.from_numpy(m) for c, m in
+                          self.broden.load_masks(row, self.seg_size, frame=int(t)).items() if c in self.categories}
+                 for t in np.unique(frames)}
+        return [masks[int(t)] for t in frames], [self._whole(tube[int(t)].whole) for t in frames]
+
+    def _masks(self, row: IndexRow) -> dict:
+        """A row's still masks as tensors, restricted to the dataset's categories."""
+        import torch
+
+        return {c: torch.from_numpy(m) for c, m in self.broden.load_masks(row, self.seg_size).items()
+                if c in self.categories}
+
+    def _whole(self, whole: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Whole-image labels restricted to the dataset's categories."""
+        return {c: list(v) for c, v in whole.items() if c in self.categories}
+
+    def __getitem__(self, i: int) -> dict:
         from mmit_interp.dataset import normalise
 
-        pix = self.read_clip(i) if self.frames else self.read_image(i)[None]
+        pix, want = self._clip(i) if self.frames else (self.read_image(i)[None], None)
         x = normalise(pix, self.mean, self.std)  # (3, T, H, W)
         if not self.frames:
             x = x[:, 0]
         row = self.row(i)
-        masks = self.broden.load_masks(row, self.seg_size)
-        return {
-            "image": x,
-            "masks": {c: torch.from_numpy(m) for c, m in masks.items() if c in self.categories},
-            "whole": {c: list(v) for c, v in row.whole.items() if c in self.categories},
-            "index": i,
-        }
+        item = {"image": x, "masks": self._masks(row), "whole": self._whole(row.whole), "index": i}
+        if self.tubes:
+            item["frame_masks"], item["frame_whole"] = self.frame_labels(i, want)
+        return item
 
     def collate(self, items: list[dict]) -> dict:
         """Batch items into padded label tensors the dissection engine consumes.
 
         Returns ``image (N, ...)``, ``pixel (N, P, sh, sw) int32`` (all planes of all categories,
         zero-padded), ``plane_cat (N, P) long`` (category index, -1 = padding), ``whole (N, W) long``
-        (0 = padding), ``whole_cat (N, W) long`` and ``index (N,) long``.
+        (0 = padding), ``whole_cat (N, W) long`` and ``index (N,) long``. Tube items (``frame_masks``)
+        give per-frame labels: ``pixel (N, T, P, sh, sw)``, ``plane_cat (N, T, P)``, ``whole`` and
+        ``whole_cat (N, T, W)``, frame t being the t-th frame of the item's clip.
         """
+        import torch
+
+        n = len(items)
+        if self.tubes:
+            t = len(items[0]["frame_masks"])
+            labels = self._pad([m for it in items for m in it["frame_masks"]],
+                               [w for it in items for w in it["frame_whole"]])
+            labels = {k: v.view(n, t, *v.shape[1:]) for k, v in labels.items()}
+        else:
+            labels = self._pad([it["masks"] for it in items], [it["whole"] for it in items])
+        return {"image": torch.stack([it["image"] for it in items]), **labels,
+                "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+
+    def _pad(self, masks: list[dict], wholes: list[dict]) -> dict:
+        """Label sets (masks ``{cat: (planes, sh, sw)}``, whole labels ``{cat: [numbers]}``) as padded
+        ``pixel``, ``plane_cat``, ``whole``, ``whole_cat`` tensors, one row per set."""
         import torch
 
         sh, sw = self.seg_size
         cidx = {c: k for k, c in enumerate(self.categories)}
-        planes, wholes = [], []
-        for it in items:
-            ps = [(m, cidx[c]) for c, ms in it["masks"].items() for m in ms]
-            planes.append(ps)
-            ws = [(lab, cidx[c]) for c, labs in it["whole"].items() for lab in labs]
-            wholes.append(ws)
-        n, pmax, wmax = len(items), max(1, max(map(len, planes))), max(1, max(map(len, wholes)))
+        planes = [[(m, cidx[c]) for c, ms in it.items() for m in ms] for it in masks]
+        whole_l = [[(lab, cidx[c]) for c, labs in it.items() for lab in labs] for it in wholes]
+        n, pmax, wmax = len(masks), max(1, max(map(len, planes))), max(1, max(map(len, whole_l)))
         pixel = torch.zeros((n, pmax, sh, sw), dtype=torch.int32)
         plane_cat = torch.full((n, pmax), -1, dtype=torch.long)
         whole = torch.zeros((n, wmax), dtype=torch.long)
@@ -403,14 +506,7 @@ class BrodenDataset:
             for k, (m, c) in enumerate(planes[b]):
                 pixel[b, k] = m
                 plane_cat[b, k] = c
-            for k, (lab, c) in enumerate(wholes[b]):
+            for k, (lab, c) in enumerate(whole_l[b]):
                 whole[b, k] = lab
                 whole_cat[b, k] = c
-        return {
-            "image": torch.stack([it["image"] for it in items]),
-            "pixel": pixel,
-            "plane_cat": plane_cat,
-            "whole": whole,
-            "whole_cat": whole_cat,
-            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-        }
+        return {"pixel": pixel, "plane_cat": plane_cat, "whole": whole, "whole_cat": whole_cat}

@@ -1,4 +1,5 @@
-"""``python -m broden_actions.cli``: build an action concept set from boxes, merge concept sets, inspect one."""
+"""``python -m broden_actions.cli``: build an action concept set from boxes (or an action tube set from a
+synthetic world), merge concept sets, inspect one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``build``, ``merge`` or ``info``."""
+    """Entry point: ``build``, ``tubes``, ``merge`` or ``info``."""
     ap = argparse.ArgumentParser(prog="python -m broden_actions.cli", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="boxes.csv + frames -> a Broden concept set with an `action` category")
@@ -17,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--base", help="concept set whose label numbers the actions follow (and whose seg size they use)")
     b.add_argument("--seg-size", type=int, help="mask side (default: the base's, else 112)")
     b.add_argument("--split", default="train")
+    t = sub.add_parser("tubes", help="a synthetic world -> an `action` tube set (per-frame masks of each snippet)")
+    t.add_argument("world", help="world folder made by mmit-synth (action_regions/, truth.jsonl, world.json)")
+    t.add_argument("out", help="new concept-set folder")
+    t.add_argument("--base", help="concept set whose label numbers the actions follow (and whose seg size they use)")
+    t.add_argument("--seg-size", type=int, help="mask side (default: the base's, else 112)")
+    t.add_argument("--split", default="train")
     m = sub.add_parser("merge", help="one concept set holding the categories of several (images by reference)")
     m.add_argument("sources", nargs="+")
     m.add_argument("--out", required=True)
@@ -24,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("root")
     args = ap.parse_args(argv)
 
-    from broden_actions.actions import build_action_regions, merge_concept_sets
+    from broden_actions.actions import build_action_regions, build_action_tubes, merge_concept_sets
     from broden_actions.broden import BrodenFormatError, load_broden
 
     try:
         if args.cmd == "build":
             seg = (args.seg_size, args.seg_size) if args.seg_size else None
             out = build_action_regions(args.boxes, args.frames, args.out, base=args.base, seg_size=seg, split=args.split)
+        elif args.cmd == "tubes":
+            seg = (args.seg_size, args.seg_size) if args.seg_size else None
+            out = build_action_tubes(args.world, args.out, base=args.base, seg_size=seg, split=args.split)
         elif args.cmd == "merge":
             out = merge_concept_sets(args.sources, args.out)
         else:
@@ -39,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrodenFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{out}: {len(s)} images, {len(s.labels)} labels")
+    tubes = f", {len(s.tubes)} tubes of {sum(map(len, s.tubes.values()))} frames" if s.tubes else ""
+    print(f"{out}: {len(s)} images, {len(s.labels)} labels{tubes}")
     for c in s.categories:
         print(f"  {c:10s} {len(s.category_labels[c]):5d} labels")
     return 0

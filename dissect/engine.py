@@ -29,6 +29,8 @@ from mmit_interp.unit_labels import Concept, UnitLabel
 from dissect.stats import PLANE_MODES, LabelBatch, Tally, TileLabels, TopKImages, TopKQuantile, quantile_rank
 
 TIME_MODES = ("frames", "mean")
+TUBES_NEED_FRAMES = ("a tube concept set has masks per frame, so each time step is scored against its own frame: "
+                     "use time='frames' (time='mean' would average the steps over moving masks)")
 DENOMINATORS = ("lite", "original")
 
 
@@ -230,8 +232,7 @@ def dissect_stream(
     with torch.no_grad():
         for feats, labels in batches():
             if time == "mean" and labels["pixel"].dim() == 5:
-                raise ValueError("a tube concept set has masks per frame, so each time step is scored against its "
-                                 "own frame: use time='frames' (time='mean' would average the steps over moving masks)")
+                raise ValueError(TUBES_NEED_FRAMES)
             for name, x in feats.items():
                 s, rep = to_samples(x.to(device).float(), time)
                 m, u, h, w = s.shape
@@ -516,8 +517,9 @@ def run_dissection(
     sizes and normalises the images; with ``frames=T`` a video model gets (N, 3, T, H, W) clips
     (snippet or T still copies), with ``frames=None`` a 2-D model (N, 3, H, W) images. ``input_adapter(images)`` returns the model's positional inputs (default
     ``(images,)``). Results are cached in ``cache_dir`` under a key of checkpoint hash, layer,
-    concept set and settings; under ``torchrun`` each rank takes a strided shard. ``planes``: see
-    ``dissect_stream``.
+    concept set and settings (a tube set's own key: ``tubes``); under ``torchrun`` each rank takes a
+    strided shard. ``planes``: see ``dissect_stream``. A tube set (``tubes.csv``) fed as snippets
+    scores every time step against its frame's masks and needs ``time="frames"``.
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -529,8 +531,11 @@ def run_dissection(
     out: dict[str, dict[str, LayerResult]] = {}
     for cs in concept_sets:
         ds = transform.dataset(cs, categories=list(categories) if categories else None, use_snippets=use_snippets)
+        if ds.tubes and time == "mean":
+            raise ValueError(f"{cs}: {TUBES_NEED_FRAMES}")
         csid = concept_set_fingerprint(cs)
-        keys = {layer: cache_key(ckpt, layer, csid, settings) for layer in layers}
+        keys = {layer: cache_key(ckpt, layer, csid, {**settings, "tubes": True} if ds.tubes else settings)
+                for layer in layers}
         cached = {}
         if cache_dir is not None:
             for layer, key in keys.items():
@@ -563,7 +568,8 @@ def run_dissection(
             try:
                 fresh = dissect_stream(batches, len(ds), prim, ds.broden.label_names(), list(ds.categories),
                                        quantile=quantile, time=time, planes=planes, top_k=top_k, device=device,
-                                       settings={**settings, "concept_set": str(cs), "checkpoint": ckpt})
+                                       settings={**settings, "concept_set": str(cs), "checkpoint": ckpt,
+                                                 "tubes": ds.tubes})
             finally:
                 model.train(was_training)
             if cache_dir is not None and _is_main():

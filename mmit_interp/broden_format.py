@@ -11,6 +11,18 @@ Layout of a concept-set folder::
 A PNG plane stores a global label number as R + 256*G (0 = unlabelled). ``frequency`` is the
 number of images holding a label (or category); ``coverage`` is the summed fraction of each
 image it covers (a whole-image label covers 1.0), so ``coverage / frequency`` is its mean area.
+
+A *tube set* (spatio-temporal concepts, e.g. action tubes) is a valid Broden folder whose rows
+(the still of each item, its snippet's centre frame) are scored as before by any reader, plus::
+
+    tubes.csv      image,frame,<one column per category, category.csv order>
+    images/<stem>.mp4   each tube item's snippet, beside its still
+
+one row per (item, snippet frame): ``image`` is the item's ``index.csv`` path, ``frame`` the
+0-based frame of its snippet (every item lists frames 0..F-1, F = the snippet's frame count),
+and the category cells are ``;``-lists of mask PNGs / whole-image label numbers as in
+``index.csv``, at the row's mask size. The statistics in label/category/c_<cat>.csv count the
+stills only.
 The writer sits on the ground floor because the synthetic world (`mmit_interp.synth`) writes concept
 sets; `broden_actions` reads, builds and merges them on top of it.
 """
@@ -25,6 +37,8 @@ import numpy as np
 from PIL import Image
 
 INDEX_FIXED = ["image", "split", "ih", "iw", "sh", "sw"]
+TUBES_CSV = "tubes.csv"
+TUBE_FIXED = ["image", "frame"]
 
 
 class BrodenFormatError(ValueError):
@@ -134,6 +148,25 @@ def write_broden_tables(
                     w.writerow([code, st.number, st.name, st.freq.get(c, 0), _fmt(st.cov.get(c, 0.0))])
 
 
+def write_tube_table(root: str | os.PathLike, categories: list[str], rows: list[dict]) -> None:
+    """Write ``tubes.csv`` from rows ``{"image", "frame", "cells": {cat: [item, ...]}}``.
+
+    Each image's frames must be exactly 0..F-1 (in any order); rows are written image by image,
+    frames ascending."""
+    frames: dict[str, list[int]] = {}
+    for r in rows:
+        frames.setdefault(r["image"], []).append(int(r["frame"]))
+    for image, fs in frames.items():
+        if sorted(fs) != list(range(len(fs))):
+            raise ValueError(f"tube {image!r} must list frames 0..{len(fs) - 1} once each, got {sorted(fs)}")
+    order = {image: k for k, image in enumerate(frames)}
+    with open(Path(root) / TUBES_CSV, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(TUBE_FIXED + list(categories))
+        for r in sorted(rows, key=lambda r: (order[r["image"]], int(r["frame"]))):
+            w.writerow([r["image"], int(r["frame"])] + [";".join(str(x) for x in r["cells"].get(c, [])) for c in categories])
+
+
 def _fmt(x: float) -> str:
     """Format a coverage value compactly but losslessly enough for statistics (6 decimals)."""
     return f"{x:.6f}".rstrip("0").rstrip(".") if x else "0"
@@ -167,6 +200,7 @@ class BrodenWriter:
         self._labels: list[tuple[int, str, list[str]]] = []
         self._by_name: dict[str, int] = {}
         self._rows: list[dict] = []
+        self._tubes: list[dict] = []
         self._names: set[str] = set()
         self._closed = False
         (self.root / "images").mkdir(parents=True, exist_ok=True)
@@ -200,8 +234,12 @@ class BrodenWriter:
         pixel: dict[str, list[np.ndarray]] | None = None,
         whole: dict[str, list[int]] | None = None,
         name: str | None = None,
+        tube: list[dict[str, list[np.ndarray]]] | None = None,
     ) -> str:
-        """Store one image (squashed to image_size) with its label planes; return its relative path."""
+        """Store one image (squashed to image_size) with its label planes; return its relative path.
+
+        ``tube`` (a tube set) gives the label planes of each frame of the item's snippet, which the
+        caller writes as ``<stem>.mp4`` beside the returned path; frame planes go to ``tubes.csv``."""
         if self._closed:
             raise RuntimeError("BrodenWriter is closed")
         img = np.asarray(image)
@@ -219,19 +257,8 @@ class BrodenWriter:
         if stem in self._names or not stem or "," in stem or ";" in stem:
             raise ValueError(f"image name {stem!r} is empty, invalid or already used")
         sh, sw = self.seg_size
-        checked: dict[str, list[np.ndarray]] = {}
-        areas: dict[str, dict[int, float]] = {}
-        for cat, planes in pixel.items():
-            planes = [np.asarray(p) for p in planes]
-            for p in planes:
-                if p.shape != (sh, sw) or not np.issubdtype(p.dtype, np.integer):
-                    raise ValueError(f"{cat} mask must be an integer array of shape {(sh, sw)}, got {p.dtype} {p.shape}")
-            if planes:
-                stack = np.stack(planes).astype(np.int64)
-                for lab in (int(v) for v in np.unique(stack) if v != 0):
-                    self._check_label(lab, cat)
-                    areas.setdefault(cat, {})[lab] = float((stack == lab).any(0).sum()) / (sh * sw)
-                checked[cat] = planes
+        checked, areas = self._check_planes(pixel)
+        frames = [self._check_planes(fp)[0] for fp in tube or []]
         cells: dict[str, list] = {}
         for cat, labs in whole.items():
             for lab in (int(v) for v in labs if int(v) != 0):
@@ -255,10 +282,38 @@ class BrodenWriter:
                 Image.fromarray(encode_label_plane(p)).save(self.root / "images" / prel)
                 paths.append(prel)
             cells[cat] = paths + cells.get(cat, [])
+        for t, planes_t in enumerate(frames):
+            tcells = {}
+            for cat, planes in planes_t.items():
+                tcells[cat] = [f"{stem}_t{t:03d}_{cat}_{k + 1}.png" for k in range(len(planes))]
+                for prel, p in zip(tcells[cat], planes):
+                    Image.fromarray(encode_label_plane(p)).save(self.root / "images" / prel)
+            self._tubes.append({"image": rel, "frame": t, "cells": tcells})
         self._rows.append(
             {"image": rel, "split": split, "ih": ih, "iw": iw, "sh": sh, "sw": sw, "cells": cells, "areas": areas}
         )
         return rel
+
+    def _check_planes(self, pixel: dict[str, list[np.ndarray]]) -> tuple[dict[str, list[np.ndarray]], dict]:
+        """Validate label planes per category (shape, dtype, labels); return the non-empty lists and
+        each label's area fraction per category."""
+        sh, sw = self.seg_size
+        checked: dict[str, list[np.ndarray]] = {}
+        areas: dict[str, dict[int, float]] = {}
+        for cat, planes in pixel.items():
+            if cat not in self.categories:
+                raise ValueError(f"unknown category {cat!r}; known: {self.categories}")
+            planes = [np.asarray(p) for p in planes]
+            for p in planes:
+                if p.shape != (sh, sw) or not np.issubdtype(p.dtype, np.integer):
+                    raise ValueError(f"{cat} mask must be an integer array of shape {(sh, sw)}, got {p.dtype} {p.shape}")
+            if planes:
+                stack = np.stack(planes).astype(np.int64)
+                for lab in (int(v) for v in np.unique(stack) if v != 0):
+                    self._check_label(lab, cat)
+                    areas.setdefault(cat, {})[lab] = float((stack == lab).any(0).sum()) / (sh * sw)
+                checked[cat] = planes
+        return checked, areas
 
     def _check_label(self, lab: int, cat: str) -> None:
         """Reject label numbers that were never added, or were added under another category."""
@@ -272,4 +327,6 @@ class BrodenWriter:
         if self._closed:
             return
         write_broden_tables(self.root, self.categories, self._labels, self._rows)
+        if self._tubes:
+            write_tube_table(self.root, self.categories, self._tubes)
         self._closed = True

@@ -118,3 +118,180 @@ def test_tubes_need_frames_mode():
     video = np.zeros((2, 3, 4, 4, 4), np.float32)
     with pytest.raises(ValueError, match="time='frames'"):
         run_tubes(video, clips, L, primary, 0.05, time="mean")
+
+
+# ----------------------------------------------------------------------------- the format and the builder
+
+
+def _write_tube_set(root, frames=6, seg=8):
+    """A hand-built tube set: 3 items, label 1 a square moving one cell per frame, label 2 on even frames."""
+    from mmit_interp.broden_format import BrodenWriter
+    from mmit_interp.synth.clips import write_clip
+
+    rng = np.random.default_rng(0)
+    with BrodenWriter(root, ["thing"], image_size=(16, 16), seg_size=(seg, seg)) as w:
+        w.add_label("mover", "thing"), w.add_label("blinker", "thing")
+        for i in range(3):
+            tube = []
+            for t in range(frames):
+                p = np.zeros((seg, seg), np.int32)
+                p[i : i + 3, t % seg : t % seg + 2] = 1
+                q = np.full((seg, seg), 2 * (t % 2 == 0), np.int32)
+                tube.append({"thing": [p, q] if t % 2 == 0 else [p]})
+            clip = rng.integers(0, 255, size=(frames, 16, 16, 3), dtype=np.uint8)
+            rel = w.add_image(clip[frames // 2], pixel={"thing": tube[frames // 2]["thing"]}, name=f"item{i}", tube=tube)
+            write_clip(root / "images" / rel.replace(".jpg", ".mp4"), clip, 8)
+    return root
+
+
+def test_tube_format_roundtrip(tmp_path):
+    from broden_actions.broden import BrodenDataset, load_broden
+
+    root = _write_tube_set(tmp_path / "tubes")
+    b = load_broden(root)
+    assert len(b) == 3 and sorted(b.tubes) == ["item0.jpg", "item1.jpg", "item2.jpg"]
+    assert [len(t) for t in b.tubes.values()] == [6, 6, 6]
+    m = b.load_masks(b.rows[1], frame=4)["thing"]
+    assert m.shape == (2, 8, 8) and (m[0] == 1).sum() == 6 and m[0][1, 4] == 1 and (m[1] == 2).all()
+    ds = BrodenDataset(root, frames=2)  # snippet frames sample_indices(6, 2) = 1, 4
+    assert ds.tubes
+    batch = ds.collate([ds[0], ds[2]])
+    assert batch["pixel"].shape == (2, 2, 2, 8, 8) and batch["image"].shape == (2, 3, 2, 16, 16)
+    for t, f in enumerate([1, 4]):
+        expect = torch.from_numpy(b.load_masks(b.rows[2], frame=f)["thing"][0])
+        assert torch.equal(batch["pixel"][1, t, 0], expect)
+    assert (batch["pixel"][:, 0, 1] == 0).all() and (batch["pixel"][:, 1, 1] == 2).all()
+    assert batch["plane_cat"][0].tolist() == [[0, -1], [0, 0]]
+    plain = BrodenDataset(root, frames=2, tubes=False)
+    assert plain.collate([plain[0]])["pixel"].shape == (1, 1, 8, 8)  # the still: centre frame 3
+    assert not BrodenDataset(root, frames=None).tubes and not BrodenDataset(root, frames=3, use_snippets=False).tubes
+    (root / "tubes.csv").unlink()  # what an old reader sees: a plain Broden set of the centre stills
+    with pytest.raises(ValueError, match="tube labels need a tube set"):
+        BrodenDataset(root, frames=3, tubes=True)
+    assert BrodenDataset(root, frames=3)[0]["masks"]["thing"].shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: rows + ["nowhere.jpg,0,"], "is not a row of index.csv"),
+    (lambda rows: [r for r in rows if not r.startswith("item1.jpg,2,")], "must list frames 0..4"),
+    (lambda rows: rows + [rows[1]], "repeated frame"),
+])
+def test_tube_table_errors_name_the_problem(tmp_path, edit, message):
+    from broden_actions.broden import BrodenFormatError, load_broden
+
+    root = _write_tube_set(tmp_path / "tubes")
+    head, *rows = (root / "tubes.csv").read_text().splitlines()
+    (root / "tubes.csv").write_text("\n".join([head, *edit(rows)]) + "\n")
+    with pytest.raises(BrodenFormatError, match=message):
+        load_broden(root)
+
+
+@pytest.fixture(scope="module")
+def tube_world_dir(tmp_path_factory):
+    """A tiny synthetic world and its action tube set (labels after the world's Broden set)."""
+    from broden_actions.actions import build_action_tubes
+    from mmit_interp import synth
+
+    tmp = tmp_path_factory.mktemp("tubes")
+    synth.generate_world(tmp / "world", synth.SynthConfig(seed=1, train_clips=3, val_clips=2, images=2, action_frames=5,
+                                                          size=32, frames=12, fps=8, workers=1), progress=False)
+    return tmp / "world", build_action_tubes(tmp / "world", tmp / "tubes", base=tmp / "world" / "broden")
+
+
+def _truth_tubes(world, ds):
+    """Per item: its clip's truth, the clip frame of snippet frame 0 (snippet_frames 8 -> centre - 4)."""
+    import re
+
+    from mmit_interp.synth.truth import load_truth
+
+    truth = {c.path.split("/")[-1][:-4]: c for c in load_truth(world)}
+    out = []
+    for i in range(len(ds)):
+        m = re.fullmatch(r"(.+)_f(\d+)\.png", ds.row(i).image.split("/")[-1])
+        out.append((truth[m.group(1)], int(m.group(2)) - 4))
+    return out
+
+
+def test_action_tubes_follow_the_truth(tube_world_dir, tmp_path):
+    """Still rows as build_action_regions writes them; tube frame j = the truth boxes of clip frame f - 4 + j."""
+    from broden_actions.actions import build_action_regions
+    from broden_actions.broden import BrodenDataset, load_broden
+    from mmit_interp.boxes import box_mask
+
+    world, tubes = tube_world_dir
+    regions = build_action_regions(world / "action_regions" / "boxes.csv", world / "action_regions" / "frames",
+                                   tmp_path / "regions", base=world / "broden")
+    b, still = load_broden(tubes), load_broden(regions)
+    assert [(b.image_path(r).resolve(), r.pixel) for r in b.rows] == \
+        [(still.image_path(r).resolve(), r.pixel) for r in still.rows]
+    ds = BrodenDataset(tubes, frames=8, use_snippets=True)
+    numbers = {lab.name: n for n, lab in b.labels.items()}
+    moved = 0
+    for i, (clip, first) in enumerate(_truth_tubes(world, ds)):
+        assert len(b.tubes[ds.row(i).image]) == 8
+        tube = []
+        for j in range(8):
+            masks = b.load_masks(ds.row(i), frame=j).get("action", np.zeros((0, 32, 32), np.int32))
+            got = {int(p.max()): p > 0 for p in masks}
+            want = {numbers[a]: box_mask([bx], (32, 32), (32, 32)) for a, bx in clip.boxes_at(first + j).items()}
+            assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+            tube.append(got)
+        moved += any(tube[0].keys() != t.keys() or any(not np.array_equal(t[k], tube[0][k]) for k in t) for t in tube)
+    assert moved  # the tubes move: one still mask per clip would not do
+
+
+def test_planted_action_tube_unit_on_a_world(tube_world_dir):
+    """Features = one action's truth boxes at the frames the dataset samples: IoU 1 for that action."""
+    from broden_actions.broden import BrodenDataset, load_broden
+    from mmit_interp.boxes import box_mask
+    from mmit_interp.video import sample_indices
+
+    world, tubes = tube_world_dir
+    b = load_broden(tubes)
+    ds = BrodenDataset(tubes, frames=4)
+    action = max(b.labels.values(), key=lambda lab: lab.frequency).name
+    number = {lab.name: n for n, lab in b.labels.items()}[action]
+    want = sample_indices(8, 4)
+    feats = torch.zeros((len(ds), 2, 4, 32, 32))
+    for i, (clip, first) in enumerate(_truth_tubes(world, ds)):
+        for t, j in enumerate(want):
+            box = clip.boxes_at(first + int(j)).get(action)
+            if box is not None:
+                feats[i, 0, t] = torch.from_numpy(box_mask([box], (32, 32), (32, 32)).astype(np.float32))
+    feats[:, 1] = torch.rand(feats[:, 1].shape, generator=torch.Generator().manual_seed(0))
+    assert feats[:, 0].any()
+
+    def batches():
+        for s in range(0, len(ds), 2):
+            idx = list(range(s, min(s + 2, len(ds))))
+            yield {"L": feats[idx]}, ds.collate([ds[i] for i in idx])
+
+    prim = torch.from_numpy(b.primary_categories()).long()
+    res = dissect_stream(batches, len(ds), prim, b.label_names(), b.categories, quantile=0.2, time="frames")["L"]
+    assert float(res.thresholds[0]) == 0.0
+    for den in ("lite", "original"):
+        assert res.iou(den)[0, number].item() == pytest.approx(1.0, abs=1e-9)
+    assert res.unit_labels()[0].label == action
+
+
+def test_run_dissection_on_a_tube_set(tube_world_dir, tmp_path):
+    """A video model on the tube set: frames mode runs and caches under its own key; mean mode is refused."""
+    from broden_actions.broden import load_broden
+    from dissect.engine import InputTransform, run_dissection
+    from mmit_interp.hooks import capture_activations
+    from mmit_interp.models import build_model
+
+    world, tubes = tube_world_dir
+    torch.manual_seed(0)
+    model = build_model("i3d_r18", 4, width=8)
+    kw = dict(transform=InputTransform(32, 4), quantile=0.1, progress=False, cache_dir=tmp_path / "cache")
+    res = run_dissection(model, ["layer3"], [tubes], time="frames", **kw)[str(tubes)]["layer3"]
+    with capture_activations(model, ["layer3"]) as acts:
+        model(torch.zeros(1, 3, 4, 32, 32))
+    assert res.settings["tubes"] and int(res.tally.samples) == len(load_broden(tubes)) * acts["layer3"].shape[2]
+    assert res.tally.inter.sum() > 0
+    still = run_dissection(model, ["layer3"], [tubes], time="frames", use_snippets=False, **kw)[str(tubes)]["layer3"]
+    assert not still.settings["tubes"] and len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    with pytest.raises(ValueError, match="time='frames'"):
+        run_dissection(model, ["layer3"], [tubes], time="mean", **kw)
+
