@@ -6,6 +6,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .adapters import PerFrame2D, TorchvisionVideo, timm_frames, torchvision_frames, torchvision_video
 from .base import ModelBase, forward_batch, gap_weights
 from .fusion import FusionNet
 from .inflate import inflate_from_file, inflate_state_dict
@@ -27,6 +28,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet3d50": resnet3d50,
     "soundnet": soundnet,
     "fusion": fusion,
+    "torchvision_video": torchvision_video,
+    "torchvision_frames": torchvision_frames,
+    "timm_frames": timm_frames,
 }
 
 
@@ -56,4 +60,5 @@ def set_conv3d_format(model: nn.Module, channels_last: bool) -> nn.Module:
 
 __all__ = ["MODELS", "build_model", "list_models", "forward_batch", "ModelBase", "gap_weights", "VideoResNet",
            "SoundNet", "FusionNet", "i3d_r18", "i3d_r50", "resnet3d50", "soundnet", "fusion", "inflate_state_dict", "inflate_from_file",
-           "set_conv3d_format"]
+           "set_conv3d_format", "TorchvisionVideo", "PerFrame2D", "torchvision_video", "torchvision_frames",
+           "timm_frames"]
