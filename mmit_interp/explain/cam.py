@@ -131,7 +131,9 @@ class GradCAM(BaseCAM):
 
 
 def cam_for(model: nn.Module, target_layer: str | None = None) -> BaseCAM:
-    """The exact single-pass `LinearCAM` where the head allows it (video, fusion), else `GradCAM` at `target_layer`."""
+    """The exact single-pass `LinearCAM` where the head allows it (video, fusion), else `GradCAM` at `target_layer`
+    or at the layer the model names (`cam_layer`: an adapted model whose head is not linear, models/adapters.py)."""
+    target_layer = target_layer or getattr(model, "cam_layer", None)
     if target_layer is not None:
         return GradCAM(model, target_layer)
     if "video" in model.inputs:
