@@ -88,27 +88,24 @@ class PixelLabels:
         self.lab = lab.contiguous()
         self.rows = r
 
-    def dense(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows' labels as a dense mask ``(pixels, K + 1)`` over the K labels present there (sorted,
-        returned too); column K is all False, the column of every absent label."""
-        lab = self.lab[rows].reshape(-1, self.lab.shape[2])
-        present = torch.unique(lab)
-        present = present[present > 0]
-        k = len(present)
-        mask = torch.zeros((lab.shape[0], k + 1), dtype=torch.bool, device=lab.device)
-        col = torch.searchsorted(present, lab).clamp(max=max(k - 1, 0))
-        hit = (lab > 0) & (present[col] == lab) if k else torch.zeros_like(lab, dtype=torch.bool)
-        pix = torch.arange(lab.shape[0], device=lab.device)[:, None].expand_as(lab)
-        mask[pix[hit], col[hit]] = True
-        return present, mask
-
-    def columns(self, present: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Column of each label in ``dense``'s mask: its place among ``present``, else the empty column."""
-        k = len(present)
-        if k == 0:
-            return torch.zeros_like(labels)
-        col = torch.searchsorted(present, labels.clamp(min=0)).clamp(max=k - 1)
-        return torch.where(present[col] == labels, col, torch.full_like(col, k))
+    def signatures(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct per-pixel label lists ``(G, Q)`` and how many pixels carry each ``(G,)``: every
+        count over all pixels is a sum over these few rows. Exact keys: mixed-radix numbers, renumbered
+        densely before they could overflow."""
+        lab = self.lab.view(-1, self.lab.shape[2])
+        base = int(lab.max()) + 1 if lab.numel() else 1
+        key = torch.zeros(len(lab), dtype=torch.long, device=lab.device)
+        bound = 1
+        for q in range(lab.shape[1]):
+            if bound * base >= 1 << 62:
+                key = torch.unique(key, return_inverse=True)[1]
+                bound = int(key.max()) + 1
+            key = key * base + lab[:, q]
+            bound *= base
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        sig = torch.zeros((len(counts), lab.shape[1]), dtype=torch.long, device=lab.device)
+        sig[inverse] = lab
+        return sig, counts
 
 
 class FormulaCounts:
@@ -134,23 +131,21 @@ class FormulaCounts:
         self.af = torch.zeros((u, b), **z)
         self.a = torch.zeros(u, **z)
 
-    def add_labels(self, pl: PixelLabels, repeats: int = 1, budget: int = 1 << 23) -> None:
-        """Add |F & L| and |F| over every pixel of a batch (``repeats`` samples per label row), in
-        chunks of rows small enough for exact float32 matmul sums (< 2**24) and small temporaries."""
-        d = len(self.formulas)
-        if d == 0:
+    def add_labels(self, pl: PixelLabels, repeats: int = 1) -> None:
+        """Add |F & L| and |F| over every pixel of a batch (``repeats`` samples per label row), formulas
+        evaluated once per distinct pixel label list (``PixelLabels.signatures``)."""
+        if not self.formulas:
             return
-        step = max(1, min((1 << 24) // pl.S, budget // (pl.S * max(d, 64))))
-        for r0 in range(0, pl.rows, step):
-            present, mask = pl.dense(slice(r0, r0 + step))
-            cols = pl.columns(present, self.leaves)  # (D, width)
-            f = torch.ones((mask.shape[0], d), dtype=torch.bool, device=mask.device)
-            for j in range(cols.shape[1]):
-                f = _combine(f, mask.index_select(1, cols[:, j]), self.ops[:, j])
-            self.f += f.sum(0) * repeats
-            if len(present):
-                inter = (f.T.to(torch.float32) @ mask[:, :-1].to(torch.float32)).round().long()
-                self.fl.index_add_(1, present, inter * repeats)
+        sig, weight = pl.signatures()
+        f = torch.ones((len(self.formulas), len(sig)), dtype=torch.bool, device=sig.device)
+        for j in range(self.leaves.shape[1]):
+            x = (sig[None] == self.leaves[:, j, None, None]).any(2)
+            f = _combine(f, x, self.ops[:, j, None])
+        fw = f.long() * (weight * repeats)[None]  # (D, G)
+        self.f += fw.sum(1)
+        for q in range(sig.shape[1]):
+            keep = (sig[:, q] > 0).nonzero().view(-1)
+            self.fl.index_add_(1, sig[keep, q], fw.index_select(1, keep))
 
     def add_units(self, pl: PixelLabels, row: torch.Tensor, unit: torch.Tensor, pixel: torch.Tensor) -> None:
         """Add the active pixels ``(row, unit, pixel)`` (one entry per pixel of a unit's mask in a sample;
