@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dissect.engine import BilinearBlocks, LayerResult, _all_merge, to_samples
+from dissect.engine import BilinearBlocks, LayerResult, _all_merge, sample_labels, to_samples
 
 OPS = ("and", "or", "and not")
 Formula = tuple[tuple[int, int], ...]  # ((op code, label), ...) read as TRUE op0 l0 op1 l1 ...; op0 = "and"
@@ -57,36 +57,24 @@ def _combine(f: torch.Tensor, x: torch.Tensor, op: torch.Tensor) -> torch.Tensor
     return torch.where(op == 1, f | x, f & torch.where(op == 2, ~x, x))
 
 
-def _sample_labels(labels: dict, rep: int) -> tuple[dict, int]:
-    """Labels aligned with a layer's samples, and samples per label row (sample m -> row m // repeats).
-
-    Still sets only: every time step of a clip is scored against the same masks (the one seam to
-    replace by ``dissect.engine.sample_labels`` for tube sets)."""
-    if labels["pixel"].dim() != 4:
-        raise ValueError(f"compositional labels take still concept sets (pixel (N, P, sh, sw)), "
-                         f"got pixel of shape {tuple(labels['pixel'].shape)}")
-    return labels, rep
-
-
 class PixelLabels:
     """A batch's boolean label masks as per-pixel label lists ``lab (R, S, Q)``: the labels of every
     plane and every whole-image label at pixel s of row r, a label repeated at a pixel kept once
-    (0: none). Whole-image labels with ``whole_cat < 0`` are ignored, as in ``LabelBatch``."""
+    (0: none). Rows are ``sample_labels``' (still images, or tube frames aligned with the samples);
+    whole-image labels with ``whole_cat < 0`` are ignored, as in ``LabelBatch``."""
 
     def __init__(self, labels: dict, device: torch.device | str = "cpu"):
         pixel = labels["pixel"].to(device)
         r, p = pixel.shape[:2]
         self.size = tuple(pixel.shape[2:])
-        self.S = self.size[0] * self.size[1]
         whole = labels["whole"].to(device).long()
         whole = torch.where((whole > 0) & (labels["whole_cat"].to(device) >= 0), whole, torch.zeros_like(whole))
-        lab = torch.cat([pixel.reshape(r, p, self.S).long().transpose(1, 2),
-                         whole[:, None, :].expand(r, self.S, whole.shape[1])], 2)
+        s = self.size[0] * self.size[1]
+        lab = torch.cat([pixel.reshape(r, p, s).long().transpose(1, 2), whole[:, None, :].expand(r, s, whole.shape[1])], 2)
         for k in range(1, lab.shape[2]):
             dup = (lab[:, :, k : k + 1] == lab[:, :, :k]).any(2)
             lab[:, :, k] = torch.where(dup, 0, lab[:, :, k])
         self.lab = lab.contiguous()
-        self.rows = r
 
     def signatures(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct per-pixel label lists ``(G, Q)`` and how many pixels carry each ``(G,)``: every
@@ -216,8 +204,10 @@ def _count_pass(batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], di
     blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
+            if time == "mean" and labels["pixel"].dim() == 5:
+                raise ValueError("a tube concept set has masks per frame: compositional labels need time='frames'")
             s, rep = to_samples(feats[result.layer].to(device).float(), time)
-            aligned, lrep = _sample_labels(labels, rep)
+            aligned, lrep = sample_labels(labels, rep)
             pl = PixelLabels(aligned, device)
             counts.add_labels(pl, lrep)
             geom = tuple(s.shape[2:]) + pl.size

@@ -12,6 +12,7 @@ import torch
 from dissect.compose import OPS, FormulaCounts, PixelLabels, compose_stream, render, truth_key
 from dissect.engine import dissect_stream
 from test_dissect_engine import CATS, SEG, collate, make_world, naive_upsample
+from test_dissect_tubes import collate_tubes, tube_world
 
 
 def label_masks(images, num_labels) -> np.ndarray:
@@ -169,6 +170,36 @@ def test_frames_mode_counts_every_step():
     for rec in got:
         if rec.terms:
             assert rec.iou == iou(acts[rec.unit], evaluate(rec.terms, masks))
+
+
+def test_tube_set_scores_each_step_against_its_frame():
+    """Tube labels: step t' of a clip is scored against frame floor((t' + 0.5) T / T') (the engine's
+    alignment); the search equals the naive one on those per-frame masks."""
+    frames, steps = 4, 2
+    clips, L, primary = tube_world(seed=3, n=6, frames=frames)
+    rng = np.random.default_rng(4)
+    video = torch.from_numpy((rng.integers(-40, 40, size=(len(clips), 5, steps, 4, 4)) / 8.0).astype(np.float32))
+
+    def batches():
+        for s in range(0, len(clips), 4):
+            idx = list(range(s, min(s + 4, len(clips))))
+            yield {"L": video[idx]}, collate_tubes(clips, idx)
+
+    names = [f"l{i}" for i in range(L + 1)]
+    res = dissect_stream(batches, len(clips), torch.tensor(primary), names, CATS, quantile=0.1, time="frames",
+                         settings={"time": "frames"})["L"]
+    got = compose_stream(batches, res, length=2, beam=3)
+    images = [clips[n][(2 * t + 1) * frames // (2 * steps)] for n in range(len(clips)) for t in range(steps)]
+    masks = label_masks(images, L)
+    acts = unit_masks(video.numpy().transpose(0, 2, 1, 3, 4).reshape(-1, 5, 4, 4), res.thresholds.numpy().astype(np.float64))
+    allowed = [lab > 0 and primary[lab] >= 0 and masks[lab].any() for lab in range(L + 1)]
+    for rec in got:
+        _, final = naive_beam(acts[rec.unit], masks, allowed, 2, 3)
+        assert rec.terms == tuple((OPS[o], lab) for o, lab in (final[0][1] if final else ()))
+        assert rec.iou == (final[0][0] if final else 0.0)
+    assert any(rec.length == 2 for rec in got)
+    with pytest.raises(ValueError, match="time='frames'"):
+        compose_stream(batches, res, time="mean")
 
 
 def test_counts_merge_equals_one_pass():
