@@ -78,7 +78,7 @@ def main() -> None:
     t_engine = time.perf_counter() - t0 - 2 * gen
     passes = args.length - (args.planes == "union")
     t0 = time.perf_counter()
-    recs = compose_stream(batches, res, length=args.length, beam=args.beam)
+    recs = compose_stream(batches, {"L": res}, length=args.length, beam=args.beam)["L"]
     t_compose = time.perf_counter() - t0 - passes * gen
     gains = torch.tensor([r.gain for r in recs])
     report = {"threads": torch.get_num_threads(), "images": nb * BATCH, "units": args.units, "labels": NUM_LABELS,

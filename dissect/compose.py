@@ -18,7 +18,7 @@ so one pass over the data per beam step (``FormulaCounts``: mergeable integer su
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +70,8 @@ class PixelLabels:
         whole = labels["whole"].to(device).long()
         whole = torch.where((whole > 0) & (labels["whole_cat"].to(device) >= 0), whole, torch.zeros_like(whole))
         s = self.size[0] * self.size[1]
-        lab = torch.cat([pixel.reshape(r, p, s).long().transpose(1, 2), whole[:, None, :].expand(r, s, whole.shape[1])], 2)
+        lab = torch.cat([pixel.reshape(r, p, s).long().transpose(1, 2),
+                         whole[:, None, :].expand(r, s, whole.shape[1])], 2)
         for k in range(1, lab.shape[2]):
             dup = (lab[:, :, k : k + 1] == lab[:, :, :k]).any(2)
             lab[:, :, k] = torch.where(dup, 0, lab[:, :, k])
@@ -195,27 +196,35 @@ def _active_pixels(s: torch.Tensor, thr: torch.Tensor, rep: int, blocks: Bilinea
                tile_pix[tile.index_select(0, i), j])
 
 
-def _count_pass(batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]], result: LayerResult,
-                formulas: Sequence[Formula], beams: torch.Tensor, time: str,
-                device: torch.device | str) -> FormulaCounts:
-    """One pass over the data: the counts of ``formulas`` (each unit's beam: ``beams``), merged over ranks."""
-    counts = FormulaCounts(formulas, beams, len(result.label_names), device)
-    thr = result.thresholds.to(device)
+def _count_pass(batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]],
+                plans: Mapping[str, tuple[LayerResult, str, list[Formula], torch.Tensor]],
+                device: torch.device | str) -> dict[str, FormulaCounts]:
+    """One pass over the data for every layer of ``plans`` (``{layer: (result, time mode, formulas,
+    each unit's beam slots)}``): their counts, merged over ranks. A batch's labels are aligned and
+    listed once per alignment (still sets: once)."""
+    counts = {n: FormulaCounts(f, b, len(res.label_names), device) for n, (res, _, f, b) in plans.items()}
+    thr = {n: res.thresholds.to(device) for n, (res, *_) in plans.items()}
     blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
-            if time == "mean" and labels["pixel"].dim() == 5:
-                raise ValueError("a tube concept set has masks per frame: compositional labels need time='frames'")
-            s, rep = to_samples(feats[result.layer].to(device).float(), time)
-            aligned, lrep = sample_labels(labels, rep)
-            pl = PixelLabels(aligned, device)
-            counts.add_labels(pl, lrep)
-            geom = tuple(s.shape[2:]) + pl.size
-            if geom not in blocks:
-                blocks[geom] = BilinearBlocks(*geom, device=device)
-            for row, unit, pixel in _active_pixels(s, thr, lrep, blocks[geom]):
-                counts.add_units(pl, row, unit, pixel)
-    return _all_merge({"c": counts}, lambda st: FormulaCounts.from_state_dict(st, device))["c"]
+            tube = labels["pixel"].dim() == 5
+            pls: dict[int | None, tuple[PixelLabels, int]] = {}
+            for name, (_, time, _, _) in plans.items():
+                if time == "mean" and tube:
+                    raise ValueError("a tube concept set has masks per frame: compositional labels need time='frames'")
+                s, rep = to_samples(feats[name].to(device).float(), time)
+                align = rep if tube else None
+                if align not in pls:
+                    aligned, lrep = sample_labels(labels, rep)
+                    pls[align] = PixelLabels(aligned, device), lrep
+                pl, lrep = pls[align]
+                counts[name].add_labels(pl, lrep)
+                geom = tuple(s.shape[2:]) + pl.size
+                if geom not in blocks:
+                    blocks[geom] = BilinearBlocks(*geom, device=device)
+                for row, unit, pixel in _active_pixels(s, thr[name], lrep, blocks[geom]):
+                    counts[name].add_units(pl, row, unit, pixel)
+    return _all_merge(counts, lambda st: FormulaCounts.from_state_dict(st, device))
 
 
 def plain_iou(inter: torch.Tensor, a: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
@@ -282,9 +291,77 @@ class FormulaLabel:
                 "gain": self.gain, "terms": [list(t) for t in self.terms]}
 
 
+class BeamSearch:
+    """One layer's beam search between passes: step 0 from single-label counts (``start``), then one
+    ``advance`` per pass with the counts of ``plan()``'s formulas; ``labels()`` reads the result."""
+
+    def __init__(self, result: LayerResult, *, beam: int, ops: Sequence[str], candidates: int | None):
+        self.result, self.width, self.candidates = result, beam, candidates
+        self.op_ok = torch.tensor([op in ops for op in OPS])
+        self.L1 = len(result.label_names)
+        self.beams: list[list[tuple[float, Formula]]] = []
+        self.singles: list[tuple[float, Formula]] = []
+
+    def start(self, a: torch.Tensor, al: torch.Tensor, label_area: torch.Tensor) -> None:
+        """Step 0 from |A| ``(U,)``, |A & L| ``(U, L1)`` and |L| ``(L1,)``: each unit's best single labels."""
+        self.a, self.al, self.label_area = a.cpu(), al.cpu(), label_area.cpu()
+        allowed = (self.label_area > 0) & (self.result.primary.cpu() >= 0)
+        allowed[0] = False
+        single = torch.where(allowed[None], plain_iou(self.al, self.a[:, None], self.label_area[None]),
+                             torch.full(self.al.shape, -1.0, dtype=torch.float64))
+        if self.candidates is not None:
+            top = torch.topk(single, min(self.candidates, self.L1), dim=1).indices
+            self.pick = torch.zeros_like(single, dtype=torch.bool).scatter_(1, top, True) & (single >= 0)
+        else:
+            self.pick = allowed[None].expand(len(single), -1)
+        scores = torch.full((len(single), 1, self.L1, 3), -1.0, dtype=torch.float64)
+        scores[:, 0, :, 0] = single
+        self.beams = [_select([], scores[u], [()], self.L1, self.width) for u in range(len(single))]
+        self.singles = [b[0] if b else (0.0, ()) for b in self.beams]
+
+    def plan(self) -> tuple[list[Formula], torch.Tensor]:
+        """The distinct formulas of every unit's beam and each unit's slots ``(U, B)`` into them (-1: empty)."""
+        table: dict[Formula, int] = {}
+        for bu in self.beams:
+            for _, f in bu:
+                table.setdefault(f, len(table))
+        slots = torch.full((len(self.beams), max([len(bu) for bu in self.beams] + [1])), -1, dtype=torch.long)
+        for u, bu in enumerate(self.beams):
+            for b, (_, f) in enumerate(bu):
+                slots[u, b] = table[f]
+        return list(table), slots
+
+    def advance(self, c: FormulaCounts) -> None:
+        """Score every extension (unit, beam formula, label, op) from ``plan()``'s counts; keep the best."""
+        slots = c.beams.cpu()
+        d = slots.clamp(min=0)
+        fl, f = c.fl.cpu()[d], c.f.cpu()[d][..., None]  # (U, B, L1), (U, B, 1)
+        afl, af = c.afl.cpu().transpose(1, 2), c.af.cpu()[..., None]
+        inter = torch.stack([afl, af + self.al[:, None] - afl, af - afl], 3)
+        size = torch.stack([fl, f + self.label_area[None, None] - fl, f - fl], 3)
+        iou = plain_iou(inter, self.a[:, None, None, None], size)
+        ok = (slots >= 0)[:, :, None, None] & self.pick[:, None, :, None] & self.op_ok[None, None, None]
+        for u, bu in enumerate(self.beams):
+            for b, (_, form) in enumerate(bu):
+                ok[u, b, [label for _, label in form]] = False  # a label once per formula
+        iou = torch.where(ok, iou, torch.full_like(iou, -1.0))
+        self.beams = [_select(bu, iou[u], [fm for _, fm in bu], self.L1, self.width) for u, bu in enumerate(self.beams)]
+
+    def labels(self) -> list[FormulaLabel]:
+        """One ``FormulaLabel`` per unit: the best formula of its beam beside its best single label."""
+        names = self.result.label_names
+        out = []
+        for u, (bu, (s_iou, s)) in enumerate(zip(self.beams, self.singles)):
+            best_iou, best = bu[0] if bu else (0.0, ())
+            out.append(FormulaLabel(unit=u, formula=render(best, names),
+                                    terms=tuple((OPS[op], lab) for op, lab in best), iou=float(best_iou), label=names[s[0][1]] if s else "",
+                                    label_number=s[0][1] if s else 0, label_iou=float(s_iou)))
+        return out
+
+
 def compose_stream(
     batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], dict]]],
-    result: LayerResult,
+    results: Mapping[str, LayerResult],
     *,
     length: int = 3,
     beam: int = 5,
@@ -292,76 +369,36 @@ def compose_stream(
     candidates: int | None = None,
     time: str | None = None,
     device: torch.device | str = "cpu",
-) -> list[FormulaLabel]:
-    """Compositional labels of every unit of ``result``'s layer, one pass of ``batches()`` per beam step.
+) -> dict[str, list[FormulaLabel]]:
+    """Compositional labels of every unit of each layer in ``results`` (``{layer: LayerResult}``,
+    ``dissect_stream``'s output), one pass of ``batches()`` per beam step shared by the layers.
 
     ``batches`` yields ``({layer: features}, labels)`` as for ``dissect_stream`` (the same callable
-    serves both); thresholds come from ``result``, the time mode too unless ``time`` is given. Formulas have up to ``length``
-    labels joined by ``ops``; each step extends every formula of a unit's ``beam`` by every label
-    present in the data (labels with no primary category excluded, as in ``unit_labels``) or, with
-    ``candidates=N``, by the unit's N best single labels (compexp's ``BEAM_SEARCH_LIMIT``). Step 0
-    comes from the engine's tally when it counted label masks as unions (``planes="union"``),
-    else from one more pass.
+    serves both); thresholds come from the results, the time mode too unless ``time`` is given.
+    Formulas have up to ``length`` labels joined by ``ops``; each step extends every formula of a
+    unit's ``beam`` by every label present in the data (labels with no primary category excluded,
+    as in ``unit_labels``) or, with ``candidates=N``, by the unit's N best single labels (compexp's
+    ``BEAM_SEARCH_LIMIT``). Step 0 comes from the engine's tally where it counted label masks as
+    unions (``planes="union"``), else from one more pass.
     """
     if length < 1 or beam < 1:
         raise ValueError(f"length and beam must be >= 1, got length={length}, beam={beam}")
-    bad = [op for op in ops if op not in OPS]
-    if bad or not ops:
+    if not ops or any(op not in OPS for op in ops):
         raise ValueError(f"ops must be a non-empty subset of {OPS}, got {list(ops)}")
     if candidates is not None and candidates < 1:
         raise ValueError(f"candidates must be >= 1 or None, got {candidates}")
-    time = time or result.settings.get("time", "mean")
-    units, n_labels = result.units, len(result.label_names)
-    op_ok = torch.tensor([op in ops for op in OPS], device=device)
-    if result.settings.get("planes") == "union":
-        t = result.tally
-        a, al, lab_area = t.act_total.to(device), t.inter.to(device), t.label_area.to(device)
-    else:
-        c0 = _count_pass(batches, result, [()], torch.zeros((units, 1), dtype=torch.long), time, device)
-        a, al, lab_area = c0.a, c0.afl[:, :, 0], c0.fl[0]
-    allowed = (lab_area > 0) & (result.primary.to(device) >= 0)
-    allowed[0] = False
-    single = torch.where(allowed[None], plain_iou(al, a[:, None], lab_area[None]), torch.full_like(al, -1.0, dtype=torch.float64))
-    if candidates is not None:
-        top = torch.topk(single, min(candidates, n_labels), dim=1).indices
-        pick = torch.zeros_like(single, dtype=torch.bool).scatter_(1, top, True) & (single >= 0)
-    else:
-        pick = allowed[None].expand(units, -1)
-    beams: list[list[tuple[float, Formula]]] = []
-    for u in range(units):
-        scores = torch.full((1, n_labels, 3), -1.0, dtype=torch.float64)
-        scores[0, :, 0] = single[u]
-        beams.append(_select([], scores, [()], n_labels, beam))
-    firsts = [b[0] if b else (0.0, ()) for b in beams]
+    times = {n: time or res.settings.get("time", "mean") for n, res in results.items()}
+    searches = {n: BeamSearch(res, beam=beam, ops=ops, candidates=candidates) for n, res in results.items()}
+    counted = {n: (res, times[n], [()], torch.zeros((res.units, 1), dtype=torch.long))
+               for n, res in results.items() if res.settings.get("planes") != "union"}
+    firsts = _count_pass(batches, counted, device) if counted else {}
+    for n, res in results.items():
+        if n in firsts:
+            searches[n].start(firsts[n].a, firsts[n].afl[:, :, 0], firsts[n].fl[0])
+        else:
+            searches[n].start(res.tally.act_total, res.tally.inter, res.tally.label_area)
     for _ in range(1, length):
-        table: dict[Formula, int] = {}
-        for bu in beams:
-            for _, f in bu:
-                table.setdefault(f, len(table))
-        width = max(1, max(len(bu) for bu in beams))
-        slots = torch.full((units, width), -1, dtype=torch.long)
-        for u, bu in enumerate(beams):
-            for b, (_, f) in enumerate(bu):
-                slots[u, b] = table[f]
-        c = _count_pass(batches, result, list(table), slots, time, device)
-        d = slots.to(device).clamp(min=0)
-        fl, f = c.fl[d], c.f[d][..., None]  # (U, B, L1), (U, B, 1)
-        afl, af = c.afl.transpose(1, 2), c.af[..., None]
-        inter = torch.stack([afl, af + al[:, None] - afl, af - afl], 3)
-        size = torch.stack([fl, f + lab_area[None, None] - fl, f - fl], 3)
-        iou = plain_iou(inter, a[:, None, None, None], size)
-        ok = (slots.to(device) >= 0)[:, :, None, None] & pick[:, None, :, None] & op_ok[None, None, None]
-        for u, bu in enumerate(beams):
-            for b, (_, form) in enumerate(bu):
-                ok[u, b, [label for _, label in form]] = False  # a label once per formula
-        iou = torch.where(ok, iou, torch.full_like(iou, -1.0)).cpu()
-        beams = [_select(bu, iou[u], [fm for _, fm in bu], n_labels, beam) for u, bu in enumerate(beams)]
-    out = []
-    for u in range(units):
-        best_iou, best = beams[u][0] if beams[u] else (0.0, ())
-        s_iou, s = firsts[u]
-        out.append(FormulaLabel(
-            unit=u, formula=render(best, result.label_names), terms=tuple((OPS[op], lab) for op, lab in best),
-            iou=float(best_iou), label=result.label_names[s[0][1]] if s else "", label_number=s[0][1] if s else 0,
-            label_iou=float(s_iou)))
-    return out
+        plans = {n: (results[n], times[n], *s.plan()) for n, s in searches.items()}
+        for n, c in _count_pass(batches, plans, device).items():
+            searches[n].advance(c)
+    return {n: s.labels() for n, s in searches.items()}

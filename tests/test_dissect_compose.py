@@ -98,7 +98,7 @@ def dissect(feats, images, num_labels, primary, quantile, planes="lite", time="m
 def test_beam_search_matches_naive(planes):
     feats, images, L, primary = make_world(seed=2, n=12)
     res = dissect(feats, images, L, primary, 0.1, planes)
-    got = compose_stream(world_batches(feats, images), res, length=3, beam=3)
+    got = compose_stream(world_batches(feats, images), {"L": res}, length=3, beam=3)["L"]
     masks = label_masks(images, L)
     allowed = [lab > 0 and primary[lab] >= 0 and masks[lab].any() for lab in range(L + 1)]
     acts = unit_masks(feats, res.thresholds.numpy().astype(np.float64))
@@ -141,7 +141,7 @@ def test_planted_formulas_are_recovered_exactly(planes):
     assert all(0 < feats[:, j].mean() < 0.5 for j in range(len(formulas)))
     res = dissect(feats, images, 7, primary, 0.5, planes)
     assert (res.thresholds == 0).all()
-    got = compose_stream(world_batches(feats, images, batch=3), res, length=3, beam=5)
+    got = compose_stream(world_batches(feats, images, batch=3), {"L": res}, length=3, beam=5)["L"]
     for rec, planted in zip(got, formulas):
         assert truth_key(tuple((OPS.index(o), lab) for o, lab in rec.terms)) == \
             truth_key(tuple((OPS.index(o), lab) for o, lab in planted)), (rec.formula, planted)
@@ -163,7 +163,7 @@ def test_frames_mode_counts_every_step():
     rng = np.random.default_rng(1)
     video = (rng.integers(-40, 40, size=(6, feats.shape[1], 3, 4, 4)) / 8.0).astype(np.float32)
     res = dissect(video, images, L, primary, 0.1, time="frames")
-    got = compose_stream(world_batches(video, images), res, length=2, beam=2)
+    got = compose_stream(world_batches(video, images), {"L": res}, length=2, beam=2)["L"]
     flat = video.transpose(0, 2, 1, 3, 4).reshape(18, feats.shape[1], 4, 4)
     acts = unit_masks(flat, res.thresholds.numpy().astype(np.float64))
     masks = label_masks([images[i // 3] for i in range(18)], L)
@@ -188,10 +188,11 @@ def test_tube_set_scores_each_step_against_its_frame():
     names = [f"l{i}" for i in range(L + 1)]
     res = dissect_stream(batches, len(clips), torch.tensor(primary), names, CATS, quantile=0.1, time="frames",
                          settings={"time": "frames"})["L"]
-    got = compose_stream(batches, res, length=2, beam=3)
+    got = compose_stream(batches, {"L": res}, length=2, beam=3)["L"]
     images = [clips[n][(2 * t + 1) * frames // (2 * steps)] for n in range(len(clips)) for t in range(steps)]
     masks = label_masks(images, L)
-    acts = unit_masks(video.numpy().transpose(0, 2, 1, 3, 4).reshape(-1, 5, 4, 4), res.thresholds.numpy().astype(np.float64))
+    flat = video.numpy().transpose(0, 2, 1, 3, 4).reshape(-1, 5, 4, 4)
+    acts = unit_masks(flat, res.thresholds.numpy().astype(np.float64))
     allowed = [lab > 0 and primary[lab] >= 0 and masks[lab].any() for lab in range(L + 1)]
     for rec in got:
         _, final = naive_beam(acts[rec.unit], masks, allowed, 2, 3)
@@ -199,7 +200,28 @@ def test_tube_set_scores_each_step_against_its_frame():
         assert rec.iou == (final[0][0] if final else 0.0)
     assert any(rec.length == 2 for rec in got)
     with pytest.raises(ValueError, match="time='frames'"):
-        compose_stream(batches, res, time="mean")
+        compose_stream(batches, {"L": res}, time="mean")
+
+
+def test_layers_share_the_passes():
+    """Two layers in one search take ``length`` passes in all and get what each gets alone."""
+    feats, images, L, primary = make_world(seed=2, n=12)
+    ft, other = torch.from_numpy(feats), torch.from_numpy(feats[:, ::-1] * 0.5 + 1)
+    calls = []
+
+    def batches():
+        calls.append(1)
+        for s in range(0, len(images), 5):
+            idx = list(range(s, min(s + 5, len(images))))
+            yield {"L": ft[idx], "M": other[idx]}, collate(images, idx)
+
+    res = dissect_stream(batches, len(images), torch.tensor(primary), [f"l{i}" for i in range(L + 1)], CATS,
+                         quantile=0.1)
+    calls.clear()
+    both = compose_stream(batches, res, length=3, beam=3)
+    assert len(calls) == 3
+    for name in ("L", "M"):
+        assert both[name] == compose_stream(batches, {name: res[name]}, length=3, beam=3)[name]
 
 
 def test_counts_merge_equals_one_pass():
@@ -237,7 +259,7 @@ def test_candidate_limit_and_bad_arguments():
     feats, images, L, primary = make_world(seed=2, n=12)
     res = dissect(feats, images, L, primary, 0.1)
     batches = world_batches(feats, images)
-    limited = compose_stream(batches, res, length=2, beam=2, candidates=2)
+    limited = compose_stream(batches, {"L": res}, length=2, beam=2, candidates=2)["L"]
     masks = label_masks(images, L)
     acts = unit_masks(feats, res.thresholds.numpy().astype(np.float64))
     for rec in limited:
@@ -246,8 +268,8 @@ def test_candidate_limit_and_bad_arguments():
         assert {lab for _, lab in rec.terms} <= {-lab for _, lab in singles[:2]}
     for kwargs in ({"length": 0}, {"beam": 0}, {"ops": ("xor",)}, {"candidates": 0}):
         with pytest.raises(ValueError):
-            compose_stream(batches, res, **kwargs)
-    only_and = compose_stream(batches, res, length=2, beam=2, ops=("and",))
+            compose_stream(batches, {"L": res}, **kwargs)
+    only_and = compose_stream(batches, {"L": res}, length=2, beam=2, ops=("and",))["L"]
     assert all(op == "and" for rec in only_and for op, _ in rec.terms)
 
 
@@ -255,7 +277,7 @@ def test_exhaustive_pairs_bound_the_beam():
     """Length 2 with a beam wide enough for every label is an exhaustive search over pairs."""
     feats, images, L, primary = make_world(seed=6, n=8)
     res = dissect(feats, images, L, primary, 0.1)
-    got = compose_stream(world_batches(feats, images), res, length=2, beam=L)
+    got = compose_stream(world_batches(feats, images), {"L": res}, length=2, beam=L)["L"]
     masks = label_masks(images, L)
     acts = unit_masks(feats, res.thresholds.numpy().astype(np.float64))
     labs = [lab for lab in range(1, L + 1) if primary[lab] >= 0 and masks[lab].any()]
