@@ -388,6 +388,7 @@ class BrodenDataset:
                              f"{'found' if self.broden.tubes else 'missing'}), frames (got {frames}) and snippets "
                              f"(use_snippets={use_snippets})")
         self.tubes = usable if tubes is None else bool(tubes)
+        self.with_labels = True  # False: items and batches hold only ``image`` and ``index`` (a features-only pass)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -460,6 +461,8 @@ class BrodenDataset:
         x = normalise(pix, self.mean, self.std)  # (3, T, H, W)
         if not self.frames:
             x = x[:, 0]
+        if not self.with_labels:
+            return {"image": x, "index": i}
         row = self.row(i)
         item = {"image": x, "masks": self._masks(row), "whole": self._whole(row.whole), "index": i}
         if self.tubes:
@@ -473,11 +476,15 @@ class BrodenDataset:
         zero-padded), ``plane_cat (N, P) long`` (category index, -1 = padding), ``whole (N, W) long``
         (0 = padding), ``whole_cat (N, W) long`` and ``index (N,) long``. Tube items (``frame_masks``)
         give per-frame labels: ``pixel (N, T, P, sh, sw)``, ``plane_cat (N, T, P)``, ``whole`` and
-        ``whole_cat (N, T, W)``, frame t being the t-th frame of the item's clip.
+        ``whole_cat (N, T, W)``, frame t being the t-th frame of the item's clip. Items read with
+        ``with_labels`` off give ``image`` and ``index`` only.
         """
         import torch
 
         n = len(items)
+        index = torch.tensor([it["index"] for it in items], dtype=torch.long)
+        if "masks" not in items[0]:  # with_labels off
+            return {"image": torch.stack([it["image"] for it in items]), "index": index}
         if self.tubes:
             t = len(items[0]["frame_masks"])
             labels = self._pad([m for it in items for m in it["frame_masks"]],
@@ -485,8 +492,7 @@ class BrodenDataset:
             labels = {k: v.view(n, t, *v.shape[1:]) for k, v in labels.items()}
         else:
             labels = self._pad([it["masks"] for it in items], [it["whole"] for it in items])
-        return {"image": torch.stack([it["image"] for it in items]), **labels,
-                "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+        return {"image": torch.stack([it["image"] for it in items]), **labels, "index": index}
 
     def _pad(self, masks: list[dict], wholes: list[dict]) -> dict:
         """Label sets (masks ``{cat: (planes, sh, sw)}``, whole labels ``{cat: [numbers]}``) as padded

@@ -215,7 +215,8 @@ def dissect_stream(
     """Dissect every layer that ``batches()`` yields features for; ``batches`` is called once per pass.
 
     Each batch is ``({layer: output tensor}, labels)`` with ``labels`` a ``BrodenDataset.collate``
-    dict (``pixel``, ``whole``, ``whole_cat``, ``index`` = global image index); tube labels
+    dict (``pixel``, ``whole``, ``whole_cat``, ``index`` = global image index; the first pass reads
+    only ``index``, so it may hold nothing else); tube labels
     (``pixel (N, T, P, sh, sw)``) score each time step against its own frame (``sample_labels``) and
     need ``time="frames"``.
     ``num_images`` counts all images over every shard (it fixes the quantile rank k).
@@ -231,8 +232,7 @@ def dissect_stream(
     tops: dict[str, TopKImages] = {}
     with torch.no_grad():
         for feats, labels in batches():
-            if time == "mean" and labels["pixel"].dim() == 5:
-                raise ValueError(TUBES_NEED_FRAMES)
+            _check_time(labels, time)
             for name, x in feats.items():
                 s, rep = to_samples(x.to(device).float(), time)
                 m, u, h, w = s.shape
@@ -255,6 +255,7 @@ def dissect_stream(
     blocks: dict[tuple, BilinearBlocks] = {}
     with torch.no_grad():
         for feats, labels in batches():
+            _check_time(labels, time)
             samples = {name: to_samples(x.to(device).float(), time) for name, x in feats.items()}
             tube = labels["pixel"].dim() == 5
             # the batch's labels are aligned once per time-step count (tubes; stills: once) and tiled
@@ -281,6 +282,12 @@ def dissect_stream(
                        {**(settings or {}), "planes": planes})
         for n in quants
     }
+
+
+def _check_time(labels: dict, time: str) -> None:
+    """Refuse ``time="mean"`` on tube labels (pass 1 may see only ``index``: then pass 2 decides)."""
+    if time == "mean" and "pixel" in labels and labels["pixel"].dim() == 5:
+        raise ValueError(TUBES_NEED_FRAMES)
 
 
 class BilinearBlocks:
@@ -551,8 +558,12 @@ def run_dissection(
             was_training = model.training
             model.to(device).eval()
 
+            passes = iter([False, True])
+
             def batches():
                 from tqdm import tqdm
+
+                ds.with_labels = next(passes, True)  # pass 1 needs features only: no masks decoded
 
                 bar = tqdm(total=len(loader.dataset), unit="img", disable=not (progress and _is_main()),
                            desc=f"dissect {Path(cs).name}")
@@ -572,6 +583,7 @@ def run_dissection(
                                                  "tubes": ds.tubes})
             finally:
                 model.train(was_training)
+                ds.with_labels = True
             if cache_dir is not None and _is_main():
                 Path(cache_dir).mkdir(parents=True, exist_ok=True)
                 for layer, res in fresh.items():
