@@ -17,13 +17,21 @@ so one pass over the data per beam step (``FormulaCounts``: mergeable integer su
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 
-from dissect.engine import BilinearBlocks, LayerResult, _all_merge, sample_labels, to_samples
+from dissect.engine import (BilinearBlocks, InputTransform, LayerResult, _all_merge, _is_main, _shard, sample_labels,
+                            to_samples)
+from mmit_interp.atomic import atomic_write_json
+from mmit_interp.hooks import capture_activations
 
 OPS = ("and", "or", "and not")
 Formula = tuple[tuple[int, int], ...]  # ((op code, label), ...) read as TRUE op0 l0 op1 l1 ...; op0 = "and"
@@ -290,6 +298,13 @@ class FormulaLabel:
                 "label": self.label, "label_number": self.label_number, "label_iou": self.label_iou,
                 "gain": self.gain, "terms": [list(t) for t in self.terms]}
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "FormulaLabel":
+        """Rebuild from ``as_dict()``."""
+        return cls(unit=int(d["unit"]), formula=d["formula"], terms=tuple((op, int(lab)) for op, lab in d["terms"]),
+                   iou=float(d["iou"]), label=d["label"], label_number=int(d["label_number"]),
+                   label_iou=float(d["label_iou"]))
+
 
 class BeamSearch:
     """One layer's beam search between passes: step 0 from single-label counts (``start``), then one
@@ -354,8 +369,9 @@ class BeamSearch:
         for u, (bu, (s_iou, s)) in enumerate(zip(self.beams, self.singles)):
             best_iou, best = bu[0] if bu else (0.0, ())
             out.append(FormulaLabel(unit=u, formula=render(best, names),
-                                    terms=tuple((OPS[op], lab) for op, lab in best), iou=float(best_iou), label=names[s[0][1]] if s else "",
-                                    label_number=s[0][1] if s else 0, label_iou=float(s_iou)))
+                                    terms=tuple((OPS[op], lab) for op, lab in best), iou=float(best_iou),
+                                    label=names[s[0][1]] if s else "", label_number=s[0][1] if s else 0,
+                                    label_iou=float(s_iou)))
         return out
 
 
@@ -402,3 +418,79 @@ def compose_stream(
         for n, c in _count_pass(batches, plans, device).items():
             searches[n].advance(c)
     return {n: s.labels() for n, s in searches.items()}
+
+
+def formula_cache_key(result: LayerResult, settings: Mapping) -> str:
+    """Key of a layer's cached formulas: the dissection's own settings (checkpoint, concept set,
+    transform, time, planes, ...), the layer and the search settings."""
+    blob = json.dumps({"layer": result.layer, "dissection": result.settings, "search": dict(settings)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def run_formulas(
+    model: nn.Module,
+    results: Mapping[str, Mapping[str, LayerResult]],
+    *,
+    transform: InputTransform = InputTransform(),
+    input_adapter: Callable[[torch.Tensor], tuple] | None = None,
+    length: int = 3,
+    beam: int = 5,
+    ops: Sequence[str] = OPS,
+    candidates: int | None = None,
+    batch_size: int = 16,
+    workers: int = 0,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, list[FormulaLabel]]]:
+    """Compositional labels for ``run_dissection``'s results (``{concept set: {layer: result}}``),
+    read on the same images (the results' concept set, categories and snippets, ``transform``) with
+    ``length`` passes per concept set shared by its layers; under ``torchrun`` each rank takes a
+    strided shard and the counts merge exactly. Cached per layer in ``cache_dir`` (JSON)."""
+    from torch.utils.data import DataLoader, Subset
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    adapter = input_adapter or (lambda x: (x,))
+    search = {"length": length, "beam": beam, "ops": list(ops), "candidates": candidates}
+    out: dict[str, dict[str, list[FormulaLabel]]] = {}
+    for cs, layers in results.items():
+        keys = {layer: formula_cache_key(res, search) for layer, res in layers.items()}
+        done: dict[str, list[FormulaLabel]] = {}
+        for layer, key in keys.items():
+            p = Path(cache_dir or ".") / f"{key}.formulas.json"
+            if cache_dir is not None and p.is_file():
+                done[layer] = [FormulaLabel.from_dict(d) for d in json.loads(p.read_text())]
+        todo = {layer: res for layer, res in layers.items() if layer not in done}
+        if todo:
+            first = next(iter(todo.values())).settings
+            ds = transform.dataset(first.get("concept_set", cs), categories=first.get("categories"),
+                                   use_snippets=first.get("snippets", True))
+            loader = DataLoader(Subset(ds, _shard(len(ds))), batch_size=batch_size, num_workers=workers,
+                                collate_fn=ds.collate, shuffle=False)
+            was_training = model.training
+            model.to(device).eval()
+
+            def batches():
+                from tqdm import tqdm
+
+                with tqdm(total=len(loader.dataset), unit="img", disable=not (progress and _is_main()),
+                          desc=f"formulas {Path(cs).name}") as bar:
+                    for batch in loader:
+                        with capture_activations(model, list(todo)) as acts:
+                            model(*adapter(batch["image"].to(device)))
+                        bar.update(len(batch["index"]))
+                        yield dict(acts), batch
+
+            try:
+                fresh = compose_stream(batches, todo, length=length, beam=beam, ops=ops, candidates=candidates,
+                                       device=device)
+            finally:
+                model.train(was_training)
+            if cache_dir is not None and _is_main():
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                for layer, recs in fresh.items():
+                    atomic_write_json(Path(cache_dir) / f"{keys[layer]}.formulas.json", [r.as_dict() for r in recs])
+            done.update(fresh)
+        out[cs] = {layer: done[layer] for layer in layers}
+    return out

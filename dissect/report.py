@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dissect.compose import FormulaLabel
 from dissect.engine import InputTransform, LayerResult, to_samples
 from mmit_interp.unit_labels import UnitLabel
 
@@ -124,6 +125,26 @@ def write_rows(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:
         w = csv.DictWriter(f, list(rows[0]) if rows else [], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+
+
+def formula_summary(formulas: Sequence[FormulaLabel]) -> dict:
+    """A layer's compositional labels in numbers: units, units whose best formula joins two or more
+    labels, mean formula IoU, mean single-label IoU (the same plain IoU) and mean gain."""
+    n = max(len(formulas), 1)
+    return {"units": len(formulas), "compositional": sum(f.length > 1 for f in formulas),
+            "mean_iou": sum(f.iou for f in formulas) / n, "mean_label_iou": sum(f.label_iou for f in formulas) / n,
+            "mean_gain": sum(f.gain for f in formulas) / n}
+
+
+def write_formulas(layer: str, formulas: Sequence[FormulaLabel], labels: Sequence[UnitLabel],
+                   stem: str | os.PathLike) -> dict:
+    """Write ``<stem>.{csv,json}``: per unit its best formula and plain IoU beside the best single label
+    under the same IoU, the gain, and dissection's own label and IoU (``labels``, its denominator) for
+    reference; returns ``formula_summary``."""
+    write_rows([{"layer": layer, "unit": f.unit, "formula": f.formula, "length": f.length, "iou": f.iou,
+                 "label": f.label, "label_iou": f.label_iou, "gain": f.gain, "dissection_label": lab.label,
+                 "dissection_iou": lab.iou} for f, lab in zip(formulas, labels)], stem)
+    return formula_summary(formulas)
 
 
 def plot_table3(rows: Sequence[Mapping], stem: str | os.PathLike) -> None:

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS unit_motion (
   run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, dataset TEXT NOT NULL, layer TEXT NOT NULL,
   unit INTEGER NOT NULL, score REAL, d_frozen REAL, d_shuffled REAL, d_appearance REAL, n INTEGER NOT NULL,
   analysed_at REAL NOT NULL, PRIMARY KEY (run_id, dataset, layer, unit));
+CREATE TABLE IF NOT EXISTS unit_formulas (
+  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer TEXT NOT NULL, concept_set TEXT NOT NULL,
+  unit INTEGER NOT NULL, formula TEXT NOT NULL, length INTEGER NOT NULL, iou REAL, label TEXT NOT NULL,
+  label_iou REAL, gain REAL, terms TEXT NOT NULL, PRIMARY KEY (run_id, layer, concept_set, unit));
 """
 
 NOT_DISSECTED = "not dissected"
@@ -613,6 +617,28 @@ class ResultsStore:
             args.append(dataset)
         rows = [dict(r) for r in self.conn.execute(sql + " GROUP BY dataset, layer", args)]
         return sorted(rows, key=lambda d: (d["dataset"], _block_order(d["layer"][max(d["layer"].find("layer"), 0):])))
+
+    # ---------------------------------------------------------------- compositional unit labels
+    def write_unit_formulas(self, layer: str, concept_set: str, rows: Iterable[Mapping[str, Any]], *,
+                            run_id: int | None = None) -> int:
+        """Replace one (layer, concept set)'s compositional labels: rows as `FormulaLabel.as_dict()`
+        (`dissect.compose`: formula, length, plain IoU, best single label and its IoU, gain, terms);
+        returns the count."""
+        rid = self.run_id(run_id)
+        vals = [(rid, layer, concept_set, int(r["unit"]), r["formula"], int(r["length"]), _num(r["iou"]), r["label"],
+                 _num(r["label_iou"]), _num(r["gain"]), _j(r["terms"])) for r in rows]
+        with self.transaction() as c:
+            c.execute("DELETE FROM unit_formulas WHERE run_id = ? AND layer = ? AND concept_set = ?",
+                      (rid, layer, concept_set))
+            c.executemany("INSERT INTO unit_formulas VALUES (?,?,?,?,?,?,?,?,?,?,?)", vals)
+        return len(vals)
+
+    def unit_formulas(self, layer: str, concept_set: str | None = None, run_id: int | None = None) -> list[dict]:
+        """A layer's compositional labels by unit (all concept sets unless one is named), `terms` as
+        `[[op, label number], ...]`."""
+        rows = self._select("unit_formulas", self.run_id(run_id), "concept_set, unit", layer=layer,
+                            concept_set=concept_set)
+        return [{**r, "terms": json.loads(r["terms"])} for r in rows]
 
 
 def _unit_row(r: sqlite3.Row) -> dict:

@@ -4,12 +4,14 @@ beam search written out with Python sets."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from dissect.compose import OPS, FormulaCounts, PixelLabels, compose_stream, render, truth_key
+from dissect.compose import OPS, FormulaCounts, FormulaLabel, PixelLabels, compose_stream, render, truth_key
 from dissect.engine import dissect_stream
 from test_dissect_engine import CATS, SEG, collate, make_world, naive_upsample
 from test_dissect_tubes import collate_tubes, tube_world
@@ -286,3 +288,60 @@ def test_exhaustive_pairs_bound_the_beam():
                    + [iou(acts[rec.unit], evaluate([("and", x), (op, y)], masks))
                       for x, y in itertools.permutations(labs, 2) for op in OPS])
         assert rec.iou == best
+
+
+class Mix(nn.Module):
+    """features: the 2x2-pooled mean of the red and green channels, high on both the red square and
+    the green disc of ``make_concepts``: its mask is "square OR disc"."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool2d(2)
+        self.features = nn.Conv2d(3, 1, 1, bias=False)
+        with torch.no_grad():
+            self.features.weight.copy_(torch.tensor([0.5, 0.5, 0.0]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.features(self.pool(x)).mean((2, 3))
+
+
+@pytest.fixture(scope="module")
+def concepts(tmp_path_factory):
+    from test_dissect_models import make_concepts
+
+    return make_concepts(tmp_path_factory.mktemp("concepts"))
+
+
+def test_run_formulas_end_to_end(concepts, tmp_path):
+    """A model unit on two objects gets "square OR disc" (IoU 1, single label ~0.5); files, store, cache."""
+    from dissect import report
+    from dissect.compose import run_formulas
+    from dissect.engine import run_dissection
+    from mmit_interp.store import ResultsStore
+    from test_dissect_models import Q
+    from test_store import _meta
+
+    res = run_dissection(Mix(), ["features"], [concepts], quantile=2 * Q, progress=False)
+    got = run_formulas(Mix(), res, length=2, beam=3, cache_dir=tmp_path / "cache", progress=False)
+    rec = got[str(concepts)]["features"][0]
+    assert rec.formula in ("square OR disc", "disc OR square") and rec.iou == 1.0
+    assert rec.label in ("square", "disc") and 0.4 < rec.label_iou < 0.6
+    labels = report.label_units(res)[str(concepts)]["features"]
+    summary = report.write_formulas("features", [rec], labels, tmp_path / "formulas")
+    assert summary["compositional"] == 1 and summary["mean_gain"] == rec.gain
+    row = json.loads((tmp_path / "formulas.json").read_text())[0]
+    assert row["formula"] == rec.formula and row["dissection_label"] == labels[0].label
+    with ResultsStore(tmp_path) as store:
+        store.register_run(_meta())
+        assert store.write_unit_formulas("features", "concepts", [rec.as_dict()]) == 1
+        back = store.unit_formulas("features")
+    assert back[0]["formula"] == rec.formula and back[0]["terms"] == [list(t) for t in rec.terms]
+    assert FormulaLabel.from_dict(rec.as_dict()) == rec
+
+    class Boom(Mix):
+        def forward(self, x):
+            raise AssertionError("should have come from the cache")
+
+    assert run_formulas(Boom(), res, length=2, beam=3, cache_dir=tmp_path / "cache", progress=False) == got
+    with pytest.raises(AssertionError, match="cache"):  # another beam is another key
+        run_formulas(Boom(), res, length=2, beam=4, cache_dir=tmp_path / "cache", progress=False)
