@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on busy shared machines)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--formulas", action="store_true", help="also label units by formulas of concepts (AND, OR, "
+                    "AND NOT; Mu & Andreas 2020), scored by plain IoU beside the best single label")
+    ap.add_argument("--formula-length", type=int, default=3, help="most concepts in a formula (one data pass each)")
+    ap.add_argument("--beam", type=int, default=5, help="formulas kept per unit at each step of the search")
+    ap.add_argument("--formula-candidates", type=int, help="extend formulas only by a unit's N best single labels "
+                    "(default: every label present)")
     return ap
 
 
@@ -113,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device, cache_dir=None if args.no_cache else out / "cache", checkpoint_hash=ckpt,
         use_snippets=not args.no_snippets, progress=not args.no_progress,
     )
+    formulas = None
+    if args.formulas:
+        from dissect.compose import run_formulas
+
+        formulas = run_formulas(model, results, transform=transform, length=args.formula_length, beam=args.beam,
+                                candidates=args.formula_candidates, batch_size=args.batch_size, workers=args.workers,
+                                device=args.device, cache_dir=None if args.no_cache else out / "cache",
+                                progress=not args.no_progress)
     rank0 = not dist_on or torch.distributed.get_rank() == 0
     if rank0:
         labels = report.label_units(results, args.denominator, args.iou_threshold)
@@ -122,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                                                   "transform": transform, "clips": args.gallery_clips},
         )
         print(json.dumps(summary, indent=2))
+        if formulas is not None:
+            print(json.dumps({"formulas": {Path(cs).name: {
+                layer: report.write_formulas(layer, recs, labels[cs][layer], out / Path(cs).name / layer / "formulas")
+                for layer, recs in layers.items()} for cs, layers in formulas.items()}}, indent=2))
         if args.store:
             from mmit_interp.store import ResultsStore, StoreError
 
@@ -133,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     for cs, layers in labels.items():
                         for layer, recs in layers.items():
                             store.write_units(layer, Path(cs).name, recs)
+                            if formulas is not None:
+                                store.write_unit_formulas(layer, Path(cs).name,
+                                                          [f.as_dict() for f in formulas[cs][layer]])
             except StoreError as e:
                 print(f"mmit-dissect: results written to {out}, but not to the store: {e}", file=sys.stderr)
                 return 1

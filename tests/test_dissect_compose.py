@@ -345,3 +345,14 @@ def test_run_formulas_end_to_end(concepts, tmp_path):
     assert run_formulas(Boom(), res, length=2, beam=3, cache_dir=tmp_path / "cache", progress=False) == got
     with pytest.raises(AssertionError, match="cache"):  # another beam is another key
         run_formulas(Boom(), res, length=2, beam=4, cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_cli_formulas(concepts, tmp_path, capsys):
+    from dissect.cli import main
+
+    assert main(["resnet18", "--torchvision", "--size", "32", "--layers", "layer1", "--quantile", "0.05",
+                 "--concept-set", str(concepts), "--out", str(tmp_path), "--workers", "0", "--no-progress",
+                 "--no-gallery", "--formulas", "--formula-length", "2", "--beam", "2"]) == 0
+    rows = json.loads((tmp_path / concepts.name / "layer1" / "formulas.json").read_text())
+    assert len(rows) == 64 and all(r["iou"] >= r["label_iou"] for r in rows)
+    assert '"formulas"' in capsys.readouterr().out
