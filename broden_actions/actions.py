@@ -79,8 +79,13 @@ def build_action_regions(
     whose name is already a base label keeps that label's number (Broden: one name, one number).
     """
     boxes, sizes = _checked_boxes(boxes_csv, frames_dir)
-    return _write_action_set(_still_boxes(boxes), sizes, Path(frames_dir), Path(out), {}, base=base, seg_size=seg_size,
-                             split=split, category=category)
+    stills = _still_boxes(boxes)
+    base_set = load_broden(base) if base is not None and not isinstance(base, Broden) else base
+    seg = _seg_size(base_set, seg_size)
+    numbers = _label_numbers([(category, a) for bs in stills.values() for a in bs], base_set)
+    items = {image: (sizes[image], {category: _box_planes(bs, sizes[image], seg, numbers)}, [])
+             for image, bs in stills.items()}
+    return _write_concept_set(items, Path(frames_dir), Path(out), [category], numbers, seg, split)
 
 
 def build_action_tubes(
@@ -91,12 +96,17 @@ def build_action_tubes(
     seg_size: tuple[int, int] | None = None,
     split: str = "train",
     category: str = "action",
+    render: bool = False,
 ) -> Path:
     """Write an ``action`` tube set from a synthetic world's action regions and ``truth.jsonl``.
 
     The still rows are ``build_action_regions``'s (boxes.csv, the snippet's centre frame); a still
     ``<clip>_f<f>.png`` with snippet ``<clip>_f<f>.mp4`` of n = min(snippet_frames, frames) frames
     (world.json) gets, for snippet frame j, the boxes truth.jsonl gives clip frame f - n//2 + j.
+    ``render=True`` re-renders each item's clip (deterministic from the world's config) and takes
+    every mask, still and per frame, pixel-exact from its owner maps instead: ``action`` (the
+    pixels each actor shows), ``color`` (its plain pixels), ``object`` (its shape) and ``texture``
+    (a patterned actor's pixels), numbered after ``base`` (the world's Broden set reuses its numbers).
     """
     world = Path(world)
     regions = world / "action_regions"
@@ -111,7 +121,7 @@ def build_action_tubes(
     truth = {Path(c.path).stem: c for c in load_truth(world)}
     boxes, sizes = _checked_boxes(boxes_csv, frames_dir)
     stills = _still_boxes(boxes)
-    tubes: dict[str, list[dict[str, list[tuple]]]] = {}
+    clips: dict[str, tuple] = {}  # image -> (its clip's truth, clip frame of snippet frame 0, centre frame)
     for image in stills:
         m = re.fullmatch(r"(.+)_f(\d+)\.png", Path(image).name)
         clip = truth.get(m.group(1)) if m else None
@@ -123,9 +133,82 @@ def build_action_tubes(
         first = int(m.group(2)) - n // 2
         if first < 0 or first + n > clip.frames:
             raise BrodenFormatError(boxes_csv, None, f"the {n}-frame snippet of {image!r} leaves clip {clip.path}")
-        tubes[image] = [{a: [b] for a, b in clip.boxes_at(first + j).items()} for j in range(n)]
-    return _write_action_set(stills, sizes, frames_dir, Path(out), tubes, base=base, seg_size=seg_size, split=split,
-                             category=category)
+        clips[image] = (clip, first, int(m.group(2)))
+    base_set = load_broden(base) if base is not None and not isinstance(base, Broden) else base
+    seg = _seg_size(base_set, seg_size)
+    if render:
+        return _rendered_tubes(world, config, clips, n, sizes, frames_dir, Path(out), base_set, seg, split, category)
+    tubes = {image: [clip.boxes_at(first + j) for j in range(n)] for image, (clip, first, _) in clips.items()}
+    numbers = _label_numbers([(category, a) for bs in stills.values() for a in bs]
+                             + [(category, a) for t in tubes.values() for f in t for a in f], base_set)
+    items = {image: (sizes[image], {category: _box_planes(bs, sizes[image], seg, numbers)},
+                     [{category: _box_planes({a: [b] for a, b in f.items()}, sizes[image], seg, numbers)}
+                      for f in tubes[image]])
+             for image, bs in stills.items()}
+    return _write_concept_set(items, frames_dir, Path(out), [category], numbers, seg, split)
+
+
+RENDERED_CATEGORIES = ("action", "color", "object", "texture")
+
+
+def _rendered_tubes(world: Path, config: dict, clips: dict[str, tuple], n: int, sizes: dict[str, tuple[int, int]],
+                    frames_dir: Path, out: Path, base_set: Broden | None, seg: tuple[int, int], split: str,
+                    category: str) -> Path:
+    """``build_action_tubes(render=True)``: every mask from the re-rendered clips' owner maps (``clips``:
+    image -> (truth, first snippet frame, centre frame); ``n`` snippet frames)."""
+    import dataclasses
+
+    from mmit_interp.synth.render import render_clip
+    from mmit_interp.synth.world import SynthConfig, sample_clips
+
+    known = {f.name for f in dataclasses.fields(SynthConfig)}
+    if set(config) - known:
+        raise BrodenFormatError(world / "world.json", None, f"config keys this version does not know: "
+                                f"{sorted(set(config) - known)}")
+    cfg = SynthConfig(**config)
+    specs = {s.name: s for s in sample_clips(cfg)}
+    cats = [category, *RENDERED_CATEGORIES[1:]]
+    names = []
+    for clip, _, _ in clips.values():
+        for a in specs[Path(clip.path).stem].actors:
+            if a.visible:
+                names += [(category, a.action), ("color", a.colour), ("object", a.shape)]
+                names += [("texture", a.texture)] if a.texture != "plain" else []
+    numbers = _label_numbers(names, base_set)
+    items = {}
+    for image, (clip, first, centre) in clips.items():
+        spec = specs[Path(clip.path).stem]
+        rendered = render_clip(spec, cfg)
+        visible = [a for a in spec.actors if a.visible]
+        if rendered.boxes != [a.boxes for a in clip.actors if a.visible]:
+            raise BrodenFormatError(world / "truth.jsonl", None, f"re-rendering {clip.path} does not reproduce its "
+                                    "truth boxes (a world from another version of the renderer?)")
+
+        def planes(f: int) -> dict[str, list[np.ndarray]]:
+            p = _owner_planes(rendered.owner[f], rendered.pattern[f], visible, numbers, category, seg)
+            return {c: [q] for c, q in p.items() if q.any()}
+
+        items[image] = (sizes[image], planes(centre), [planes(first + j) for j in range(n)])
+    return _write_concept_set(items, frames_dir, out, cats, numbers, seg, split)
+
+
+def _owner_planes(owner: np.ndarray, pattern: np.ndarray, actors: list, numbers: dict[str, tuple], category: str,
+                  seg: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One frame's label planes at ``seg`` (nearest neighbour, as the world's concept stills): the action,
+    colour (plain pixels), shape and texture of the visible actor each pixel shows."""
+    import cv2
+
+    out = {c: np.zeros(owner.shape, np.int32) for c in (category, "color", "object", "texture")}
+    for i, a in enumerate(actors):
+        mine = owner == i
+        out[category][mine] = numbers[a.action][0]
+        out["object"][mine] = numbers[a.shape][0]
+        if a.texture == "plain":  # texture marks under a plain actor are an earlier actor's
+            out["color"][mine] = numbers[a.colour][0]
+        else:
+            out["color"][mine & ~pattern] = numbers[a.colour][0]
+            out["texture"][mine] = numbers[a.texture][0]
+    return {c: cv2.resize(p, seg[::-1], interpolation=cv2.INTER_NEAREST) for c, p in out.items()}
 
 
 def _checked_boxes(boxes_csv: str | os.PathLike, frames_dir: str | os.PathLike
@@ -156,61 +239,71 @@ def _still_boxes(boxes: list[dict]) -> dict[str, dict[str, list[tuple]]]:
     return out
 
 
-def _write_action_set(
-    stills: dict[str, dict[str, list[tuple]]],
-    sizes: dict[str, tuple[int, int]],
-    frames_dir: Path,
-    out: Path,
-    tubes: dict[str, list[dict[str, list[tuple]]]],
-    *,
-    base: str | os.PathLike | Broden | None,
-    seg_size: tuple[int, int] | None,
-    split: str,
-    category: str,
-) -> Path:
-    """Write the action masks of ``stills`` (and of each frame of ``tubes``) and the tables.
+def _seg_size(base_set: Broden | None, seg_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The mask size: ``seg_size``, else the base set's (its first row), else 112 x 112."""
+    if seg_size is not None:
+        return tuple(seg_size)
+    return (base_set.rows[0].sh, base_set.rows[0].sw) if base_set is not None and base_set.rows else (112, 112)
 
-    Actions are numbered in first-seen order over the stills, then the tubes, after ``base``'s
-    labels (a base label's name keeps its number)."""
-    base_set = load_broden(base) if base is not None and not isinstance(base, Broden) else base
-    if seg_size is None:
-        seg_size = (base_set.rows[0].sh, base_set.rows[0].sw) if base_set is not None and base_set.rows else (112, 112)
-    sh, sw = seg_size
-    names = {lab.name: num for num, lab in base_set.labels.items()} if base_set is not None else {}
-    next_num = (base_set.num_labels if base_set is not None else 0) + 1
-    numbers: dict[str, int] = {}
-    for action in [a for bs in stills.values() for a in bs] + [a for t in tubes.values() for f in t for a in f]:
-        if action not in numbers:
-            numbers[action] = names.get(action, next_num)
-            next_num += action not in names
 
-    def write_planes(stem: str, boxes: dict[str, list[tuple]], hw: tuple[int, int]) -> tuple[list[str], dict]:
-        paths, areas = [], {}
-        for action, bs in boxes.items():
-            m = box_mask(bs, hw, seg_size)
-            num = numbers[action]
-            rel = f"{stem}_{category}_{num}.png"
-            (out / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(encode_label_plane(m.astype(np.int32) * num)).save(out / "images" / rel)
-            paths.append(rel)
-            areas[num] = float(m.sum()) / (sh * sw)
-        return paths, areas
+def _label_numbers(names: list[tuple[str, str]], base_set: Broden | None) -> dict[str, tuple[int, list[str]]]:
+    """Global number and categories of each name of (category, name) pairs, numbered in first-seen
+    order after ``base_set``'s labels; a name already in the base keeps its number (Broden: one
+    name, one number)."""
+    known = {lab.name: num for num, lab in base_set.labels.items()} if base_set is not None else {}
+    nxt = (base_set.num_labels if base_set is not None else 0) + 1
+    out: dict[str, tuple[int, list[str]]] = {}
+    for cat, name in names:
+        if name not in out:
+            out[name] = (known.get(name, nxt), [])
+            nxt += name not in known
+        if cat not in out[name][1]:
+            out[name][1].append(cat)
+    return out
 
+
+def _box_planes(boxes: dict[str, list[tuple]], hw: tuple[int, int], seg: tuple[int, int],
+                numbers: dict[str, tuple]) -> list[np.ndarray]:
+    """One plane per action: the union of its boxes (``box_mask``'s cells) holding its label number."""
+    return [box_mask(bs, hw, seg).astype(np.int32) * numbers[a][0] for a, bs in boxes.items()]
+
+
+def _write_concept_set(items: dict[str, tuple], frames_dir: Path, out: Path, categories: list[str],
+                       numbers: dict[str, tuple[int, list[str]]], seg: tuple[int, int], split: str) -> Path:
+    """Write the planes of ``items`` (image -> (hw, still {cat: [planes]}, per snippet frame {cat: [planes]}))
+    as ``<stem>[_t<frame>]_<cat>_<label>.png`` (``_p<k>`` for a plane of several labels) and the tables
+    (``tubes.csv`` when frames are given; the statistics count stills and frames alike)."""
+    sh, sw = seg
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, tube_rows = [], []
-    for image, bs in stills.items():
+    rows, tube_rows, frame_areas = [], [], []
+
+    def write(stem: str, planes: dict[str, list[np.ndarray]]) -> tuple[dict, dict]:
+        cells, areas = {}, {}
+        for cat, ps in planes.items():
+            for k, p in enumerate(ps):
+                labs = [int(v) for v in np.unique(p) if v]
+                rel = f"{stem}_{cat}_{labs[0]}.png" if len(labs) == 1 else f"{stem}_{cat}_p{k + 1}.png"
+                (out / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(encode_label_plane(p)).save(out / "images" / rel)
+                cells.setdefault(cat, []).append(rel)
+                for lab in labs:
+                    areas.setdefault(cat, {})[lab] = areas.get(cat, {}).get(lab, 0.0) + float((p == lab).sum()) / (sh * sw)
+        return cells, areas
+
+    for image, (hw, still, tube) in items.items():
         stem = Path(image).with_suffix("").as_posix()
-        paths, areas = write_planes(stem, bs, sizes[image])
         frame_rel = Path(os.path.relpath((frames_dir / image).resolve(), (out / "images").resolve())).as_posix()
-        rows.append({"image": frame_rel, "split": split, "ih": sizes[image][0], "iw": sizes[image][1], "sh": sh,
-                     "sw": sw, "cells": {category: paths}, "areas": {category: areas}})
-        for j, fb in enumerate(tubes.get(image, [])):
-            tube_rows.append({"image": frame_rel, "frame": j,
-                              "cells": {category: write_planes(f"{stem}_t{j:03d}", fb, sizes[image])[0]}})
-    labels = [(num, name, [category]) for name, num in sorted(numbers.items(), key=lambda kv: kv[1])]
-    write_broden_tables(out, [category], labels, rows)
+        cells, areas = write(stem, still)
+        rows.append({"image": frame_rel, "split": split, "ih": hw[0], "iw": hw[1], "sh": sh, "sw": sw,
+                     "cells": cells, "areas": areas})
+        for j, planes in enumerate(tube):
+            tcells, tareas = write(f"{stem}_t{j:03d}", planes)
+            tube_rows.append({"image": frame_rel, "frame": j, "cells": tcells})
+            frame_areas.append(tareas)
+    labels = [(num, name, cats) for name, (num, cats) in sorted(numbers.items(), key=lambda kv: kv[1][0])]
+    write_broden_tables(out, categories, labels, rows, frame_areas)
     if tube_rows:
-        write_tube_table(out, [category], tube_rows)
+        write_tube_table(out, categories, tube_rows)
     return out
 
 

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--base", help="concept set whose label numbers the actions follow (and whose seg size they use)")
     t.add_argument("--seg-size", type=int, help="mask side (default: the base's, else 112)")
     t.add_argument("--split", default="train")
+    t.add_argument("--render", action="store_true",
+                   help="re-render the clips: pixel-exact action, color, object and texture masks per frame")
     m = sub.add_parser("merge", help="one concept set holding the categories of several (images by reference)")
     m.add_argument("sources", nargs="+")
     m.add_argument("--out", required=True)
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             out = build_action_regions(args.boxes, args.frames, args.out, base=args.base, seg_size=seg, split=args.split)
         elif args.cmd == "tubes":
             seg = (args.seg_size, args.seg_size) if args.seg_size else None
-            out = build_action_tubes(args.world, args.out, base=args.base, seg_size=seg, split=args.split)
+            out = build_action_tubes(args.world, args.out, base=args.base, seg_size=seg, split=args.split,
+                                     render=args.render)
         elif args.cmd == "merge":
             out = merge_concept_sets(args.sources, args.out)
         else:

@@ -22,7 +22,7 @@ one row per (item, snippet frame): ``image`` is the item's ``index.csv`` path, `
 0-based frame of its snippet (every item lists frames 0..F-1, F = the snippet's frame count),
 and the category cells are ``;``-lists of mask PNGs / whole-image label numbers as in
 ``index.csv``, at the row's mask size. The statistics in label/category/c_<cat>.csv count the
-stills only.
+stills and the tube frames alike (each an image), so a label seen only in frames has its category.
 The writer sits on the ground floor because the synthetic world (`mmit_interp.synth`) writes concept
 sets; `broden_actions` reads, builds and merges them on top of it.
 """
@@ -90,19 +90,21 @@ def write_broden_tables(
     categories: list[str],
     labels: list[tuple[int, str, list[str]]],
     rows: list[dict],
+    frame_areas: list[dict] = (),
 ) -> None:
     """Write index/label/category/c_<cat> CSVs from index rows and per-image label areas.
 
     ``labels`` is ``[(number, name, [categories])]``; each row is a dict with the index columns
     (``image, split, ih, iw, sh, sw``), ``cells`` ``{cat: [item, ...]}`` and ``areas``
     ``{cat: {label: fraction of the image}}`` from which frequency and coverage are computed.
+    ``frame_areas`` (a tube set: one ``areas`` per tube frame) count in the statistics as images too.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     stats = {num: _LabelStats(num, name, list(cats)) for num, name, cats in labels}
     cat_images: dict[str, int] = {c: 0 for c in categories}
-    for i, row in enumerate(rows):
-        for cat, areas in row["areas"].items():
+    for i, row_areas in enumerate([row["areas"] for row in rows] + list(frame_areas)):
+        for cat, areas in row_areas.items():
             if areas:
                 cat_images[cat] += 1
             for lab, frac in areas.items():
@@ -201,6 +203,7 @@ class BrodenWriter:
         self._by_name: dict[str, int] = {}
         self._rows: list[dict] = []
         self._tubes: list[dict] = []
+        self._frame_areas: list[dict] = []
         self._names: set[str] = set()
         self._closed = False
         (self.root / "images").mkdir(parents=True, exist_ok=True)
@@ -258,7 +261,7 @@ class BrodenWriter:
             raise ValueError(f"image name {stem!r} is empty, invalid or already used")
         sh, sw = self.seg_size
         checked, areas = self._check_planes(pixel)
-        frames = [self._check_planes(fp)[0] for fp in tube or []]
+        frames = [self._check_planes(fp) for fp in tube or []]
         cells: dict[str, list] = {}
         for cat, labs in whole.items():
             for lab in (int(v) for v in labs if int(v) != 0):
@@ -282,7 +285,8 @@ class BrodenWriter:
                 Image.fromarray(encode_label_plane(p)).save(self.root / "images" / prel)
                 paths.append(prel)
             cells[cat] = paths + cells.get(cat, [])
-        for t, planes_t in enumerate(frames):
+        for t, (planes_t, tareas) in enumerate(frames):
+            self._frame_areas.append(tareas)
             tcells = {}
             for cat, planes in planes_t.items():
                 tcells[cat] = [f"{stem}_t{t:03d}_{cat}_{k + 1}.png" for k in range(len(planes))]
@@ -326,7 +330,7 @@ class BrodenWriter:
         """Write index.csv, label.csv, category.csv and c_<cat>.csv (idempotent)."""
         if self._closed:
             return
-        write_broden_tables(self.root, self.categories, self._labels, self._rows)
+        write_broden_tables(self.root, self.categories, self._labels, self._rows, self._frame_areas)
         if self._tubes:
             write_tube_table(self.root, self.categories, self._tubes)
         self._closed = True

@@ -295,3 +295,31 @@ def test_run_dissection_on_a_tube_set(tube_world_dir, tmp_path):
     with pytest.raises(ValueError, match="time='frames'"):
         run_dissection(model, ["layer3"], [tubes], time="mean", **kw)
 
+
+
+def test_rendered_tubes_are_pixel_exact(tube_world_dir, tmp_path):
+    """render=True: each action's per-frame mask is the pixels its actor shows (their bounding box is the
+    truth box, at mask size = frame size), with the actor's shape and colour under it."""
+    from broden_actions.actions import build_action_tubes
+    from broden_actions.broden import BrodenDataset, load_broden
+
+    world, _ = tube_world_dir
+    b = load_broden(build_action_tubes(world, tmp_path / "exact", base=world / "broden", render=True))
+    assert b.categories == ["action", "color", "object", "texture"]
+    numbers = {lab.name: n for n, lab in b.labels.items()}
+    ds = BrodenDataset(b, frames=8)
+    checked = 0
+    for i, (clip, first) in enumerate(_truth_tubes(world, ds)):
+        for j in range(8):
+            masks = b.load_masks(ds.row(i), frame=j)
+            for a in (a for a in clip.actors if a.visible):
+                box = a.boxes[first + j]
+                m = (masks["action"] == numbers[a.action]).any(0) if "action" in masks else np.zeros((32, 32), bool)
+                assert m.any() == (box is not None)
+                if box is not None:
+                    ys, xs = np.nonzero(m)
+                    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(box)
+                    assert (m <= (masks["object"] == numbers[a.shape]).any(0)).all()  # two actors may share a shape
+                    assert ((masks["color"] == numbers[a.colour]).any(0) <= m).all()
+                    checked += 1
+    assert checked

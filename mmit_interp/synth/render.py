@@ -326,11 +326,15 @@ def make_motion(action: str, rng: np.random.Generator, t: np.ndarray, duration: 
 
 @dataclass
 class RenderedClip:
-    """Rendered frames (T x H x W x 3 uint8), per-actor per-frame boxes, and the mono audio (or None)."""
+    """Rendered frames (T x H x W x 3 uint8), per-actor per-frame boxes, the mono audio (or None), and
+    per frame the owner map (T x H x W int8: the visible actor each pixel shows, -1 none; the boxes
+    bound it) and texture marks (T x H x W bool, set by patterned actors only)."""
 
     frames: np.ndarray
     boxes: list[list[Box | None]]
     audio: np.ndarray | None
+    owner: np.ndarray | None = None
+    pattern: np.ndarray | None = None
 
 
 def _boxes_from_owner(owner: np.ndarray, n: int) -> list[Box | None]:
@@ -379,18 +383,18 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
     sprites = [Sprite(a.shape, COLOURS[a.colour], a.texture, m.cx - shake[:, 0], m.cy - shake[:, 1], r, m.sx, m.sy,
                       m.ang, m.alpha, m.bright, config.texture_scale) for a, m, r in zip(visible, motions, radii)]
     frames = np.empty((n_t, s, s, 3), np.float32)
-    owner = np.empty((s, s), np.int8)
+    owners = np.full((n_t, s, s), -1, np.int8)
+    patterns = np.zeros((n_t, s, s), bool)
     boxes: list[list[Box | None]] = [[] for _ in visible]
     depth = rng.permutation(len(visible))
     for f in range(n_t):
         ox, oy = shake[f]
-        fr = frames[f]
+        fr, owner = frames[f], owners[f]
         fr[:] = bg[pad + oy:pad + oy + s, pad + ox:pad + ox + s]
-        owner.fill(-1)
         for sp in distractors:
             draw_actor(fr, owner, None, -1, sp, f)
         for i in depth:
-            draw_actor(fr, owner, None, int(i), sprites[i], f)
+            draw_actor(fr, owner, patterns[f], int(i), sprites[i], f)
         if occluder is not None:
             vertical, lo, hi, rgb = occluder
             sl = (slice(None), slice(max(lo - ox, 0), max(hi - ox, 0))) if vertical else \
@@ -406,7 +410,7 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
     sources = [(a.action, m.events, m.speed) for a, m in zip(visible, motions) if a.audible]
     sources += [(a.action, np.zeros(0), 0.0) for a in spec.actors if not a.visible]
     audio = clip_audio(sources, duration, config.audio_rate, rng)
-    return RenderedClip(np.rint(frames).astype(np.uint8), boxes, audio)
+    return RenderedClip(np.rint(frames).astype(np.uint8), boxes, audio, owners, patterns)
 
 
 @dataclass
