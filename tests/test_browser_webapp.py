@@ -152,6 +152,24 @@ def test_units_sort_filter_search_and_open_unit(page, server):
     shot(page, "unit")
 
 
+def test_unit_page_plays_its_clip_gallery_and_units_filter_by_motion(page, server):
+    page.goto(server.url + "/runs/tiny/units/layer4/2")
+    page.wait_for_function("document.querySelector('#clip-gallery img').complete && "
+                           "document.querySelector('#clip-gallery img').naturalWidth > 0", timeout=60_000)
+    assert page.inner_text("#motion-badge") == "motion 0.82"
+    assert "appearance" in page.get_attribute("#motion-badge", "title")
+    shot(page, "unit_clips")
+    page.goto(server.url + "/runs/tiny/units/layer4?concept_set=broden")
+    page.fill("#f-motion", "0.5")
+    motion = page.eval_on_selector_all("#units-table tbody tr:not([hidden])", "els => els.map(e => e.dataset.motion)")
+    assert motion and all(m != "" and float(m) >= 0.5 for m in motion)
+    assert page.inner_text("#shown-count") == f"{len(motion)} shown" and "motion_min=0.5" in page.url
+    page.fill("#f-motion", "")
+    page.select_option("#f-sort", "motion")
+    ranked = page.eval_on_selector_all("#units-table tbody tr td:nth-child(6)", "els => els.map(e => +e.dataset.value)")
+    assert ranked == sorted(ranked, reverse=True) and ranked[0] > 0.5
+
+
 def test_run_and_analysis_pages(page, server):
     page.goto(server.url + "/runs/tiny")
     assert page.locator("svg polyline").count() >= 2

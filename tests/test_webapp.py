@@ -366,6 +366,86 @@ def test_unit_page(client):
     assert client.get("/api/runs/tiny/units/layer4/999").status_code == 404
 
 
+def test_unit_clip_gallery_is_rendered_once_then_served(client, world, monkeypatch):
+    from PIL import Image
+
+    from webapp.services import units as unit_service
+
+    d = client.get("/api/runs/tiny/units/layer4/2").json()
+    assert [c["concept_set"] for c in d["clips"]] == ["broden"]  # only broden's layer4 has a clip source
+    url = d["clips"][0]["url"]
+    assert url == "/runs/tiny/units/layer4/2/clips/broden" and url in client.get("/runs/tiny/units/layer4/2").text
+    gallery = world["run"] / "dissect" / "broden" / "layer4" / "gallery"
+    r = client.get(url)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    clip = Image.open(io.BytesIO(r.content))
+    assert clip.format == "WEBP" and clip.size[0] == 3 * 112 + 2 * 3  # 3 top items of 112 px, 3 px apart
+    (made,) = gallery.glob("unit_0002-*.webp")
+    mtime = made.stat().st_mtime_ns
+
+    def no_model(run):
+        raise AssertionError("a cached clip must not load the model")
+
+    monkeypatch.setattr(unit_service, "_gallery_model", no_model)
+    again = client.get(url)
+    assert again.content == r.content and made.stat().st_mtime_ns == mtime
+    assert client.get("/runs/tiny/units/layer4/999/clips/broden").status_code == 404
+    missing = client.get("/runs/tiny/units/layer4/2/clips/broden+actions")
+    assert missing.status_code == 404 and "mmit-dissect" in missing.text
+    assert not client.get("/api/runs/tiny/units/layer3/2").json()["clips"]
+
+
+def test_unit_clips_refuse_a_changed_checkpoint(client, world):
+    src = world["run"] / "dissect" / "broden" / "layer4" / "gallery" / "clips.json"
+    other = world["run"] / "dissect" / "broden+actions" / "layer4" / "gallery" / "clips.json"
+    d = json.loads(src.read_text())
+    d["settings"]["checkpoint"] = "0123456789abcdef"
+    other.write_text(json.dumps(d))
+    try:
+        r = client.get("/runs/tiny/units/layer4/1/clips/broden+actions")
+        assert r.status_code == 409 and "checkpoint changed" in r.text and "mmit-dissect" in r.text
+    finally:
+        other.unlink()
+
+
+def test_motion_badge_and_units_filtered_and_sorted_by_motion(client):
+    d = client.get("/api/runs/tiny/units/layer4/2").json()
+    assert d["motion"]["kind"] == "motion" and d["motion"]["score"] == pytest.approx(0.82)
+    page = client.get("/runs/tiny/units/layer4/2").text
+    assert re.search(r'id="motion-badge" title="motion score m in \[0, 1\][^"]*">motion 0.82<', page)
+    assert ">appearance 0.12<" in client.get("/runs/tiny/units/layer4/3").text
+    assert client.get("/api/runs/tiny/units/layer4/5").json()["motion"]["kind"] == "unmoved"
+    assert not any("motion score" in m["what"] for m in d["missing"])
+    assert any("motion score" in m["what"] for m in client.get("/api/runs/tiny/units/layer3/2").json()["missing"])
+    fast = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden", "motion_min": 0.5}).json()
+    assert fast["units"] and all(u["motion"] >= 0.5 for u in fast["units"]) and 2 in {u["unit"] for u in fast["units"]}
+    assert fast["has_motion"] and fast["motion_min"] == 0.5
+    ranked = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden", "sort": "motion"}).json()["units"]
+    scores = [u["motion"] for u in ranked]
+    assert scores[-1] is None and scores[:-1] == sorted(scores[:-1], reverse=True)
+    page = client.get("/runs/tiny/units/layer4?concept_set=broden&motion_min=0.5").text
+    assert 'id="f-motion"' in page and 'value="0.5"' in page and 'data-motion="0.82"' in page
+
+
+def test_formula_on_the_unit_page_and_units_filtered_and_sorted_by_it(client):
+    d = client.get("/api/runs/tiny/units/layer4/2").json()
+    (f,) = d["formulas"]
+    assert f["concept_set"] == "broden" and f["formula"] == "(color-2 AND scene-2) OR texture-1"
+    assert f["iou"] == pytest.approx(0.21) and f["label_iou"] == pytest.approx(0.15) and f["gain"] == pytest.approx(0.06)
+    page = client.get("/runs/tiny/units/layer4/2").text
+    assert 'id="formulas"' in page and "<strong>(color-2 AND scene-2) OR texture-1</strong>" in page and "+0.060" in page
+    assert not d["missing"]  # labels, galleries, clips, formula, motion, selectivity: all there
+    none = client.get("/api/runs/tiny/units/layer4/1").json()
+    assert not none["formulas"] and any("formula" in m["what"] and "--formulas" in m["command"] for m in none["missing"])
+    with_f = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden", "has_formula": True}).json()
+    assert with_f["has_formulas"] and with_f["units"] and all(u["formula"] and u["unit"] % 3 != 1 for u in with_f["units"])
+    ranked = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden", "sort": "formula"}).json()["units"]
+    gains = [u["formula"]["gain"] for u in ranked if u["formula"]]
+    assert gains == sorted(gains, reverse=True) and ranked[0]["unit"] == 2 and ranked[-1]["formula"] is None
+    other = client.get("/api/runs/tiny/units/layer4", params={"concept_set": "broden+actions"}).json()
+    assert not other["has_formulas"] and any("--formulas" in m["command"] for m in other["missing"])
+
+
 # ------------------------------------------------------------------ analyses and concept path
 def test_analysis_page(client, world):
     r = client.get("/runs/tiny/analysis")

@@ -3,7 +3,7 @@
 The run holds an untrained 4-class `i3d_r18` (width 8, 4 frames of 32x32), its config, per-epoch
 metrics, a final evaluation, and a results store filled through the store's own writers
 (dissection of `layer4` (64 units) with two concept sets and `layer3` (32), ablation, selectivity,
-relations). One class name
+relations, compositional formulas and motion scores of `layer4`). One class name
 is HTML, to prove names are escaped.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ def make_data(root: Path) -> Path:
 
 
 def make_run(run: Path, data: Path | None, *, n_units: int | None = None, analysed: bool = True) -> Path:
-    """Write a run dir: checkpoint, config, metrics.jsonl, eval.json and (if `analysed`) a filled store."""
+    """Write a run dir: checkpoint, config, metrics.jsonl, eval.json and (if `analysed`) a filled store and
+    the clip-gallery source of `layer4` on `broden` (a real dissection of the model on a tiny concept set)."""
     torch.manual_seed(0)
     vocab = Vocabulary(CLASSES)
     kwargs = {"width": 8}
@@ -66,7 +67,37 @@ def make_run(run: Path, data: Path | None, *, n_units: int | None = None, analys
                                               if k != "per_class_ap"})
     if analysed:
         fill_store(run, ev, n_units=n_units or 64)
+        write_clip_source(run, make_concepts(run.parent / f"{run.name}-concepts"))
     return run
+
+
+def make_concepts(root: Path, n: int = 6, size: int = 32, seg: int = 16) -> Path:
+    """A tiny Broden concept set: a red square (object) at a random place on each noise image."""
+    from mmit_interp.broden_format import BrodenWriter
+
+    rng = np.random.default_rng(2)
+    with BrodenWriter(root, ["object"], image_size=(size, size), seg_size=(seg, seg)) as w:
+        square = w.add_label("square", "object")
+        for _ in range(n):
+            img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+            y, x = rng.integers(0, seg - 4, 2)
+            mask = np.zeros((seg, seg), np.int32)
+            mask[y:y + 4, x:x + 4] = square
+            img[2 * y:2 * y + 8, 2 * x:2 * x + 8, 0] = 250
+            w.add_image(img, pixel={"object": [mask]})
+    return root
+
+
+def write_clip_source(run: Path, concepts: Path) -> None:
+    """Dissect the run's `layer4` frame by frame on `concepts` and write its clip-gallery source where the
+    dashboard looks for the fixture's `broden` set (`dissect/broden/layer4/gallery/clips.json`)."""
+    from dissect import report
+    from dissect.engine import InputTransform, run_dissection
+
+    model, meta = load_model(run)
+    res = run_dissection(model, ["layer4"], [concepts], transform=InputTransform.from_checkpoint(meta["transforms"]),
+                         time="frames", quantile=0.05, top_k=3, checkpoint_hash=meta["sha256"][:16], progress=False)
+    report.write_clip_source(model, res[str(concepts)]["layer4"], run / "dissect" / "broden" / "layer4" / "gallery", k=3)
 
 
 def fill_store(run: Path, ev: dict, n_units: int) -> None:
@@ -104,6 +135,14 @@ def fill_store(run: Path, ev: dict, n_units: int) -> None:
                                             for c in (-1, 0)])
         st.write_relations("layer4.1", "unit_to_class", {u: [(u % 4, 0.9), ((u + 1) % 4, 0.5)] for u in range(n_units)},
                            prob="logit")
+        st.write_unit_formulas("layer4", "broden", [  # every unit but 1 (mod 3); unit 2's formula adds 0.06
+            {"unit": u, "formula": f"(color-{u % 7} AND scene-{u % 3}) OR texture-1", "length": 3,
+             "iou": 0.21 if u == 2 else 0.1 + 0.001 * u, "label": f"color-{u % 7}", "label_iou": 0.15 if u == 2 else 0.1,
+             "gain": 0.06 if u == 2 else 0.0005 * u, "terms": [["", u % 7], ["and", 3], ["or", 5]]}
+            for u in range(n_units) if u % 3 != 1])
+        st.write_unit_motion("world:val", "layer4", [  # unit 2 follows motion, 3 appearance, 5 never moved
+            {"unit": u, "score": None if u == 5 else (0.82 if u == 2 else 0.12 if u == 3 else u / n_units),
+             "d_frozen": 0.1, "d_shuffled": 0.1, "d_appearance": 0.1, "n": 8} for u in range(n_units)])
 
 
 def tiny_clip(path: Path, *, seconds: float = 3.0, fps: int = 8, size: int = 48, seed: int = 0,

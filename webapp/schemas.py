@@ -338,6 +338,16 @@ class MethodMapsJob(BaseModel):
 
 
 # ------------------------------------------------------------------ units and analyses
+class UnitFormula(BaseModel):
+    """A unit's best compositional formula on a concept set, with the single label's IoU under the same plain IoU."""
+
+    formula: str
+    iou: float | None
+    label: str | None
+    label_iou: float | None
+    gain: float | None
+
+
 class UnitRow(BaseModel):
     """A unit of a layer's table."""
 
@@ -348,6 +358,8 @@ class UnitRow(BaseModel):
     interpretable: bool
     href: str
     match: bool
+    motion: float | None = None
+    formula: UnitFormula | None = None
 
 
 class UnitsView(BaseModel):
@@ -366,6 +378,10 @@ class UnitsView(BaseModel):
     n_units: int = 0
     n_interpretable: int = 0
     n_concepts: int = 0
+    motion_min: float | None = None
+    has_formula: bool = False
+    has_motion: bool = False
+    has_formulas: bool = False
     units: list[UnitRow]
     missing: list[Missing]
 
@@ -392,10 +408,25 @@ class ConceptSetLabel(BaseModel):
 
 
 class GalleryImage(BaseModel):
-    """A top-image strip of a unit."""
+    """A top-image strip of a unit (JPEG), or its clip strip (animated WebP, rendered on first request)."""
 
     concept_set: str
     url: str
+
+
+class ConceptSetFormula(UnitFormula):
+    """A unit's best formula on one concept set."""
+
+    concept_set: str
+
+
+class MotionBadge(BaseModel):
+    """A unit's motion score, the side it falls on (`motion` above 0.5, else `appearance`; `unmoved`: no probe
+    changed its response, no score) and what it measures."""
+
+    score: float | None
+    kind: Literal["motion", "appearance", "unmoved"]
+    help: str
 
 
 class Drive(BaseModel):
@@ -436,6 +467,9 @@ class UnitDetail(BaseModel):
     interpretable: bool
     concept_sets: list[ConceptSetLabel]
     gallery: list[GalleryImage]
+    clips: list[GalleryImage]
+    formulas: list[ConceptSetFormula]
+    motion: MotionBadge | None
     extra: dict[str, Json]
     drives: list[Drive]
     selectivity: Selectivity | None

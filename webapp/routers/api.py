@@ -142,21 +142,26 @@ def job(job_id: str, jobs: JobsDep) -> Json:
 
 @router.get("/runs/{run}/units", response_model=schemas.UnitsView)
 def units(run: RunDep, links: LinksDep, concept_set: str | None = None, category: str | None = None,
-                        q: str | None = None, sort: str = "iou") -> Json:
+                        q: str | None = None, sort: str = "iou", motion_min: float | None = None,
+                        has_formula: bool = False) -> Json:
     """Units of the last dissected layer, with header counts."""
-    return unit_views.layer_units(run, links, None, concept_set, category, q, sort)
+    return unit_views.layer_units(run, links, None, concept_set, category, q, sort, motion_min=motion_min,
+                                  has_formula=has_formula)
 
 
 @router.get("/runs/{run}/units/{layer}", response_model=schemas.UnitsView)
 def units_of_layer(layer: str, run: RunDep, links: LinksDep, concept_set: str | None = None,
-                   category: str | None = None, q: str | None = None, sort: str = "iou") -> Json:
-    """Units of one layer: filter by category, search by concept, sort by iou/label/unit/category."""
-    return unit_views.layer_units(run, links, layer, concept_set, category, q, sort)
+                   category: str | None = None, q: str | None = None, sort: str = "iou",
+                   motion_min: float | None = None, has_formula: bool = False) -> Json:
+    """Units of one layer: filter by category, concept, motion score >= `motion_min`, `has_formula`; sort by
+    iou/label/unit/category/motion/formula (the IoU the formula adds)."""
+    return unit_views.layer_units(run, links, layer, concept_set, category, q, sort, motion_min=motion_min,
+                                  has_formula=has_formula)
 
 
 @router.get("/runs/{run}/units/{layer}/{unit}", response_model=schemas.UnitDetail)
 def unit(layer: str, unit: int, run: RunDep, links: LinksDep) -> Json:
-    """One unit's labels, runner-ups, gallery, classes driven, selectivity and neighbours."""
+    """One unit's labels, runner-ups, formula, motion score, galleries, classes driven, selectivity and neighbours."""
     return unit_views.unit_detail(run, layer, unit, links)
 
 

@@ -9,6 +9,8 @@ COMMANDS = {
     "dissect": "mmit-dissect {run} --layers layer3 layer4 --concept-set BRODEN_DIR [BRODEN_WITH_ACTIONS_DIR] --store",
     "ablation": "mmit-analyze ablation --run {run}",
     "selectivity": "mmit-analyze selectivity --run {run}",
+    "motion": "mmit-analyze motion --run {run} --world {world}",
+    "formulas": "mmit-dissect {run} --layers {layer} --concept-set BRODEN_DIR --formulas --store",
     "relations": "mmit-analyze selectivity --run {run}  (writes selectivity and unit/class relations)",
     "figures": "mmit-analyze figures --run {run} --out {run}/analysis",
     "localisation": "mmit-analyze localisation --run {run} --world {world}",
