@@ -3,6 +3,7 @@
 Examples::
 
     mmit-dissect runs/i3d --list-layers
+    mmit-dissect --torchvision r2plus1d_18 --weights r2plus1d_18.pth --vocab kinetics400.txt --layers layer4 --concept-set broden/
     mmit-dissect runs/i3d --layers layer3 layer4 --concept-set broden/ actions/ broden+actions/
     torchrun --nproc_per_node=2 -m dissect.cli runs/i3d --layers layer4 --concept-set broden/
 """
@@ -13,16 +14,18 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+from mmit_interp.import_model import LEGACY, add_source_args, default_run_dir, import_run, source_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (kept free of torch imports so ``--help`` is instant)."""
     ap = argparse.ArgumentParser(prog="mmit-dissect", description="Label every unit of chosen layers with the "
                                  "concept it detects (Network Dissection, actions included).")
-    ap.add_argument("model", help="checkpoint file or run dir; or a torchvision model name with --torchvision")
-    ap.add_argument("--torchvision", action="store_true", help="MODEL names a torchvision image model (e.g. resnet18)")
-    ap.add_argument("--weights", help="state_dict file for --torchvision models")
+    ap.add_argument("model", nargs="?", help="checkpoint file or run dir (with --torchvision NAME/--timm/--authors: "
+                    "the run dir to import into); with a bare --torchvision, a torchvision image model name")
     ap.add_argument("--layers", nargs="+", default=[], help="module paths to dissect (see --list-layers)")
     ap.add_argument("--list-layers", action="store_true", help="print module paths with output shapes and exit")
     ap.add_argument("--concept-set", nargs="+", default=[], help="Broden-format concept-set folder(s)")
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beam", type=int, default=5, help="formulas kept per unit at each step of the search")
     ap.add_argument("--formula-candidates", type=int, help="extend formulas only by a unit's N best single labels "
                     "(default: every label present)")
+    add_source_args(ap, legacy_torchvision=True, transform_flags=False)
     return ap
 
 
@@ -66,15 +70,29 @@ def load_target(args):
 
     from dissect.engine import InputTransform, model_fingerprint
 
-    if args.torchvision:
+    if args.torchvision == LEGACY:
         import torchvision
 
+        if not args.model:
+            raise SystemExit("mmit-dissect: a bare --torchvision needs MODEL, a torchvision image model name")
         model = torchvision.models.get_model(args.model, weights=None)
         if args.weights:
             model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
         return model.eval(), InputTransform(size=args.size or 224), model_fingerprint(model), None
     from mmit_interp.checkpoint import load_model
 
+    try:
+        src = source_from_args(args)
+    except ValueError as e:
+        raise SystemExit(f"mmit-dissect: {e}") from None
+    if src is not None:  # import with the architecture's own transform; --frames/--size apply to the dissection
+        src = replace(src, frames=None, size=None)
+        try:
+            args.model = str(import_run(src, args.model or default_run_dir(src)))
+        except (OSError, ValueError, ImportError) as e:
+            raise SystemExit(f"mmit-dissect: {e}") from None
+    elif not args.model:
+        raise SystemExit("mmit-dissect: name a checkpoint or run dir, or a model with --torchvision/--timm/--authors")
     model, meta = load_model(args.model)
     transform = InputTransform.from_checkpoint(meta.get("transforms") or {}, video=model.inputs == ("video",),
                                                frames=args.frames, size=args.size)

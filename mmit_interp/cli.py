@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Sequence
 
+from .import_model import add_source_args, run_from_args
+
 
 def _floats(s: str) -> list[float]:
     return [float(v) for v in s.split(",") if v.strip()]
@@ -27,7 +29,7 @@ def cam_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmit-cam", description="Per-class CAMs and mCAM of one clip: frame images, "
                                 "an overlay video, predictions (recorded in the run's results store).")
     p.add_argument("clip", help="video file")
-    p.add_argument("--run", required=True, help="run dir or checkpoint file")
+    p.add_argument("--run", help="run dir or checkpoint file (with --torchvision/--timm/--authors: the run dir to import into)")
     p.add_argument("--top-k", type=int, default=5, help="CAMs of the k best classes (default 5)")
     p.add_argument("--classes", help="comma-separated class names or indices (instead of --top-k)")
     p.add_argument("--threshold", type=float, help="CAMs of classes with sigmoid score >= this (instead of --top-k)")
@@ -42,6 +44,7 @@ def cam_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="overlay video format")
     p.add_argument("--no-record", action="store_true", help="do not record the clip in the results store")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_source_args(p)
     return p
 
 
@@ -66,11 +69,11 @@ def _cam(a: argparse.Namespace) -> int:
     from .analysis.clip_analysis import analyze_clip
 
     try:
-        r = analyze_clip(a.run, a.clip, a.out, top_k=a.top_k, classes=_class_list(a.classes), threshold=a.threshold,
+        r = analyze_clip(run_from_args(a), a.clip, a.out, top_k=a.top_k, classes=_class_list(a.classes), threshold=a.threshold,
                          delta=a.delta, sigma=a.sigma, normalise_per=a.normalise, colormap=a.colormap,
                          opacity=a.opacity,
                          display_size=a.display_size, video_format=a.format, record=not a.no_record)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
         print(f"mmit-cam: error: {e}", file=sys.stderr)
         return 2
     if a.json:
@@ -101,6 +104,10 @@ def _boxes_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-clips", type=int)
 
 
+_RUN_HELP = "run dir (with --torchvision/--timm/--authors: the run dir to import into)"
+_SOURCED = ("ablation", "selectivity", "relations", "concept-path")
+
+
 def analyze_parser() -> argparse.ArgumentParser:
     """Arguments of `mmit-analyze` and its verbs."""
     p = argparse.ArgumentParser(prog="mmit-analyze", description="Representation analyses of a trained run; "
@@ -108,7 +115,8 @@ def analyze_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("ablation", help="zero a random fraction p of a block's units, re-evaluate (Fig. 9)")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", help=_RUN_HELP)
+    add_source_args(s)
     s.add_argument("--block", default="layer4", help="block or stage (stage = its last block); default layer4")
     s.add_argument("--data", help="data set folder (default: the run's training data)")
     s.add_argument("--split", default="val")
@@ -117,13 +125,15 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-clips", type=int)
 
     s = sub.add_parser("selectivity", help="unit selectivity per residual block (Fig. 10, eq. 5) + unit/class relations")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", help=_RUN_HELP)
+    add_source_args(s)
     s.add_argument("--blocks", help="comma-separated blocks (default: every residual block)")
     s.add_argument("--prob", choices=("softmax", "sigmoid"), default="softmax")
     s.add_argument("--top", type=int, default=10, help="relations kept per unit / class")
 
     s = sub.add_parser("relations", help="unit -> classes or class -> units of a block")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", help=_RUN_HELP)
+    add_source_args(s)
     s.add_argument("--block", default="layer4")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--unit", type=int)
@@ -132,7 +142,8 @@ def analyze_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("concept-path", help="block-4 units driving a class for a clip, block-3 units driving those")
     s.add_argument("clip")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", help=_RUN_HELP)
+    add_source_args(s)
     s.add_argument("--class", dest="class_", help="class name or index (default: top prediction)")
     s.add_argument("--top-upper", type=int, default=5)
     s.add_argument("--top-lower", type=int, default=3)
@@ -173,8 +184,10 @@ def analyze_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `mmit-analyze`."""
     a = analyze_parser().parse_args(argv)
     try:
+        if a.verb in _SOURCED:
+            a.run = run_from_args(a)
         return _VERBS[a.verb](a)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
         print(f"mmit-analyze {a.verb}: error: {e}", file=sys.stderr)
         return 2
 

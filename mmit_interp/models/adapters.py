@@ -61,8 +61,8 @@ class _Adopted(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        self.inner._parameters.update({n: self._parameters[n] for n in self.inner._parameters})
-        self.inner._buffers.update({n: self._buffers[n] for n in self.inner._buffers})
+        self.inner._parameters.update({n: p for n, p in self._parameters.items() if n in self.inner._parameters})
+        self.inner._buffers.update({n: b for n, b in self._buffers.items() if n in self.inner._buffers})
         return self
 
 
@@ -117,9 +117,10 @@ class _View(nn.Module):
 class AdapterNet(ModelBase):
     """Shared tail of the adapters: the model is its own trunk, `forward_features` runs `blocks()`.
 
-    The wrapped model `net` is held unregistered; its children are this model's children under the
-    same names (so `state_dict` keys match), and subclasses reach them as `self.net.<child>` (a child
-    may be called `head` or `features`, which are `ModelBase` methods here). `cam_layer` names the
+    The wrapped model `net` is held unregistered and stays the plain model; its children are this
+    model's children under the same names (so `state_dict` keys match; a block wrapper takes a child's
+    place here, not in `net`), and subclasses reach them as `self.net.<child>` (a child may be called
+    `head` or `features`, which are `ModelBase` methods here). `cam_layer` names the
     Grad-CAM layer where the head is not linear in the last map (`linear_head()` None).
     """
 
@@ -142,10 +143,10 @@ class AdapterNet(ModelBase):
         return self
 
     def _replace(self, path: str, module: nn.Module) -> nn.Module:
-        """Put `module` at dotted `path` in this model and in `net`; returns it."""
+        """Put `module` at dotted `path` of this model (`net` keeps its own: it stays the plain model, sharing
+        the parameters); returns it."""
         parent_path, _, leaf = path.rpartition(".")
-        for root in (self, self.net):
-            (root.get_submodule(parent_path) if parent_path else root)._modules[leaf] = module
+        (self.get_submodule(parent_path) if parent_path else self)._modules[leaf] = module
         return module
 
     def trunk(self) -> "AdapterNet":
@@ -316,7 +317,7 @@ class PerFrame2D(AdapterNet):
             self._blocks = [(f"features.{i}", s) for i, s in enumerate(stages)]
         else:
             self._blocks = [("features", _View(lambda x: per_frame(b.forward_features, x)))]
-        self._lin = lin
+        self.__dict__["_lin"] = lin  # one of the children already: not registered twice
         self._exact = self._check_gap_linear()
         if not self._exact:
             self.cam_layer = self._blocks[-1][0]
