@@ -172,6 +172,16 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=10, help="deletion / insertion steps (default 10)")
     s.add_argument("--json", action="store_true", help="print {method: {metric: {mean, lo, hi}}} as JSON")
 
+    s = sub.add_parser("motion", help="motion vs appearance per unit: frozen, shuffled and appearance-swapped "
+                       "probes from a synthetic world, a motion score per unit and per layer")
+    s.add_argument("--run", required=True)
+    s.add_argument("--world", required=True, help="synthetic world folder (world.json: its clips are re-rendered)")
+    s.add_argument("--layers", nargs="+", default=None, help="blocks or stages (default: layer1 layer2 layer3 layer4)")
+    s.add_argument("--clips", type=int, default=32, help="clips with a visible actor to probe (default 32)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--seed", type=int, default=0, help="seed of the frame shuffle and the appearance swaps")
+    s.add_argument("--json", action="store_true", help="print the per-layer summary as JSON")
+
     s = sub.add_parser("figures", help="ablation / selectivity / per-class AP figures (SVG + PNG) across runs")
     s.add_argument("--run", required=True, nargs="+", help="one or more run dirs")
     s.add_argument("--out", required=True)
@@ -317,6 +327,22 @@ def _explanations(a: argparse.Namespace) -> int:
     return 0
 
 
+def _motion(a: argparse.Namespace) -> int:
+    from .analysis.motion import DEFAULT_LAYERS, run_motion
+
+    r = run_motion(a.run, world=a.world, layers=a.layers or DEFAULT_LAYERS, split=a.split, clips=a.clips, seed=a.seed)
+    if a.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(f"{r['dataset']}: {r['clips']} clips; motion score = D_motion / (D_motion + D_appearance) per unit")
+    print(f"{'layer':<16s} {'units':>5s} {'scored':>6s} {'mean':>7s} {'median':>7s} {'share>0.5':>9s}")
+    for x in r["layers"]:
+        share = "-" if x["share_motion"] is None else f"{x['share_motion']:.3f}"
+        print(f"{x['layer']:<16s} {x['units']:5d} {x['scored']:6d} {_fmt(x['mean']):>7s} {_fmt(x['median']):>7s} "
+              f"{share:>9s}")
+    return 0
+
+
 def _figures(a: argparse.Namespace) -> int:
     from .analysis.figures import run_figures
 
@@ -327,4 +353,4 @@ def _figures(a: argparse.Namespace) -> int:
 
 _VERBS = {"ablation": _ablation, "selectivity": _selectivity, "relations": _relations,
           "concept-path": _concept_path, "localisation": _localisation, "bias": _bias,
-          "explanations": _explanations, "figures": _figures}
+          "explanations": _explanations, "motion": _motion, "figures": _figures}
