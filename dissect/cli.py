@@ -130,13 +130,17 @@ def main(argv: list[str] | None = None) -> int:
             args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
             torch.cuda.set_device(args.device)
     out = Path(args.out) if args.out else (run_dir / "dissect" if run_dir else Path("dissect_out"))
-    results = run_dissection(
-        model, args.layers, args.concept_set, categories=args.categories, quantile=args.quantile, time=args.time,
-        planes=args.planes, transform=transform, batch_size=args.batch_size, workers=args.workers,
-        top_k=max(args.top_k, 1),
-        device=args.device, cache_dir=None if args.no_cache else out / "cache", checkpoint_hash=ckpt,
-        use_snippets=not args.no_snippets, progress=not args.no_progress,
-    )
+    try:
+        results = run_dissection(
+            model, args.layers, args.concept_set, categories=args.categories, quantile=args.quantile, time=args.time,
+            planes=args.planes, transform=transform, batch_size=args.batch_size, workers=args.workers,
+            top_k=max(args.top_k, 1),
+            device=args.device, cache_dir=None if args.no_cache else out / "cache", checkpoint_hash=ckpt,
+            use_snippets=not args.no_snippets, progress=not args.no_progress,
+        )
+    except ValueError as e:  # a malformed concept set, a tube set with --time mean, ...
+        print(f"mmit-dissect: {e}", file=sys.stderr)
+        return 2
     formulas = None
     if args.formulas:
         from dissect.compose import run_formulas
