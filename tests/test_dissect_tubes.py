@@ -323,3 +323,25 @@ def test_rendered_tubes_are_pixel_exact(tube_world_dir, tmp_path):
                     assert ((masks["color"] == numbers[a.colour]).any(0) <= m).all()
                     checked += 1
     assert checked
+
+
+@pytest.mark.slow
+def test_cli_dissects_a_trained_model_on_its_worlds_tubes(tmp_path, capsys):
+    """End to end: the cached tiny trained world -> action tubes -> ``mmit-dissect RUN --concept-set TUBES
+    --time frames``; --time mean is refused with a message."""
+    import csv
+
+    from broden_actions.cli import main as concepts_main
+    from dissect.cli import main
+    from tests._trained import trained_world
+
+    world, run = trained_world()
+    tubes = tmp_path / "tubes"
+    assert concepts_main(["tubes", str(world), str(tubes), "--base", str(world / "broden")]) == 0
+    args = [str(run), "--layers", "layer4", "--concept-set", str(tubes), "--out", str(tmp_path / "out"), "--workers",
+            "0", "--no-progress", "--no-gallery", "--threads", "1"]
+    assert main(args + ["--time", "frames"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "tubes" / "layer4" / "units.csv")))
+    assert rows and {r["category"] for r in rows} == {"action"} and max(float(r["iou"]) for r in rows) > 0
+    assert main(args + ["--time", "mean"]) == 2
+    assert "use time='frames'" in capsys.readouterr().err
