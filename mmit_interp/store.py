@@ -596,7 +596,7 @@ class ResultsStore:
         rid = self.run_id(run_id)
         if dataset is None:
             row = self.conn.execute("SELECT dataset FROM unit_motion WHERE run_id = ? AND layer = ? "
-                                    "ORDER BY analysed_at DESC LIMIT 1", (rid, layer)).fetchone()
+                                    "ORDER BY analysed_at DESC, rowid DESC LIMIT 1", (rid, layer)).fetchone()
             if row is None:
                 return {}
             dataset = row["dataset"]

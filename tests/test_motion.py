@@ -185,3 +185,28 @@ def test_motion_cli_on_the_trained_world(tmp_path, capsys):
         assert summary["layer4"]["share_motion"] == pytest.approx(r["layers"][1]["share_motion"])
     assert analyze_main(["motion", "--run", str(run), "--world", str(tmp_path)]) == 2
     assert "world.json" in capsys.readouterr().err
+
+
+def test_store_unit_motion_replaces_and_reads_the_latest_dataset(tmp_path):
+    from mmit_interp.store import ResultsStore
+
+    def rows(scores):
+        return [{"unit": u, "score": s, "d_frozen": 1.0, "d_shuffled": 2.0, "d_appearance": 0.5, "n": 3}
+                for u, s in enumerate(scores)]
+
+    with ResultsStore(tmp_path) as st:
+        st.register_run({"vocab": ["a", "b"], "sha256": "0" * 64})
+        assert st.unit_motion("layer4") == {}
+        st.write_unit_motion("w:val", "layer4", rows([0.9, None, 0.2]))
+        st.write_unit_motion("w:val", "layer4", rows([0.8, 0.1]))  # replaces the layer's rows
+        st.write_unit_motion("w:val", "layer1", rows([0.3]))
+        assert st.unit_motion("layer4") == {0: 0.8, 1: 0.1}
+        st.write_unit_motion("v:val", "layer4", rows([0.6, float("nan")]))
+        assert st.unit_motion("layer4") == {0: 0.6, 1: None}  # the dataset analysed last
+        assert st.unit_motion("layer4", dataset="w:val") == {0: 0.8, 1: 0.1}
+        summary = st.motion_layers("w:val")
+        assert [d["layer"] for d in summary] == ["layer1", "layer4"]
+        assert summary[1]["n_units"] == summary[1]["n_scored"] == 2
+        assert summary[1]["mean"] == pytest.approx(0.45) and summary[1]["share_motion"] == pytest.approx(0.5)
+        v = st.motion_layers("v:val")[0]
+        assert (v["n_units"], v["n_scored"], v["share_motion"]) == (2, 1, 1.0)
