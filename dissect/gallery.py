@@ -1,5 +1,6 @@
 """Clip galleries: a unit's top-k concept items as one looping animated WebP strip, the region where the
-unit's map exceeds T_u outlined on every frame (issue 16, item 4).
+unit's map exceeds T_u outlined on every frame (issue 16, item 4); on a tube set, the unit's concept's
+own per-frame mask outlined too, in another colour.
 
 Each frame shows the map of the layer time step that covers it (``time="frames"``) or the time-pooled
 map (``time="mean"``), upsampled bilinear (align_corners=False) and thresholded strictly at T_u, as
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from dissect.engine import TIME_MODES, InputTransform, LayerResult, concept_set_
 
 SOURCE_NAME = "clips.json"
 REGION_COLOUR = (255, 220, 0)  # the JPEG strips' outline colour
+CONCEPT_COLOUR = (0, 200, 255)  # a tube item's mask of the unit's concept
 DIM = 0.3  # brightness outside the region, as the JPEG strips
 GAP = 3  # white pixels between tiles
 RENDER_VERSION = 1  # bump when the drawing changes, so cached clips are redrawn
@@ -36,23 +38,29 @@ FPS = 8.0  # playback rate of the T frames
 class ClipSource:
     """What one layer's clip galleries are rendered from: the dissection's settings (checkpoint, concept set
     path, frames, size, normalisation, time mode, snippets), the concept set's fingerprint, and per unit
-    T_u and its top items. Plain JSON, written beside the JPEG strips."""
+    T_u, its top items and its label's number (0: none; a tube item's mask of it is outlined). Plain JSON,
+    written beside the JPEG strips."""
 
     layer: str
     settings: dict
     fingerprint: str
     thresholds: list[float]
     top: list[list[int]]
+    labels: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_result(cls, result: LayerResult, k: int) -> "ClipSource":
-        """The source of a dissected layer's clips (its top ``k`` items per unit)."""
+    def from_result(cls, result: LayerResult, k: int, labels: Sequence[int] = ()) -> "ClipSource":
+        """The source of a dissected layer's clips (its top ``k`` items per unit; ``labels``: each unit's label
+        number, e.g. ``UnitLabel.label_number``)."""
+        if labels and len(labels) != result.units:
+            raise ValueError(f"layer {result.layer}: {len(labels)} labels for {result.units} units")
         if "concept_set" not in result.settings:
             raise ValueError(f"layer {result.layer}: the result does not name its concept set (run_dissection's "
                              "results do)")
         root = str(Path(result.settings["concept_set"]).resolve())  # the dashboard runs elsewhere
         return cls(result.layer, {**result.settings, "concept_set": root}, concept_set_fingerprint(root),
-                   [float(t) for t in result.thresholds], [[int(i) for i in row[:k]] for row in result.top_images.images])
+                   [float(t) for t in result.thresholds], [[int(i) for i in row[:k]] for row in result.top_images.images],
+                   [int(n) for n in labels])
 
     @property
     def units(self) -> int:
@@ -78,7 +86,7 @@ class ClipSource:
         """Read ``write``'s JSON, naming the file when it is not a clip source."""
         try:
             d = json.loads(Path(path).read_text())
-            return cls(d["layer"], d["settings"], d["fingerprint"], d["thresholds"], d["top"])
+            return cls(d["layer"], d["settings"], d["fingerprint"], d["thresholds"], d["top"], d.get("labels", []))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a clip-gallery source ({e})") from None
 
@@ -102,13 +110,18 @@ class ClipSource:
         return self.transform().dataset(root, use_snippets=self.settings.get("snippets", True))
 
     def key(self, unit: int, fps: float = FPS) -> str:
-        """Cache key of a unit's clip: checkpoint, layer, unit, concept set fingerprint, T_u, its items, the
-        dissection's settings (frames, size, normalisation, time mode) and the drawing (version, fps). The
-        tile size follows from the settings and the concept set (``tile_size``), so the key needs no data."""
+        """Cache key of a unit's clip: checkpoint, layer, unit, concept set fingerprint, T_u, its items, its
+        label, the dissection's settings (frames, size, normalisation, time mode, tubes) and the drawing
+        (version, fps). The tile size follows from the settings and the concept set (``tile_size``), so the
+        key needs no data."""
         blob = json.dumps({"v": RENDER_VERSION, "layer": self.layer, "unit": unit, "cs": self.fingerprint,
                            "threshold": self.thresholds[unit], "items": self.top[unit], "settings": self.settings,
-                           "fps": fps}, sort_keys=True)
+                           "label": self.label(unit), "fps": fps}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def label(self, unit: int) -> int:
+        """The unit's label number (0 when the source names none)."""
+        return self.labels[unit] if self.labels else 0
 
     def clip_path(self, out_dir: str | os.PathLike, unit: int, fps: float = FPS) -> Path:
         """Where unit ``unit``'s clip strip lives: ``<out_dir>/unit_<u>-<key>.webp``."""
@@ -144,14 +157,18 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def compose_strip(clips: np.ndarray, regions: np.ndarray) -> np.ndarray:
+def compose_strip(clips: np.ndarray, regions: np.ndarray, concept: np.ndarray | None = None) -> np.ndarray:
     """Frames ``(T, H, k*W + (k-1)*GAP, 3)`` uint8 of a strip from ``clips (k, T, H, W, 3)`` uint8 and
-    ``regions (k, T, H, W)`` bool: the region kept bright and outlined, the rest dimmed, tiles side by side."""
-    if clips.shape[:4] != regions.shape:
-        raise ValueError(f"clips {clips.shape} and regions {regions.shape} disagree")
+    ``regions (k, T, H, W)`` bool: the region kept bright and outlined, the rest dimmed, tiles side by side;
+    ``concept (k, T, H, W)`` bool, where given, outlined on top in ``CONCEPT_COLOUR``."""
+    if clips.shape[:4] != regions.shape or (concept is not None and concept.shape != regions.shape):
+        raise ValueError(f"clips {clips.shape}, regions {regions.shape} and concept masks "
+                         f"{None if concept is None else concept.shape} disagree")
     k, t, h, w, _ = clips.shape
     tiles = np.where(regions[..., None], clips, (clips * DIM).astype(np.uint8))
     tiles[outline(regions)] = REGION_COLOUR
+    if concept is not None:
+        tiles[outline(concept)] = CONCEPT_COLOUR
     padded = np.full((t, h, k, w + GAP, 3), 255, np.uint8)
     padded[:, :, :, :w] = tiles.transpose(1, 2, 0, 3, 4)
     return padded.reshape(t, h, k * (w + GAP), 3)[:, :, : k * (w + GAP) - GAP]
@@ -213,7 +230,8 @@ def render_clip_gallery(model: nn.Module, source: ClipSource, dataset, out_dir: 
                         batch_size: int = 16, device: torch.device | str = "cpu", fps: float = FPS,
                         quality: int = 80, lossless: bool = False) -> dict[int, Path]:
     """Each unit's clip strip ``unit_<u>-<key>.webp`` in ``out_dir``; units whose file exists are cache
-    hits (no forward pass), the others share one forward pass per batch of their items. Returns unit -> path."""
+    hits (no forward pass), the others share one forward pass per batch of their items. On a tube set
+    (``dataset.tubes``) each tube item's mask of the unit's label is outlined per frame too. Returns unit -> path."""
     units = list(range(source.units)) if units is None else [int(u) for u in units]
     bad = [u for u in units if not 0 <= u < source.units]
     if bad:
@@ -233,10 +251,24 @@ def render_clip_gallery(model: nn.Module, source: ClipSource, dataset, out_dir: 
         regions = unit_regions(torch.stack([maps[i][pos[i][u]] for i in items]), source.thresholds[u],
                                dataset.frames, size)
         clips = np.stack([_resized(dataset.read_clip(i), size) for i in items])
+        concept = None
+        if dataset.tubes and source.label(u):
+            concept = np.stack([concept_masks(dataset, i, source.label(u), size) for i in items])
         for stale in Path(out_dir).glob(f"unit_{u:04d}-*.webp"):
             stale.unlink(missing_ok=True)
-        save_animation(compose_strip(clips, regions), paths[u], fps=fps, quality=quality, lossless=lossless)
+        save_animation(compose_strip(clips, regions, concept), paths[u], fps=fps, quality=quality, lossless=lossless)
     return {u: p for u, p in paths.items() if p.is_file()}
+
+
+def concept_masks(dataset, item: int, label: int, size: tuple[int, int]) -> np.ndarray:
+    """``(T, H, W)`` bool: where label ``label`` is on any plane of each of a tube item's T frames (the frames
+    its clip samples), nearest-upsampled to ``size``; all False for an item without a tube."""
+    if dataset.broden.tubes.get(dataset.row(item).image) is None:
+        return np.zeros((dataset.frames, *size), bool)
+    frames = dataset[item]["frame_masks"]
+    hit = torch.stack([torch.stack([(m == label).any(0) for m in f.values()]).any(0) if f else
+                       torch.zeros(dataset.seg_size, dtype=torch.bool) for f in frames])
+    return torch.nn.functional.interpolate(hit[:, None].float(), size=tuple(size), mode="nearest")[:, 0].bool().numpy()
 
 
 def _resized(clip: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -239,12 +239,14 @@ def write_gallery(
 
 
 def write_clip_source(model: nn.Module, result: LayerResult, out_dir: str | os.PathLike, *, k: int = 8,
-                      render: bool = False, device: torch.device | str = "cpu") -> Path:
+                      labels: Sequence[UnitLabel] = (), render: bool = False,
+                      device: torch.device | str = "cpu") -> Path:
     """Write a video layer's clip-gallery source ``<out_dir>/clips.json`` (what the dashboard renders a unit's
-    clips from, on demand) and, with ``render``, every unit's clip strip now (``dissect.gallery``)."""
+    clips from, on demand; ``labels``: the units' records, whose concept a tube item outlines) and, with
+    ``render``, every unit's clip strip now (``dissect.gallery``)."""
     from dissect.gallery import SOURCE_NAME, ClipSource, render_clip_gallery
 
-    source = ClipSource.from_result(result, k)
+    source = ClipSource.from_result(result, k, [r.label_number for r in labels])
     path = source.write(Path(out_dir) / SOURCE_NAME)
     if render:
         render_clip_gallery(model, source, source.dataset(), out_dir, device=device)
@@ -292,7 +294,7 @@ def write_outputs(
                 write_gallery(gallery["model"], res, ds, d / "gallery", k=gallery.get("k", 8),
                               time=gallery.get("time", "mean"), device=dev)
                 if ds.frames and "concept_set" in res.settings:
-                    write_clip_source(gallery["model"], res, d / "gallery", k=gallery.get("k", 8),
+                    write_clip_source(gallery["model"], res, d / "gallery", k=gallery.get("k", 8), labels=recs,
                                       render=gallery.get("clips", False), device=dev)
         rows = blockwise(summary[name], cats)
         write_rows(rows, out / name / "blockwise")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from dissect import report
 from dissect.engine import InputTransform, run_dissection
-from dissect.gallery import (DIM, GAP, REGION_COLOUR, SOURCE_NAME, ClipSource, compose_strip, frame_steps, outline,
-                             render_clip_gallery, unit_regions)
+from dissect.gallery import (CONCEPT_COLOUR, DIM, GAP, REGION_COLOUR, SOURCE_NAME, ClipSource, compose_strip,
+                             frame_steps, outline, render_clip_gallery, unit_regions)
 from test_dissect_engine import naive_upsample
 from test_dissect_models import SEG, SIDE, Q, Toy3d, make_concepts
 from tinydata import write_clip
@@ -69,6 +69,8 @@ def test_strip_pixels_region_bright_outline_coloured_rest_dimmed():
     assert tuple(tile1[2, 0, 3]) == REGION_COLOUR and tuple(tile1[2, 3, 3]) == (200, 200, 200)
     with pytest.raises(ValueError, match="disagree"):
         compose_strip(clips, regions[:, :2])
+    ringed = compose_strip(clips, regions, concept=np.roll(regions, 1, axis=2))  # a concept mask, a row lower
+    assert tuple(ringed[0, 4, 1]) == CONCEPT_COLOUR and tuple(ringed[0, 1, 1]) == REGION_COLOUR
 
 
 SHIFT = 2  # seg px the squares move right between a snippet's two frames
@@ -144,9 +146,50 @@ class Toy3dHead(Toy3d):
 def test_write_outputs_writes_the_source_and_with_clips_every_strip(dissected, tmp_path):
     concepts, res = dissected
     results = {str(concepts): res[str(concepts)]}
-    report.write_outputs(results, report.label_units(results), tmp_path,
+    labels = report.label_units(results)
+    report.write_outputs(results, labels, tmp_path,
                          gallery={"model": Toy3dHead(), "k": 2, "transform": InputTransform(frames=2), "clips": True})
     g = tmp_path / concepts.name / "features" / "gallery"
     assert len(list(g.glob("unit_*.jpg"))) == 3 and len(list(g.glob("unit_*-*.webp"))) == 3
     src = json.loads((g / SOURCE_NAME).read_text())
     assert src["layer"] == "features" and len(src["thresholds"]) == 3 and src["settings"]["time"] == "frames"
+    assert src["labels"] == [r.label_number for r in labels[str(concepts)]["features"]] and src["labels"][0] == 1
+
+
+def test_tube_items_outline_the_units_concept_frame_by_frame(tmp_path):
+    """On a tube set, each frame of a tube item outlines that frame's mask of the unit's label (drawn last,
+    so exactly its outline pixels carry CONCEPT_COLOUR in a lossless strip)."""
+    from mmit_interp.broden_format import BrodenWriter
+
+    root, rng = tmp_path / "tubes", np.random.default_rng(3)
+    with BrodenWriter(root, ["object"], image_size=(32, 32), seg_size=(SEG, SEG)) as w:
+        sq = w.add_label("square", "object")
+        for _ in range(4):
+            y, x = (int(v) for v in rng.integers(0, SEG - SIDE - SHIFT, 2))
+            frames, masks = [], []
+            for t in range(2):
+                img = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+                img[2 * y : 2 * (y + SIDE), 2 * (x + SHIFT * t) : 2 * (x + SHIFT * t + SIDE), 0] = 250
+                m = np.zeros((SEG, SEG), np.int32)
+                m[y : y + SIDE, x + SHIFT * t : x + SHIFT * t + SIDE] = sq
+                frames.append(img)
+                masks.append({"object": [m]})
+            rel = w.add_image(frames[0], pixel={"object": masks[0]["object"]}, tube=masks)
+            write_clip((root / "images" / rel).with_suffix(".mp4"), np.stack(frames))
+    res = run_dissection(Toy3d(), ["features"], [root], quantile=Q, transform=InputTransform(frames=2), time="frames",
+                         top_k=2, progress=False)
+    source = ClipSource.from_result(res[str(root)]["features"], k=2, labels=[sq, 0, 0])
+    ds = source.dataset()
+    assert ds.tubes and source.label(0) == sq
+    frames = webp_frames(render_clip_gallery(Toy3d(), source, ds, tmp_path / "out", units=[0], lossless=True)[0])
+    for j, item in enumerate(source.top[0]):
+        tube = ds.broden.tubes[ds.row(item).image]
+        for t in range(2):
+            mask = ds.broden.load_masks(ds.row(item), frame=t)["object"][0] == sq
+            want = outline(np.kron(mask, np.ones((112 // SEG, 112 // SEG), bool)))
+            tile = frames[t, :, j * (112 + GAP) : j * (112 + GAP) + 112]
+            assert len(tube) == 2 and want.sum() > 0
+            assert np.array_equal((tile == CONCEPT_COLOUR).all(-1), want), (item, t)
+    plain = webp_frames(render_clip_gallery(Toy3d(), ClipSource(**{**source.__dict__, "labels": []}), ds,
+                                            tmp_path / "plain", units=[0], lossless=True)[0])
+    assert not (plain == CONCEPT_COLOUR).all(-1).any()  # no label named: no concept outline
