@@ -193,3 +193,30 @@ def test_tube_items_outline_the_units_concept_frame_by_frame(tmp_path):
     plain = webp_frames(render_clip_gallery(Toy3d(), ClipSource(**{**source.__dict__, "labels": []}), ds,
                                             tmp_path / "plain", units=[0], lossless=True)[0])
     assert not (plain == CONCEPT_COLOUR).all(-1).any()  # no label named: no concept outline
+
+
+def test_cli_gallery_clips_writes_every_units_strip_beside_the_jpegs(dissected, tmp_path):
+    """`mmit-dissect RUN --time frames --gallery-clips` on a video checkpoint: a strip per unit, then the
+    source; without the flag, the source alone (the dashboard draws on demand)."""
+    from dissect.cli import main
+    from mmit_interp.checkpoint import save_checkpoint
+    from mmit_interp.dataset import ClipTransform
+    from mmit_interp.models import build_model
+    from mmit_interp.vocab import Vocabulary
+
+    concepts, _ = dissected
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "best.pt", build_model("i3d_r18", 2, width=4), model_name="i3d_r18",
+                    model_kwargs={"width": 4}, vocab=Vocabulary(["a", "b"]), transforms=ClipTransform(2, 32).to_dict())
+    args = [str(run), "--layers", "layer2", "--concept-set", str(concepts), "--time", "frames", "--top-k", "2",
+            "--quantile", "0.05", "--workers", "0", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    plain = tmp_path / "plain" / concepts.name / "layer2" / "gallery"
+    assert (plain / SOURCE_NAME).is_file() and not list(plain.glob("*.webp"))
+    assert main(args + ["--gallery-clips"]) == 0
+    g = run / "dissect" / concepts.name / "layer2" / "gallery"
+    source = ClipSource.read(g / SOURCE_NAME)
+    strips = sorted(g.glob("unit_*-*.webp"))
+    assert len(strips) == source.units == len(list(g.glob("unit_*.jpg"))) > 0
+    assert strips[0] == source.clip_path(g, 0) and Image.open(strips[0]).n_frames >= 1
