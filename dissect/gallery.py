@@ -5,9 +5,10 @@ own per-frame mask outlined too, in another colour.
 Each frame shows the map of the layer time step that covers it (``time="frames"``) or the time-pooled
 map (``time="mean"``), upsampled bilinear (align_corners=False) and thresholded strictly at T_u, as
 dissection scored it. Animated WebP is an ``<img>`` that loops by itself in every current browser (no
-player, no script) and can be lossless (tests read outline pixels back exactly). A layer's ``ClipSource`` (``gallery/clips.json``) holds what its clips are rendered from, so
-the dashboard renders any unit later without the dissection's cache; each clip file is named by a key
-over everything it depends on, so a second request is a file lookup.
+player, no script) and can be lossless (tests read outline pixels back exactly). A layer's
+``ClipSource`` (``gallery/clips.json``) holds what its clips are rendered from, so the dashboard renders
+any unit later without the dissection's cache; each clip file is named by a key over everything it
+depends on, so a second request is a file lookup.
 """
 
 from __future__ import annotations

@@ -404,6 +404,11 @@ def test_unit_clips_refuse_a_changed_checkpoint(client, world):
     try:
         r = client.get("/runs/tiny/units/layer4/1/clips/broden+actions")
         assert r.status_code == 409 and "checkpoint changed" in r.text and "mmit-dissect" in r.text
+        d["settings"]["checkpoint"] = json.loads(src.read_text())["settings"]["checkpoint"]
+        d["fingerprint"] = "0" * 16  # the concept set as it was at dissection time: changed since
+        other.write_text(json.dumps(d))
+        r = client.get("/runs/tiny/units/layer4/1/clips/broden+actions")
+        assert r.status_code == 409 and "changed (or moved)" in r.text
     finally:
         other.unlink()
 

@@ -179,6 +179,7 @@ def unit_clips(run: ServedRun, layer: str, unit: int, concept_set: str) -> Path:
     404 when the layer has no clip source or no such unit; 409 when the run's checkpoint or the concept set
     changed since dissection (the command to run again is in the message)."""
     from dissect.gallery import ClipSource, render_clip_gallery
+    from mmit_interp.video import ClipDecodeError
 
     src = clip_source_path(run.dir, concept_set, layer)
     if not src.is_file():
@@ -198,11 +199,10 @@ def unit_clips(run: ServedRun, layer: str, unit: int, concept_set: str) -> Path:
         if source.checkpoint and meta.get("sha256", "")[:16] != source.checkpoint:
             raise HTTPException(409, f"run {run.name!r}'s checkpoint changed since {layer} was dissected; dissect it "
                                      f"again: {COMMANDS['dissect'].format(run=run.dir)}")
-        try:
-            dataset = source.dataset()
-        except (ValueError, OSError) as e:
+        try:  # a concept set changed, moved or unreadable since dissection
+            paths = render_clip_gallery(model, source, source.dataset(), src.parent, units=[unit])
+        except (ValueError, OSError, ClipDecodeError) as e:
             raise HTTPException(409, str(e)) from None
-        paths = render_clip_gallery(model, source, dataset, src.parent, units=[unit])
     if unit not in paths:
         raise HTTPException(404, f"unit {unit} of {layer!r} has no top items on {concept_set!r}")
     return paths[unit]
