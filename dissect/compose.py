@@ -66,43 +66,48 @@ def _combine(f: torch.Tensor, x: torch.Tensor, op: torch.Tensor) -> torch.Tensor
 
 
 class PixelLabels:
-    """A batch's boolean label masks as per-pixel label lists ``lab (R, S, Q)``: the labels of every
-    plane and every whole-image label at pixel s of row r, a label repeated at a pixel kept once
-    (0: none). Rows are ``sample_labels``' (still images, or tube frames aligned with the samples);
-    whole-image labels with ``whole_cat < 0`` are ignored, as in ``LabelBatch``."""
+    """A batch's boolean label masks as the distinct per-pixel label lists ("signatures") ``sig (G, Q)``:
+    the labels of every plane and every whole-image label at a pixel, a label repeated there kept once
+    (0: none); ``weight (G,)`` pixels carry each, ``of_pixel (R * S,)`` is each pixel's signature
+    (row-major: row r, flat pixel s). Every count over pixels is a sum over these few rows. Rows are
+    ``sample_labels``' (still images, or tube frames aligned with the samples); whole-image labels with
+    ``whole_cat < 0`` are ignored, as in ``LabelBatch``."""
 
     def __init__(self, labels: dict, device: torch.device | str = "cpu"):
         pixel = labels["pixel"].to(device)
         r, p = pixel.shape[:2]
         self.size = tuple(pixel.shape[2:])
+        self.S = self.size[0] * self.size[1]
         whole = labels["whole"].to(device).long()
         whole = torch.where((whole > 0) & (labels["whole_cat"].to(device) >= 0), whole, torch.zeros_like(whole))
-        s = self.size[0] * self.size[1]
-        lab = torch.cat([pixel.reshape(r, p, s).long().transpose(1, 2),
-                         whole[:, None, :].expand(r, s, whole.shape[1])], 2)
-        for k in range(1, lab.shape[2]):
-            dup = (lab[:, :, k : k + 1] == lab[:, :, :k]).any(2)
-            lab[:, :, k] = torch.where(dup, 0, lab[:, :, k])
-        self.lab = lab.contiguous()
-
-    def signatures(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The distinct per-pixel label lists ``(G, Q)`` and how many pixels carry each ``(G,)``: every
-        count over all pixels is a sum over these few rows. Exact keys: mixed-radix numbers, renumbered
-        densely before they could overflow."""
-        lab = self.lab.view(-1, self.lab.shape[2])
-        base = int(lab.max()) + 1 if lab.numel() else 1
-        key = torch.zeros(len(lab), dtype=torch.long, device=lab.device)
+        planes = pixel.reshape(r, p, self.S).long()
+        cols = [planes[:, j].reshape(-1) for j in range(p)] + [whole[:, j].repeat_interleave(self.S)
+                                                               for j in range(whole.shape[1])]
+        for k in range(1, len(cols)):  # a label repeated at a pixel counts once
+            dup = torch.zeros_like(cols[k], dtype=torch.bool)
+            for j in range(k):
+                dup |= cols[k] == cols[j]
+            cols[k] = torch.where(dup, 0, cols[k])
+        # exact keys: mixed-radix numbers of the label lists, renumbered densely before they could overflow
+        base = max([int(c.max()) for c in cols if len(c)] + [0]) + 1
+        key = torch.zeros(r * self.S, dtype=torch.long, device=pixel.device)
         bound = 1
-        for q in range(lab.shape[1]):
+        for c in cols:
             if bound * base >= 1 << 62:
                 key = torch.unique(key, return_inverse=True)[1]
                 bound = int(key.max()) + 1
-            key = key * base + lab[:, q]
+            key = key * base + c
             bound *= base
-        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
-        sig = torch.zeros((len(counts), lab.shape[1]), dtype=torch.long, device=lab.device)
-        sig[inverse] = lab
-        return sig, counts
+        # runs of equal keys along the rows first (regions are contiguous), then the distinct keys of the runs
+        run_key, of_run, run_len = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
+        _, of_sig = torch.unique(run_key, return_inverse=True)
+        self.of_pixel = of_sig[of_run]
+        self.weight = torch.zeros(int(of_sig.max()) + 1 if len(of_sig) else 0, dtype=torch.long,
+                                  device=pixel.device).index_add_(0, of_sig, run_len)
+        first = torch.cumsum(run_len, 0) - run_len
+        self.sig = torch.zeros((len(self.weight), len(cols)), dtype=torch.long, device=pixel.device)
+        if cols:
+            self.sig[of_sig] = torch.stack([c[first] for c in cols], 1)
 
 
 class FormulaCounts:
@@ -128,41 +133,43 @@ class FormulaCounts:
         self.af = torch.zeros((u, b), **z)
         self.a = torch.zeros(u, **z)
 
-    def add_labels(self, pl: PixelLabels, repeats: int = 1) -> None:
-        """Add |F & L| and |F| over every pixel of a batch (``repeats`` samples per label row), formulas
-        evaluated once per distinct pixel label list (``PixelLabels.signatures``)."""
+    def evaluate(self, pl: PixelLabels) -> torch.Tensor:
+        """Every formula on every signature of a batch: ``(max(D, 1), G)`` bool (TRUE where D = 0)."""
+        f = torch.ones((len(self.leaves), len(pl.sig)), dtype=torch.bool, device=pl.sig.device)
+        for j in range(self.leaves.shape[1]):
+            f = _combine(f, (pl.sig[None] == self.leaves[:, j, None, None]).any(2), self.ops[:, j, None])
+        return f
+
+    def add_labels(self, pl: PixelLabels, f: torch.Tensor, repeats: int = 1) -> None:
+        """Add |F & L| and |F| over every pixel of a batch from ``f = evaluate(pl)``; ``repeats``
+        samples per label row."""
         if not self.formulas:
             return
-        sig, weight = pl.signatures()
-        f = torch.ones((len(self.formulas), len(sig)), dtype=torch.bool, device=sig.device)
-        for j in range(self.leaves.shape[1]):
-            x = (sig[None] == self.leaves[:, j, None, None]).any(2)
-            f = _combine(f, x, self.ops[:, j, None])
-        fw = f.long() * (weight * repeats)[None]  # (D, G)
+        fw = f.long() * (pl.weight * repeats)[None]  # (D, G)
         self.f += fw.sum(1)
-        for q in range(sig.shape[1]):
-            keep = (sig[:, q] > 0).nonzero().view(-1)
-            self.fl.index_add_(1, sig[keep, q], fw.index_select(1, keep))
+        for q in range(pl.sig.shape[1]):
+            keep = (pl.sig[:, q] > 0).nonzero().view(-1)
+            self.fl.index_add_(1, pl.sig[keep, q], fw.index_select(1, keep))
 
-    def add_units(self, pl: PixelLabels, row: torch.Tensor, unit: torch.Tensor, pixel: torch.Tensor) -> None:
+    def add_units(self, pl: PixelLabels, f: torch.Tensor, row: torch.Tensor, unit: torch.Tensor,
+                  pixel: torch.Tensor) -> None:
         """Add the active pixels ``(row, unit, pixel)`` (one entry per pixel of a unit's mask in a sample;
-        ``row`` is the sample's label row): |A|, |A & F| and |A & F & L| at those pixels only."""
+        ``row`` is the sample's label row): |A|, |A & F| and |A & F & L|, from the pixels per (unit,
+        signature) and ``f = evaluate(pl)``."""
         if not len(unit):
             return
         self.a += torch.bincount(unit, minlength=len(self.a))
-        lab = pl.lab[row, pixel]  # (n, Q)
-        slot = self.beams.index_select(0, unit)  # (n, B)
-        d = slot.clamp(min=0)
-        f = (slot >= 0)
-        for j in range(self.leaves.shape[1]):
-            x = (lab[:, None, :] == self.leaves[d, j][:, :, None]).any(2)
-            f = _combine(f, x, self.ops[d, j])
-        f = f.long()
-        self.af.index_add_(0, unit, f)
+        g = len(pl.sig)
+        key, count = torch.unique(unit * g + pl.of_pixel[row * pl.S + pixel], return_counts=True)
+        unit, sig = torch.div(key, g, rounding_mode="floor"), key % g
+        slot = self.beams.index_select(0, unit)  # (E, B)
+        w = (f[slot.clamp(min=0), sig[:, None]] & (slot >= 0)).long() * count[:, None]
+        self.af.index_add_(0, unit, w)
         flat = self.afl.view(-1, self.afl.shape[2])  # (U * L1, B)
+        lab = pl.sig.index_select(0, sig)
         for q in range(lab.shape[1]):
             keep = (lab[:, q] > 0).nonzero().view(-1)
-            flat.index_add_(0, unit[keep] * self.L1 + lab[keep, q], f.index_select(0, keep))
+            flat.index_add_(0, unit[keep] * self.L1 + lab[keep, q], w.index_select(0, keep))
 
     def merge(self, other: "FormulaCounts") -> None:
         """Merge another shard's counts of the same step (integer sums: exact)."""
@@ -226,12 +233,13 @@ def _count_pass(batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], di
                     aligned, lrep = sample_labels(labels, rep)
                     pls[align] = PixelLabels(aligned, device), lrep
                 pl, lrep = pls[align]
-                counts[name].add_labels(pl, lrep)
+                f = counts[name].evaluate(pl)
+                counts[name].add_labels(pl, f, lrep)
                 geom = tuple(s.shape[2:]) + pl.size
                 if geom not in blocks:
                     blocks[geom] = BilinearBlocks(*geom, device=device)
                 for row, unit, pixel in _active_pixels(s, thr[name], lrep, blocks[geom]):
-                    counts[name].add_units(pl, row, unit, pixel)
+                    counts[name].add_units(pl, f, row, unit, pixel)
     return _all_merge(counts, lambda st: FormulaCounts.from_state_dict(st, device))
 
 

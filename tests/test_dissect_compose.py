@@ -239,10 +239,11 @@ def test_counts_merge_equals_one_pass():
         c = FormulaCounts(formulas, beams, L + 1)
         b = collate(images, idx)
         pl = PixelLabels(b)
-        c.add_labels(pl)
+        f = c.evaluate(pl)
+        c.add_labels(pl, f)
         for row, unit, pixel in _active_pixels(torch.from_numpy(feats[idx]), res.thresholds, 1,
                                                BilinearBlocks(4, 4, SEG, SEG)):
-            c.add_units(pl, row, unit, pixel)
+            c.add_units(pl, f, row, unit, pixel)
         return c
 
     one, a, b = count(list(range(9))), count([0, 1, 2, 3]), count([4, 5, 6, 7, 8])
