@@ -1,7 +1,9 @@
 """Benchmark: compositional unit labels (``dissect.compose.compose_stream``, issue 16 item 2).
 
 64 units of 7x7 maps upsampled to 112x112 masks, 100 labels (three pixel categories on one plane
-each, from 8x8 blocky grids, and one whole-image category), 500 items, formulas of length 3, beam 5.
+each, from blocky grids of ``--grid`` x ``--grid`` cells, 8 by default; 112 draws every pixel on its own,
+so no run of equal label lists is left to compress), and one whole-image category), 500 items,
+formulas of length 3, beam 5.
 The features are smooth random maps (3x3 noise upsampled to 7x7, per-map gain), so each unit fires
 on a few blobs. Data generation is timed apart and taken out; the engine's own two passes
 (``dissect_stream``) are reported beside. Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_compose.py``.
@@ -29,7 +31,7 @@ NUM_LABELS = sum(n for n, _ in CATS.values())
 PRIMARY = torch.tensor([-1] + [ci for ci, (n, _) in enumerate(CATS.values()) for _ in range(n)])
 
 
-def make_batch(seed: int, n: int, units: int) -> tuple[torch.Tensor, dict]:
+def make_batch(seed: int, n: int, units: int, grid: int = 8) -> tuple[torch.Tensor, dict]:
     """Deterministic smooth features (n, units, 7, 7) and a collated label batch."""
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(n, units, 3, 3, generator=g)
@@ -42,8 +44,8 @@ def make_batch(seed: int, n: int, units: int) -> tuple[torch.Tensor, dict]:
         else:
             choice = torch.randint(start, start + n_labels, (n, 4), generator=g)
             choice[:, 0] = 0
-            grid = torch.gather(choice, 1, torch.randint(4, (n, 64), generator=g)).view(n, 8, 8)
-            planes.append(grid.repeat_interleave(SEG // 8, 1).repeat_interleave(SEG // 8, 2).int())
+            cells = torch.gather(choice, 1, torch.randint(4, (n, grid * grid), generator=g)).view(n, grid, grid)
+            planes.append(cells.repeat_interleave(SEG // grid, 1).repeat_interleave(SEG // grid, 2).int())
         start += n_labels
     return feats, {"pixel": torch.stack(planes, 1), "plane_cat": torch.arange(len(planes)).expand(n, -1).clone(),
                    "whole": whole, "whole_cat": torch.full((n, 1), len(CATS) - 1),
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=64)
     ap.add_argument("--length", type=int, default=3)
     ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--grid", type=int, default=8, help="label regions: a grid of this many cells per side "
+                    "(a divisor of 112)")
     ap.add_argument("--planes", choices=["lite", "union"], default="lite",
                     help="union: step 0 comes from the engine's tally (one pass fewer)")
     ap.add_argument("--json", help="write the figures here")
@@ -65,7 +69,7 @@ def main() -> None:
 
     def batches():
         for b in range(nb):
-            f, lab = make_batch(b, BATCH, args.units)
+            f, lab = make_batch(b, BATCH, args.units, args.grid)
             yield {"L": f}, lab
 
     t0 = time.perf_counter()
@@ -82,7 +86,7 @@ def main() -> None:
     t_compose = time.perf_counter() - t0 - passes * gen
     gains = torch.tensor([r.gain for r in recs])
     report = {"threads": torch.get_num_threads(), "images": nb * BATCH, "units": args.units, "labels": NUM_LABELS,
-              "length": args.length, "beam": args.beam, "planes": args.planes, "passes": passes,
+              "length": args.length, "beam": args.beam, "grid": args.grid, "planes": args.planes, "passes": passes,
               "data_generation_s_per_pass": round(gen, 2), "engine_s": round(t_engine, 2),
               "compose_s": round(t_compose, 2), "mean_iou_single": round(sum(r.label_iou for r in recs) / len(recs), 4),
               "mean_iou_formula": round(sum(r.iou for r in recs) / len(recs), 4),

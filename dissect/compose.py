@@ -13,6 +13,9 @@ engine's exact masks). Every candidate ``F op l`` of a beam formula F is exact f
 
 so one pass over the data per beam step (``FormulaCounts``: mergeable integer sums) scores every
 (unit, beam formula, label, op). Step 0 is the same with F = TRUE: the single labels.
+``compose_stream`` is the pure search over a ``batches`` callable (layers share its passes);
+``run_formulas`` the loop over a model and concept sets, with its cache (as ``dissect_stream`` and
+``run_dissection``). docs/dissect.md, "Compositional labels".
 """
 
 from __future__ import annotations
