@@ -269,3 +269,34 @@ def test_clip_method_switch_computes_and_shows_other_maps(page, server):
     assert page.inner_text("#showing").startswith("Grad-CAM++ of")
     page.wait_for_function(f"document.querySelector(\"img.heat[data-class='{cls}']\").naturalWidth > 0")
     shot(page, "clip_method_switch")
+
+
+OWN_VIDEO = [pytest.param("r3d_18", 4, 32, id="r3d_18"), pytest.param("mc3_18", 4, 32, id="mc3_18"),
+             pytest.param("r2plus1d_18", 4, 32, id="r2plus1d_18"), pytest.param("swin3d_t", 4, 32, id="swin3d_t"),
+             pytest.param("s3d", 16, 224, id="s3d", marks=pytest.mark.slow),
+             pytest.param("mvit_v2_s", 16, 224, id="mvit_v2_s", marks=pytest.mark.slow),
+             pytest.param("mvit_v1_b", 16, 224, id="mvit_v1_b", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("arch,frames,size", OWN_VIDEO)
+def test_imported_torchvision_model_clip_page(page, tmp_path, arch, frames, size):
+    """A run made by mmit-import from a torchvision video model (random weights) serves a working clip page."""
+    from mmit_interp.import_model import ModelSource, import_run
+
+    (tmp_path / "classes.txt").write_text("".join(f"action {i}\n" for i in range(7)))
+    run = import_run(ModelSource("torchvision", arch, str(tmp_path / "classes.txt"), frames=frames, size=size),
+                     tmp_path / "runs" / arch)
+    clip = tiny_clip(tmp_path / "upload.mp4", seconds=2.0, size=64)
+    with LiveServer(create_app(Settings(runs=(run,), run_names=name_runs((run,))))) as s:
+        page.goto(f"{s.url}/runs/{arch}/clips")
+        page.set_input_files("#clip-file", str(clip))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("#scrub", timeout=180_000)
+        preds = page.locator("#preds button.cls")
+        assert preds.count() == 7 and "action " in preds.first.inner_text()  # every class of the vocabulary
+        page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
+        cls = preds.first.get_attribute("data-class")
+        preds.first.click()
+        page.wait_for_function(f"document.querySelector(\"img.heat[data-class='{cls}']\").naturalWidth > 0")
+        assert page.locator("#cams img.cam").count() == 5
+        shot(page, f"own_model_{arch}")
