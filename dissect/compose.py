@@ -199,7 +199,7 @@ def _active_pixels(s: torch.Tensor, thr: torch.Tensor, rep: int, blocks: Bilinea
                    maps_per_chunk: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The engine's thresholded maps of samples ``s (M, U, h, w)`` as pixel lists ``(row, unit, pixel)``
     (row = sample // rep, pixel flat in the mask), in chunks of maps as ``_tally_layer`` takes them."""
-    rows, rows_ok, cols, cols_ok = blocks.partition
+    rows, _, cols, _ = blocks.partition
     tile_pix = (rows[:, None, :, None] * blocks.sw + cols[None, :, None, :]).reshape(len(rows) * len(cols), -1)
     shifts = torch.arange(tile_pix.shape[1], device=s.device, dtype=torch.int32)
     s = s.contiguous()
@@ -252,27 +252,34 @@ def plain_iou(inter: torch.Tensor, a: torch.Tensor, size: torch.Tensor) -> torch
     return torch.where(union > 0, inter.double() / union.clamp(min=1), torch.zeros_like(union))
 
 
-def _select(pool_old: list[tuple[float, Formula]], scores: torch.Tensor, beam_u: list[Formula], num_labels: int,
+def _select(pool_old: list[tuple[float, Formula]], scores: torch.Tensor, beam_u: list[Formula],
             width: int) -> list[tuple[float, Formula]]:
-    """The best ``width`` formulas of a unit with a positive IoU, no two with the same mask: its current
-    beam ``pool_old`` (first on ties: shorter formulas) and the candidates ``scores (B, L1, 3)`` (-1:
-    not a candidate; ties: lower beam slot, label, op)."""
-    flat = scores.reshape(-1)
-    vals, idx = torch.sort(flat, descending=True, stable=True)
-    n_pos = int((vals > 0).sum())
-    vals, idx = vals[:n_pos].tolist(), idx[:n_pos].tolist()
+    """The best ``width`` formulas of a unit with a positive IoU, no two with the same mask, from its
+    current beam ``pool_old`` (first on ties: the shorter formulas) and the extensions ``scores (B, L1, 3)``
+    of ``beam_u`` (-1: not a candidate; ties: lower beam slot, label, op). Candidates are read in
+    growing sorted chunks, so a unit costs its few best, not its B * L1 * 3 candidates, in Python."""
+    n_labels = scores.shape[1]
+    vals_t, idx_t = torch.sort(scores.reshape(-1), descending=True, stable=True)
+    vals: list[float] = []
+    idx: list[int] = []
     out: list[tuple[float, Formula]] = []
     seen: set = set()
     i = j = 0
-    while len(out) < width and (i < len(pool_old) or j < len(vals)):
-        if i < len(pool_old) and (j >= len(vals) or pool_old[i][0] >= vals[j]):
+    while len(out) < width:
+        if j == len(vals) and j < len(vals_t):
+            take = max(4 * width, j)
+            vals += vals_t[j : j + take].tolist()
+            idx += idx_t[j : j + take].tolist()
+        cand = j < len(vals) and vals[j] > 0
+        if i < len(pool_old) and (not cand or pool_old[i][0] >= vals[j]):
             iou, f = pool_old[i]
             i += 1
-        else:
-            b, rest = divmod(idx[j], num_labels * 3)
-            label, op = divmod(rest, 3)
-            iou, f = vals[j], beam_u[b] + ((op, label),)
+        elif cand:
+            b, rest = divmod(idx[j], n_labels * 3)
+            iou, f = vals[j], beam_u[b] + ((rest % 3, rest // 3),)
             j += 1
+        else:
+            break
         key = truth_key(f)
         if key not in seen:
             seen.add(key)
@@ -342,7 +349,7 @@ class BeamSearch:
             self.pick = allowed[None].expand(len(single), -1)
         scores = torch.full((len(single), 1, self.L1, 3), -1.0, dtype=torch.float64)
         scores[:, 0, :, 0] = single
-        self.beams = [_select([], scores[u], [()], self.L1, self.width) for u in range(len(single))]
+        self.beams = [_select([], scores[u], [()], self.width) for u in range(len(single))]
         self.singles = [b[0] if b else (0.0, ()) for b in self.beams]
 
     def plan(self) -> tuple[list[Formula], torch.Tensor]:
@@ -357,21 +364,28 @@ class BeamSearch:
                 slots[u, b] = table[f]
         return list(table), slots
 
-    def advance(self, c: FormulaCounts) -> None:
-        """Score every extension (unit, beam formula, label, op) from ``plan()``'s counts; keep the best."""
-        slots = c.beams.cpu()
-        d = slots.clamp(min=0)
-        fl, f = c.fl.cpu()[d], c.f.cpu()[d][..., None]  # (U, B, L1), (U, B, 1)
-        afl, af = c.afl.cpu().transpose(1, 2), c.af.cpu()[..., None]
-        inter = torch.stack([afl, af + self.al[:, None] - afl, af - afl], 3)
-        size = torch.stack([fl, f + self.label_area[None, None] - fl, f - fl], 3)
-        iou = plain_iou(inter, self.a[:, None, None, None], size)
-        ok = (slots >= 0)[:, :, None, None] & self.pick[:, None, :, None] & self.op_ok[None, None, None]
-        for u, bu in enumerate(self.beams):
-            for b, (_, form) in enumerate(bu):
-                ok[u, b, [label for _, label in form]] = False  # a label once per formula
-        iou = torch.where(ok, iou, torch.full_like(iou, -1.0))
-        self.beams = [_select(bu, iou[u], [fm for _, fm in bu], self.L1, self.width) for u, bu in enumerate(self.beams)]
+    def advance(self, c: FormulaCounts, units_per_chunk: int = 128) -> None:
+        """Score every extension (unit, beam formula, label, op) from ``plan()``'s counts and keep each
+        unit's best; units go in chunks, so the (units, B, L1, 3) scores stay small."""
+        fl_all, f_all, afl_all, af_all = c.fl.cpu(), c.f.cpu(), c.afl.cpu(), c.af.cpu()
+        beams = []
+        for u0 in range(0, len(self.beams), units_per_chunk):
+            us = slice(u0, u0 + units_per_chunk)
+            slots = c.beams.cpu()[us]
+            d = slots.clamp(min=0)
+            fl, f = fl_all[d], f_all[d][..., None]  # (u, B, L1), (u, B, 1)
+            afl, af = afl_all[us].transpose(1, 2), af_all[us][..., None]
+            al = self.al[us][:, None]
+            inter = torch.stack([afl, af + al - afl, af - afl], 3)
+            size = torch.stack([fl, f + self.label_area[None, None] - fl, f - fl], 3)
+            iou = plain_iou(inter, self.a[us][:, None, None, None], size)
+            ok = (slots >= 0)[:, :, None, None] & self.pick[us][:, None, :, None] & self.op_ok[None, None, None]
+            for k, bu in enumerate(self.beams[us]):
+                for b, (_, form) in enumerate(bu):
+                    ok[k, b, [label for _, label in form]] = False  # a label once per formula
+            iou = torch.where(ok, iou, torch.full_like(iou, -1.0))
+            beams += [_select(bu, iou[k], [fm for _, fm in bu], self.width) for k, bu in enumerate(self.beams[us])]
+        self.beams = beams
 
     def labels(self) -> list[FormulaLabel]:
         """One ``FormulaLabel`` per unit: the best formula of its beam beside its best single label."""

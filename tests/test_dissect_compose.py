@@ -3,6 +3,7 @@ beam search written out with Python sets."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from dissect.compose import OPS, FormulaCounts, FormulaLabel, PixelLabels, compose_stream, render, truth_key
+from dissect.compose import (OPS, BeamSearch, FormulaCounts, FormulaLabel, PixelLabels, compose_stream, render,
+                             truth_key)
 from dissect.engine import dissect_stream
 from test_dissect_engine import CATS, SEG, collate, make_world, naive_upsample
 from test_dissect_tubes import collate_tubes, tube_world
@@ -97,7 +99,8 @@ def dissect(feats, images, num_labels, primary, quantile, planes="lite", time="m
 
 
 @pytest.mark.parametrize("planes", ["lite", "union"])
-def test_beam_search_matches_naive(planes):
+def test_beam_search_matches_naive(planes, monkeypatch):
+    monkeypatch.setattr(BeamSearch, "advance", functools.partialmethod(BeamSearch.advance, units_per_chunk=3))
     feats, images, L, primary = make_world(seed=2, n=12)
     res = dissect(feats, images, L, primary, 0.1, planes)
     got = compose_stream(world_batches(feats, images), {"L": res}, length=3, beam=3)["L"]
