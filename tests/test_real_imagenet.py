@@ -119,6 +119,24 @@ def test_cam_on_carphone_finds_the_bow_tie(video):
     assert sum(pointing(h, mask) for h in heat["gradcam"]) >= FRAMES - 1
 
 
+def test_mmit_cam_explains_the_footage_from_the_written_files(tmp_path, capsys):
+    """The documented command: the files `python -m mmit_interp.models.pretrained` writes, through
+    `mmit-cam --timm tf_efficientnet_lite0`, rank bow tie first and draw its CAM for every frame."""
+    from mmit_interp.cli import cam_main
+    from mmit_interp.models.pretrained import main as write_main
+
+    assert write_main([str(tmp_path / "lite0")]) == 0
+    weights, vocab = tmp_path / "lite0" / "tf_efficientnet_lite0_imagenet.pth", tmp_path / "lite0" / "imagenet_classes.txt"
+    capsys.readouterr()
+    rc = cam_main([str(carphone_clip()), "--timm", ARCH, "--weights", str(weights), "--vocab", str(vocab),
+                   "--frames", str(FRAMES), "--size", str(SIZE), "--mean", ",".join(map(str, MEAN)),
+                   "--std", ",".join(map(str, STD)), "--run", str(tmp_path / "run"), "--top-k", "3", "--json", "--no-record"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in r["predictions"]][:3] == ["bow tie", "Windsor tie", "suit"]
+    assert len(list(Path(r["out_dir"]).glob("cam_457_*.jpg"))) == FRAMES
+
+
 def _documented_counts() -> dict:
     """The test configuration's counts that benchmarks/real_network.py wrote into docs/real_network.md."""
     block = re.search(r"```json\n(\{.*?\})\n```", DOC.read_text(encoding="utf-8"), re.S)
