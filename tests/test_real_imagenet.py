@@ -62,6 +62,8 @@ def test_weights_are_the_package_models_and_need_the_tf_padding(model):
         want, got, other = ref(x), model(x), symmetric(x)
     assert torch.allclose(got, want, atol=1e-4, rtol=0)
     assert (other - want).abs().max() > 0.5
+    cfg = model.pretrained_cfg  # the input the module's constants promise is timm's for the architecture
+    assert (tuple(cfg["mean"]), tuple(cfg["std"]), tuple(cfg["input_size"])) == (MEAN, STD, (3, SIZE, SIZE))
 
 
 def test_key_mapping_errors_and_files(model, tmp_path):
