@@ -13,6 +13,7 @@ depends on, so a second request is a file lookup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ DIM = 0.3  # brightness outside the region, as the JPEG strips
 GAP = 3  # white pixels between tiles
 RENDER_VERSION = 1  # bump when the drawing changes, so cached clips are redrawn
 FPS = 8.0  # playback rate of the T frames
+ITEM_CACHE = 128  # decoded items kept while drawing (units share items)
 
 
 @dataclass(frozen=True)
@@ -247,28 +249,38 @@ def render_clip_gallery(model: nn.Module, source: ClipSource, dataset, out_dir: 
                      input_adapter=input_adapter, batch_size=batch_size, device=device) if todo else {}
     pos = {i: {u: p for p, u in enumerate(us)} for i, us in needs.items()}
     size = tile_size(dataset)
+
+    @functools.lru_cache(maxsize=ITEM_CACHE)  # units share items: decode each once while it is recent
+    def clip(i: int) -> np.ndarray:
+        return _resized(dataset.read_clip(i), size)
+
+    @functools.lru_cache(maxsize=ITEM_CACHE)
+    def tube(i: int) -> list[dict] | None:
+        return dataset[i]["frame_masks"] if dataset.broden.tubes.get(dataset.row(i).image) is not None else None
+
     for u in todo:
         items = source.top[u]
         regions = unit_regions(torch.stack([maps[i][pos[i][u]] for i in items]), source.thresholds[u],
                                dataset.frames, size)
-        clips = np.stack([_resized(dataset.read_clip(i), size) for i in items])
+        clips = np.stack([clip(i) for i in items])
         concept = None
         if dataset.tubes and source.label(u):
-            concept = np.stack([concept_masks(dataset, i, source.label(u), size) for i in items])
+            concept = np.stack([concept_masks(tube(i), source.label(u), dataset.seg_size, size, dataset.frames)
+                                for i in items])
         for stale in Path(out_dir).glob(f"unit_{u:04d}-*.webp"):
             stale.unlink(missing_ok=True)
         save_animation(compose_strip(clips, regions, concept), paths[u], fps=fps, quality=quality, lossless=lossless)
     return {u: p for u, p in paths.items() if p.is_file()}
 
 
-def concept_masks(dataset, item: int, label: int, size: tuple[int, int]) -> np.ndarray:
-    """``(T, H, W)`` bool: where label ``label`` is on any plane of each of a tube item's T frames (the frames
-    its clip samples), nearest-upsampled to ``size``; all False for an item without a tube."""
-    if dataset.broden.tubes.get(dataset.row(item).image) is None:
-        return np.zeros((dataset.frames, *size), bool)
-    frames = dataset[item]["frame_masks"]
-    hit = torch.stack([torch.stack([(m == label).any(0) for m in f.values()]).any(0) if f else
-                       torch.zeros(dataset.seg_size, dtype=torch.bool) for f in frames])
+def concept_masks(frame_masks: Sequence[Mapping[str, torch.Tensor]] | None, label: int, seg_size: tuple[int, int],
+                  size: tuple[int, int], frames: int) -> np.ndarray:
+    """``(T, H, W)`` bool: where label ``label`` is on any plane of each frame's masks (``{cat: (planes, sh, sw)}``,
+    a tube item's ``frame_masks``), nearest-upsampled to ``size``; all False for an item without a tube (None)."""
+    if frame_masks is None:
+        return np.zeros((frames, *size), bool)
+    hit = torch.stack([torch.cat([m == label for m in f.values()]).any(0) if f else
+                       torch.zeros(seg_size, dtype=torch.bool) for f in frame_masks])
     return torch.nn.functional.interpolate(hit[:, None].float(), size=tuple(size), mode="nearest")[:, 0].bool().numpy()
 
 

@@ -161,7 +161,7 @@ def test_tube_items_outline_the_units_concept_frame_by_frame(tmp_path):
     so exactly its outline pixels carry CONCEPT_COLOUR in a lossless strip)."""
     from mmit_interp.broden_format import BrodenWriter
 
-    root, rng = tmp_path / "tubes", np.random.default_rng(3)
+    root, rng, written = tmp_path / "tubes", np.random.default_rng(3), {}
     with BrodenWriter(root, ["object"], image_size=(32, 32), seg_size=(SEG, SEG)) as w:
         sq = w.add_label("square", "object")
         for _ in range(4):
@@ -175,6 +175,7 @@ def test_tube_items_outline_the_units_concept_frame_by_frame(tmp_path):
                 frames.append(img)
                 masks.append({"object": [m]})
             rel = w.add_image(frames[0], pixel={"object": masks[0]["object"]}, tube=masks)
+            written[rel] = [m["object"][0] == sq for m in masks]
             write_clip((root / "images" / rel).with_suffix(".mp4"), np.stack(frames))
     res = run_dissection(Toy3d(), ["features"], [root], quantile=Q, transform=InputTransform(frames=2), time="frames",
                          top_k=2, progress=False)
@@ -183,12 +184,10 @@ def test_tube_items_outline_the_units_concept_frame_by_frame(tmp_path):
     assert ds.tubes and source.label(0) == sq
     frames = webp_frames(render_clip_gallery(Toy3d(), source, ds, tmp_path / "out", units=[0], lossless=True)[0])
     for j, item in enumerate(source.top[0]):
-        tube = ds.broden.tubes[ds.row(item).image]
         for t in range(2):
-            mask = ds.broden.load_masks(ds.row(item), frame=t)["object"][0] == sq
-            want = outline(np.kron(mask, np.ones((112 // SEG, 112 // SEG), bool)))
+            want = outline(np.kron(written[ds.row(item).image][t], np.ones((112 // SEG, 112 // SEG), bool)))
             tile = frames[t, :, j * (112 + GAP) : j * (112 + GAP) + 112]
-            assert len(tube) == 2 and want.sum() > 0
+            assert want.sum() > 0
             assert np.array_equal((tile == CONCEPT_COLOUR).all(-1), want), (item, t)
     plain = webp_frames(render_clip_gallery(Toy3d(), ClipSource(**{**source.__dict__, "labels": []}), ds,
                                             tmp_path / "plain", units=[0], lossless=True)[0])
