@@ -165,6 +165,10 @@ def test_unit_page_plays_its_clip_gallery_and_units_filter_by_motion(page, serve
     assert motion and all(m != "" and float(m) >= 0.5 for m in motion)
     assert page.inner_text("#shown-count") == f"{len(motion)} shown" and "motion_min=0.5" in page.url
     page.fill("#f-motion", "")
+    page.check("#f-formula")
+    with_formula = page.eval_on_selector_all("#units-table tbody tr:not([hidden])", "els => els.map(e => e.dataset.formula)")
+    assert with_formula and set(with_formula) == {"1"} and len(with_formula) < 256 and "has_formula=true" in page.url
+    page.uncheck("#f-formula")
     page.select_option("#f-sort", "motion")
     ranked = page.eval_on_selector_all("#units-table tbody tr td:nth-child(6)", "els => els.map(e => +e.dataset.value)")
     assert ranked == sorted(ranked, reverse=True) and ranked[0] > 0.5
