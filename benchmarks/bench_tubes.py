@@ -1,7 +1,7 @@
 """Benchmark: tube dissection vs the forward passes it needs (issue 16 item 1).
 
 A small synthetic world's action regions become a tube set (per-frame masks) and, for comparison,
-the still action set of the same items. A small I3D (``i3d_r18``, width 16, 8 frames of 64 px) is
+the still action set of the same items. A small I3D (``i3d_r18``, width 16 or ``--width``, 8 frames of 64 px) is
 dissected on both with ``time="frames"`` (two passes, features recomputed). The baseline is the
 forward passes alone: two passes of the same loader (snippet decoding and still masks included)
 running the model with the layers captured. The ratio tube / forward is the target (<= 1.5).
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--action-frames", type=int, default=160)
     ap.add_argument("--layers", nargs="+", default=["layer3", "layer4"])
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--width", type=int, default=16, help="i3d_r18 base width (small: data loading dominates)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers, for the baseline and dissection")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
@@ -62,10 +64,10 @@ def main(argv: list[str] | None = None) -> dict:
     tubes = build_action_tubes(world, tmp / "tubes", base=world / "broden")
     stills = build_action_regions(regions / "boxes.csv", regions / "frames", tmp / "stills", base=world / "broden")
     torch.manual_seed(0)
-    model = build_model("i3d_r18", 4, width=16, layer4_stride=1).to(args.device).eval()
+    model = build_model("i3d_r18", 4, width=args.width, layer4_stride=1).to(args.device).eval()
     transform = InputTransform(64, args.frames)
     ds = transform.dataset(tubes, tubes=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=ds.collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=ds.collate, num_workers=args.workers)
 
     def forwards():
         with torch.no_grad():
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def dissect(cs):
         return lambda: run_dissection(model, args.layers, [cs], time="frames", transform=transform,
-                                      batch_size=args.batch_size, device=args.device, progress=False)
+                                      batch_size=args.batch_size, workers=args.workers, device=args.device,
+                                      progress=False)
 
     forwards()  # warm-up
     t_fwd = timed(forwards, args.repeats)
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     res = run_dissection(model, args.layers, [tubes, stills], time="frames", transform=transform,
                          batch_size=args.batch_size, device=args.device, progress=False)
     out = {
-        "items": len(ds), "frames": args.frames, "layers": args.layers, "threads": args.threads, "device": args.device,
+        "items": len(ds), "frames": args.frames, "width": args.width, "layers": args.layers, "threads": args.threads,
+        "workers": args.workers, "device": args.device,
         "forward_s": round(t_fwd, 3), "tube_dissection_s": round(t_tube, 3), "still_dissection_s": round(t_still, 3),
         "tube_over_forward": round(t_tube / t_fwd, 3), "still_over_forward": round(t_still / t_fwd, 3),
         "interpretable_units": {Path(cs).name: {layer: sum(u.interpretable for u in r.unit_labels())

@@ -8,7 +8,8 @@ path relative to the new folder's ``images/``; only the small mask PNGs are writ
 
 ``build_action_tubes`` makes the same set from a synthetic world a *tube set*: beside each still
 row, per frame of the item's ``<stem>.mp4`` snippet, one mask plane per action visible in that
-frame (its box in ``truth.jsonl``), in ``tubes.csv`` (format: ``mmit_interp.broden_format``).
+frame (its box in ``truth.jsonl``), as filmstrip PNGs listed in ``tubes.csv`` (format:
+``mmit_interp.broden_format``).
 
 ``merge_concept_sets`` writes a new concept-set folder holding the categories of several sets.
 Its ``index.csv`` points at the original images and masks by relative path (``../../...``), and
@@ -29,8 +30,8 @@ from PIL import Image
 
 from broden_actions.broden import Broden, load_broden
 from mmit_interp.boxes import box_mask
-from mmit_interp.broden_format import (INDEX_FIXED, BrodenFormatError, encode_label_plane, write_broden_tables,
-                                      write_tube_table)
+from mmit_interp.broden_format import (INDEX_FIXED, BrodenFormatError, encode_label_plane, filmstrips,
+                                      write_broden_tables, write_tube_table)
 
 BOX_COLUMNS = ["image", "action", "x1", "y1", "x2", "y2"]
 
@@ -268,17 +269,28 @@ def _box_planes(boxes: dict[str, list[tuple]], hw: tuple[int, int], seg: tuple[i
     return [box_mask(bs, hw, seg).astype(np.int32) * numbers[a][0] for a, bs in boxes.items()]
 
 
+def _areas(planes: dict[str, list[np.ndarray]], seg: tuple[int, int]) -> dict[str, dict[int, float]]:
+    """Each label's share of the frame per category (summed over planes)."""
+    out: dict[str, dict[int, float]] = {}
+    for cat, ps in planes.items():
+        for p in ps:
+            for lab in (int(v) for v in np.unique(p) if v):
+                out.setdefault(cat, {})[lab] = out.get(cat, {}).get(lab, 0.0) + float((p == lab).sum()) / (seg[0] * seg[1])
+    return out
+
+
 def _write_concept_set(items: dict[str, tuple], frames_dir: Path, out: Path, categories: list[str],
                        numbers: dict[str, tuple[int, list[str]]], seg: tuple[int, int], split: str) -> Path:
     """Write the planes of ``items`` (image -> (hw, still {cat: [planes]}, per snippet frame {cat: [planes]}))
-    as ``<stem>[_t<frame>]_<cat>_<label>.png`` (``_p<k>`` for a plane of several labels) and the tables
-    (``tubes.csv`` when frames are given; the statistics count stills and frames alike)."""
+    as ``<stem>[_tube]_<cat>_<label>.png`` (``_p<k>`` for a plane of several labels; ``_tube``: filmstrips
+    of the frames) and the tables (``tubes.csv`` when frames are given; the statistics count stills
+    and frames alike)."""
     sh, sw = seg
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows, tube_rows, frame_areas = [], [], []
 
-    def write(stem: str, planes: dict[str, list[np.ndarray]]) -> tuple[dict, dict]:
-        cells, areas = {}, {}
+    def write(stem: str, planes: dict[str, list[np.ndarray]]) -> dict[str, list[str]]:
+        cells: dict[str, list[str]] = {}
         for cat, ps in planes.items():
             for k, p in enumerate(ps):
                 labs = [int(v) for v in np.unique(p) if v]
@@ -286,20 +298,17 @@ def _write_concept_set(items: dict[str, tuple], frames_dir: Path, out: Path, cat
                 (out / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(encode_label_plane(p)).save(out / "images" / rel)
                 cells.setdefault(cat, []).append(rel)
-                for lab in labs:
-                    areas.setdefault(cat, {})[lab] = areas.get(cat, {}).get(lab, 0.0) + float((p == lab).sum()) / (sh * sw)
-        return cells, areas
+        return cells
 
     for image, (hw, still, tube) in items.items():
         stem = Path(image).with_suffix("").as_posix()
         frame_rel = Path(os.path.relpath((frames_dir / image).resolve(), (out / "images").resolve())).as_posix()
-        cells, areas = write(stem, still)
         rows.append({"image": frame_rel, "split": split, "ih": hw[0], "iw": hw[1], "sh": sh, "sw": sw,
-                     "cells": cells, "areas": areas})
-        for j, planes in enumerate(tube):
-            tcells, tareas = write(f"{stem}_t{j:03d}", planes)
-            tube_rows.append({"image": frame_rel, "frame": j, "cells": tcells})
-            frame_areas.append(tareas)
+                     "cells": write(stem, still), "areas": _areas(still, seg)})
+        if tube:
+            frame_areas += [_areas(planes, seg) for planes in tube]
+            tube_rows.append({"image": frame_rel, "frames": len(tube),
+                              "cells": write(f"{stem}_tube", filmstrips(tube))})
     labels = [(num, name, cats) for name, (num, cats) in sorted(numbers.items(), key=lambda kv: kv[1][0])]
     write_broden_tables(out, categories, labels, rows, frame_areas)
     if tube_rows:

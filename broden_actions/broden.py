@@ -60,9 +60,11 @@ class IndexRow:
 
 
 @dataclass
-class TubeFrame:
-    """One row of ``tubes.csv``: the mask PNG paths / whole labels per category of one snippet frame."""
+class Tube:
+    """One row of ``tubes.csv``: an item's snippet frame count and, per category, its filmstrip mask
+    PNG paths (every frame's plane stacked top to bottom) and whole labels (in every frame)."""
 
+    frames: int
     pixel: dict[str, list[str]]
     whole: dict[str, list[int]]
     line: int
@@ -124,7 +126,7 @@ class Broden:
 
     Paths in ``rows`` are relative to ``root / "images"``; ``image_path``/``mask_path`` resolve them.
     A tube set's ``tubes.csv`` (``mmit_interp.broden_format``) gives ``tubes``: per index image
-    path, its snippet frames' masks in frame order (empty for a still-only set).
+    path, its ``Tube`` (empty for a still-only set); ``load_tube`` decodes chosen frames' masks.
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -237,27 +239,26 @@ class Broden:
             rows.append(IndexRow(vals["image"], vals["split"], **sizes, pixel=pixel, whole=whole, line=line))
         return rows
 
-    def _read_tubes(self) -> dict[str, list[TubeFrame]]:
-        """``tubes.csv`` per index image path, frames in order; ``{}`` when the set has none."""
+    def _read_tubes(self) -> dict[str, Tube]:
+        """``tubes.csv`` per index image path; ``{}`` when the set has none."""
         path = self.root / TUBES_CSV
         if not path.is_file():
             return {}
         header, body = _open_csv(path)
         pos = _need_columns(path, header, TUBE_FIXED + self.categories)
         images = {r.image for r in self.rows}
-        frames: dict[str, dict[int, TubeFrame]] = {}
+        tubes: dict[str, Tube] = {}
         for line, row in body:
             image = _cell(path, line, row, pos, "image")
             if image not in images:
                 raise BrodenFormatError(path, line, f"image {image!r} is not a row of index.csv")
-            frame = _int(path, line, _cell(path, line, row, pos, "frame"), "frame")
-            if frame < 0 or frame in frames.get(image, {}):
-                raise BrodenFormatError(path, line, f"negative or repeated frame {frame} of {image!r}")
-            frames.setdefault(image, {})[frame] = TubeFrame(*self._read_cells(path, line, row, pos), line)
-        for image, fs in frames.items():
-            if sorted(fs) != list(range(len(fs))):
-                raise BrodenFormatError(path, None, f"tube {image!r} must list frames 0..{len(fs) - 1}, got {sorted(fs)}")
-        return {image: [fs[t] for t in range(len(fs))] for image, fs in frames.items()}
+            if image in tubes:
+                raise BrodenFormatError(path, line, f"repeated tube {image!r} (first on line {tubes[image].line})")
+            frames = _int(path, line, _cell(path, line, row, pos, "frames"), "frames")
+            if frames < 1:
+                raise BrodenFormatError(path, line, f"frames must be >= 1, got {frames}")
+            tubes[image] = Tube(frames, *self._read_cells(path, line, row, pos), line)
+        return tubes
 
     # -- read-outs
     def __len__(self) -> int:
@@ -304,28 +305,59 @@ class Broden:
     def load_masks(self, row: IndexRow, seg_size: tuple[int, int] | None = None,
                    frame: int | None = None) -> dict[str, np.ndarray]:
         """Decode a row's PNG planes per category as int32 arrays (planes, sh, sw), label 0 = none;
-        with ``frame``, those of that frame of the row's tube (``tubes``)."""
-        sh, sw = seg_size or (row.sh, row.sw)
-        src, table = row, self.root / "index.csv"
+        with ``frame``, those of that frame of the row's tube (``load_tube``)."""
         if frame is not None:
-            tube = self.tubes.get(row.image)
-            if tube is None or not 0 <= frame < len(tube):
-                raise BrodenFormatError(self.root / TUBES_CSV, None, f"{row.image!r} has no tube frame {frame} "
-                                        f"({len(tube) if tube else 0} frames)")
-            src, table = tube[frame], self.root / TUBES_CSV
+            return self.load_tube(row, [frame], seg_size)[0]
+        sh, sw = seg_size or (row.sh, row.sw)
         out = {}
-        for cat, paths in src.pixel.items():
+        for cat, paths in row.pixel.items():
             planes = []
             for rel in paths:
-                p = self.root / "images" / rel
-                if not p.is_file():
-                    raise BrodenFormatError(table, src.line, f"mask file {p} not found")
-                img = Image.open(p)
+                img = self._open_plane(rel, self.root / "index.csv", row.line)
                 if img.size != (sw, sh):
                     img = img.resize((sw, sh), Image.NEAREST)
                 planes.append(decode_label_plane(np.asarray(img)))
             out[cat] = np.stack(planes)
         return out
+
+    def load_tube(self, row: IndexRow, frames: Sequence[int],
+                  seg_size: tuple[int, int] | None = None) -> list[dict[str, np.ndarray]]:
+        """Per frame in ``frames`` (of the row's snippet), its masks ``{cat: int32 (planes, sh, sw)}``
+        from the tube's filmstrips, each filmstrip decoded once."""
+        tube = self.tubes.get(row.image)
+        table = self.root / TUBES_CSV
+        if tube is None:
+            raise BrodenFormatError(table, None, f"{row.image!r} has no tube")
+        bad = [int(t) for t in frames if not 0 <= int(t) < tube.frames]
+        if bad:
+            raise BrodenFormatError(table, tube.line,
+                                    f"{row.image!r} has no tube frame {bad[0]} ({tube.frames} frames)")
+        sh, sw = seg_size or (row.sh, row.sw)
+        out: list[dict[str, list[np.ndarray]]] = [{} for _ in frames]
+        for cat, paths in tube.pixel.items():
+            for rel in paths:
+                img = self._open_plane(rel, table, tube.line)
+                w, h = img.size
+                if h % tube.frames:
+                    raise BrodenFormatError(table, tube.line, f"filmstrip {rel} is {h} px high, not a multiple of "
+                                            f"its {tube.frames} frames")
+                fh = h // tube.frames
+                strip = decode_label_plane(np.asarray(img)) if (fh, w) == (sh, sw) else None
+                for planes, t in zip(out, frames):
+                    if strip is not None:
+                        plane = strip[int(t) * fh:(int(t) + 1) * fh]
+                    else:
+                        frame = img.crop((0, int(t) * fh, w, (int(t) + 1) * fh)).resize((sw, sh), Image.NEAREST)
+                        plane = decode_label_plane(np.asarray(frame))
+                    planes.setdefault(cat, []).append(plane)
+        return [{cat: np.stack(ps) for cat, ps in planes.items()} for planes in out]
+
+    def _open_plane(self, rel: str, table: Path, line: int) -> Image.Image:
+        """Open a mask PNG under ``images/``, naming the table line that lists it when it is missing."""
+        p = self.root / "images" / rel
+        if not p.is_file():
+            raise BrodenFormatError(table, line, f"mask file {p} not found")
+        return Image.open(p)
 
 
 def load_broden(root: str | os.PathLike) -> Broden:
@@ -434,14 +466,9 @@ class BrodenDataset:
         if tube is None or frames is None:
             n = len(frames) if frames is not None else self.frames
             return [self._masks(row)] * n, [self._whole(row.whole)] * n
-        if int(frames.max()) >= len(tube):
-            raise BrodenFormatError(self.broden.root / "tubes.csv", None,
-                                    f"{row.image!r}: its snippet has frame {int(frames.max())} but its tube lists "
-                                    f"{len(tube)} frames")
-        masks = {int(t): {c: torch.from_numpy(m) for c, m in
-                          self.broden.load_masks(row, self.seg_size, frame=int(t)).items() if c in self.categories}
-                 for t in np.unique(frames)}
-        return [masks[int(t)] for t in frames], [self._whole(tube[int(t)].whole) for t in frames]
+        masks = [{c: torch.from_numpy(m) for c, m in f.items() if c in self.categories}
+                 for f in self.broden.load_tube(row, frames, self.seg_size)]
+        return masks, [self._whole(tube.whole)] * len(frames)
 
     def _masks(self, row: IndexRow) -> dict:
         """A row's still masks as tensors, restricted to the dataset's categories."""

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrodenFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    tubes = f", {len(s.tubes)} tubes of {sum(map(len, s.tubes.values()))} frames" if s.tubes else ""
+    tubes = f", {len(s.tubes)} tubes of {sum(t.frames for t in s.tubes.values())} frames" if s.tubes else ""
     print(f"{out}: {len(s)} images, {len(s.labels)} labels{tubes}")
     for c in s.categories:
         print(f"  {c:10s} {len(s.category_labels[c]):5d} labels")

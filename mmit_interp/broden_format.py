@@ -15,14 +15,16 @@ image it covers (a whole-image label covers 1.0), so ``coverage / frequency`` is
 A *tube set* (spatio-temporal concepts, e.g. action tubes) is a valid Broden folder whose rows
 (the still of each item, its snippet's centre frame) are scored as before by any reader, plus::
 
-    tubes.csv      image,frame,<one column per category, category.csv order>
+    tubes.csv      image,frames,<one column per category, category.csv order>
     images/<stem>.mp4   each tube item's snippet, beside its still
 
-one row per (item, snippet frame): ``image`` is the item's ``index.csv`` path, ``frame`` the
-0-based frame of its snippet (every item lists frames 0..F-1, F = the snippet's frame count),
-and the category cells are ``;``-lists of mask PNGs / whole-image label numbers as in
-``index.csv``, at the row's mask size. The statistics in label/category/c_<cat>.csv count the
-stills and the tube frames alike (each an image), so a label seen only in frames has its category.
+one row per tube item: ``image`` is the item's ``index.csv`` path, ``frames`` F the number of
+frames of its snippet, and the category cells ``;``-lists of *filmstrip* mask PNGs (F frame masks
+stacked top to bottom, F*sh x sw; frame t is rows t*sh .. (t+1)*sh - 1, each frame a label plane as
+in ``index.csv``) and whole-image label numbers (holding in every frame). One PNG per plane and
+item, not per frame, keeps a tube as cheap to read as a still. The statistics in
+label/category/c_<cat>.csv count the stills and the tube frames alike (each an image), so a
+label seen only in frames has its category.
 The writer sits on the ground floor because the synthetic world (`mmit_interp.synth`) writes concept
 sets; `broden_actions` reads, builds and merges them on top of it.
 """
@@ -38,7 +40,7 @@ from PIL import Image
 
 INDEX_FIXED = ["image", "split", "ih", "iw", "sh", "sw"]
 TUBES_CSV = "tubes.csv"
-TUBE_FIXED = ["image", "frame"]
+TUBE_FIXED = ["image", "frames"]
 
 
 class BrodenFormatError(ValueError):
@@ -151,22 +153,29 @@ def write_broden_tables(
 
 
 def write_tube_table(root: str | os.PathLike, categories: list[str], rows: list[dict]) -> None:
-    """Write ``tubes.csv`` from rows ``{"image", "frame", "cells": {cat: [item, ...]}}``.
-
-    Each image's frames must be exactly 0..F-1 (in any order); rows are written image by image,
-    frames ascending."""
-    frames: dict[str, list[int]] = {}
-    for r in rows:
-        frames.setdefault(r["image"], []).append(int(r["frame"]))
-    for image, fs in frames.items():
-        if sorted(fs) != list(range(len(fs))):
-            raise ValueError(f"tube {image!r} must list frames 0..{len(fs) - 1} once each, got {sorted(fs)}")
-    order = {image: k for k, image in enumerate(frames)}
+    """Write ``tubes.csv`` from rows ``{"image", "frames", "cells": {cat: [filmstrip PNG or label, ...]}}``."""
+    seen: set[str] = set()
     with open(Path(root) / TUBES_CSV, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(TUBE_FIXED + list(categories))
-        for r in sorted(rows, key=lambda r: (order[r["image"]], int(r["frame"]))):
-            w.writerow([r["image"], int(r["frame"])] + [";".join(str(x) for x in r["cells"].get(c, [])) for c in categories])
+        for r in rows:
+            if r["image"] in seen or int(r["frames"]) < 1:
+                raise ValueError(f"tube {r['image']!r} is repeated or has no frames ({r['frames']})")
+            seen.add(r["image"])
+            w.writerow([r["image"], int(r["frames"])]
+                       + [";".join(str(x) for x in r["cells"].get(c, [])) for c in categories])
+
+
+def filmstrips(frames: list[dict[str, list[np.ndarray]]]) -> dict[str, list[np.ndarray]]:
+    """Per-frame label planes ``[{cat: [planes (sh, sw)]}]`` as filmstrip planes ``{cat: [(F*sh, sw)]}``:
+    strip k of a category stacks every frame's plane k (zeros where a frame has fewer planes)."""
+    shape = next((p.shape for f in frames for ps in f.values() for p in ps), None)
+    out: dict[str, list[np.ndarray]] = {}
+    for cat in dict.fromkeys(c for f in frames for c in f):
+        count = max(len(f.get(cat, [])) for f in frames)
+        out[cat] = [np.concatenate([f[cat][k] if k < len(f.get(cat, [])) else np.zeros(shape, np.int32)
+                                    for f in frames]) for k in range(count)]
+    return out
 
 
 def _fmt(x: float) -> str:
@@ -242,7 +251,8 @@ class BrodenWriter:
         """Store one image (squashed to image_size) with its label planes; return its relative path.
 
         ``tube`` (a tube set) gives the label planes of each frame of the item's snippet, which the
-        caller writes as ``<stem>.mp4`` beside the returned path; frame planes go to ``tubes.csv``."""
+        caller writes as ``<stem>.mp4`` beside the returned path; they go to filmstrip PNGs
+        ``<stem>_tube_<cat>_<k>.png`` listed in ``tubes.csv``."""
         if self._closed:
             raise RuntimeError("BrodenWriter is closed")
         img = np.asarray(image)
@@ -285,14 +295,14 @@ class BrodenWriter:
                 Image.fromarray(encode_label_plane(p)).save(self.root / "images" / prel)
                 paths.append(prel)
             cells[cat] = paths + cells.get(cat, [])
-        for t, (planes_t, tareas) in enumerate(frames):
-            self._frame_areas.append(tareas)
+        if frames:
+            self._frame_areas += [tareas for _, tareas in frames]
             tcells = {}
-            for cat, planes in planes_t.items():
-                tcells[cat] = [f"{stem}_t{t:03d}_{cat}_{k + 1}.png" for k in range(len(planes))]
-                for prel, p in zip(tcells[cat], planes):
+            for cat, strips in filmstrips([planes_t for planes_t, _ in frames]).items():
+                tcells[cat] = [f"{stem}_tube_{cat}_{k + 1}.png" for k in range(len(strips))]
+                for prel, p in zip(tcells[cat], strips):
                     Image.fromarray(encode_label_plane(p)).save(self.root / "images" / prel)
-            self._tubes.append({"image": rel, "frame": t, "cells": tcells})
+            self._tubes.append({"image": rel, "frames": len(frames), "cells": tcells})
         self._rows.append(
             {"image": rel, "split": split, "ih": ih, "iw": iw, "sh": sh, "sw": sw, "cells": cells, "areas": areas}
         )

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dissect.engine import dissect_stream, sample_labels
 from tests.test_dissect_engine import CATS, SEG, collate, make_world, naive_dissect
@@ -150,7 +151,8 @@ def test_tube_format_roundtrip(tmp_path):
     root = _write_tube_set(tmp_path / "tubes")
     b = load_broden(root)
     assert len(b) == 3 and sorted(b.tubes) == ["item0.jpg", "item1.jpg", "item2.jpg"]
-    assert [len(t) for t in b.tubes.values()] == [6, 6, 6]
+    assert [t.frames for t in b.tubes.values()] == [6, 6, 6]
+    assert Image.open(root / "images" / b.tubes["item0.jpg"].pixel["thing"][0]).size == (8, 48)  # a filmstrip
     m = b.load_masks(b.rows[1], frame=4)["thing"]
     assert m.shape == (2, 8, 8) and (m[0] == 1).sum() == 6 and m[0][1, 4] == 1 and (m[1] == 2).all()
     ds = BrodenDataset(root, frames=2)  # snippet frames sample_indices(6, 2) = 1, 4
@@ -161,7 +163,7 @@ def test_tube_format_roundtrip(tmp_path):
         expect = torch.from_numpy(b.load_masks(b.rows[2], frame=f)["thing"][0])
         assert torch.equal(batch["pixel"][1, t, 0], expect)
     assert (batch["pixel"][:, 0, 1] == 0).all() and (batch["pixel"][:, 1, 1] == 2).all()
-    assert batch["plane_cat"][0].tolist() == [[0, -1], [0, 0]]
+    assert batch["plane_cat"][0].tolist() == [[0, 0], [0, 0]]  # a filmstrip plane exists in every frame
     plain = BrodenDataset(root, frames=2, tubes=False)
     assert plain.collate([plain[0]])["pixel"].shape == (1, 1, 8, 8)  # the still: centre frame 3
     assert not BrodenDataset(root, frames=None).tubes and not BrodenDataset(root, frames=3, use_snippets=False).tubes
@@ -172,9 +174,10 @@ def test_tube_format_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda rows: rows + ["nowhere.jpg,0,"], "is not a row of index.csv"),
-    (lambda rows: [r for r in rows if not r.startswith("item1.jpg,2,")], "must list frames 0..4"),
-    (lambda rows: rows + [rows[1]], "repeated frame"),
+    (lambda rows: rows + ["nowhere.jpg,6,"], "tubes.csv:5: image 'nowhere.jpg' is not a row of index.csv"),
+    (lambda rows: rows + [rows[1]], "tubes.csv:5: repeated tube 'item1.jpg' \\(first on line 3\\)"),
+    (lambda rows: [rows[0].replace(",6,", ",0,")] + rows[1:], "tubes.csv:2: frames must be >= 1"),
+    (lambda rows: [rows[0].replace(",6,", ",x,")] + rows[1:], "tubes.csv:2: frames must be an integer"),
 ])
 def test_tube_table_errors_name_the_problem(tmp_path, edit, message):
     from broden_actions.broden import BrodenFormatError, load_broden
@@ -184,6 +187,27 @@ def test_tube_table_errors_name_the_problem(tmp_path, edit, message):
     (root / "tubes.csv").write_text("\n".join([head, *edit(rows)]) + "\n")
     with pytest.raises(BrodenFormatError, match=message):
         load_broden(root)
+
+
+def test_tube_frames_must_fit_the_filmstrips(tmp_path):
+    from broden_actions.broden import BrodenDataset, BrodenFormatError, load_broden
+
+    root = _write_tube_set(tmp_path / "tubes")
+    b = load_broden(root)
+    with pytest.raises(BrodenFormatError, match="has no tube frame 6 \\(6 frames\\)"):
+        b.load_masks(b.rows[0], frame=6)
+    text = (root / "tubes.csv").read_text()
+    (root / "tubes.csv").write_text(text.replace("item0.jpg,6,", "item0.jpg,5,"))
+    b = load_broden(root)
+    with pytest.raises(BrodenFormatError, match="48 px high, not a multiple of its 5 frames"):
+        b.load_masks(b.rows[0], frame=0)
+    (root / "tubes.csv").write_text(text.replace("item0.jpg,6,", "item0.jpg,3,"))  # 16-px frames: resized to 8
+    m = load_broden(root).load_masks(b.rows[0], frame=1)["thing"]
+    strip = Image.open(root / "images" / "item0_tube_thing_1.png")
+    expect = np.asarray(strip.crop((0, 16, 8, 32)).resize((8, 8), Image.NEAREST))[..., 0]
+    assert m.shape == (2, 8, 8) and np.array_equal(m[0], expect) and m[0].any()
+    with pytest.raises(BrodenFormatError, match="has no tube frame"):  # the 6-frame snippet outruns the tube
+        BrodenDataset(root, frames=6)[0]
 
 
 @pytest.fixture(scope="module")
@@ -228,11 +252,11 @@ def test_action_tubes_follow_the_truth(tube_world_dir, tmp_path):
     numbers = {lab.name: n for n, lab in b.labels.items()}
     moved = 0
     for i, (clip, first) in enumerate(_truth_tubes(world, ds)):
-        assert len(b.tubes[ds.row(i).image]) == 8
+        assert b.tubes[ds.row(i).image].frames == 8
         tube = []
         for j in range(8):
             masks = b.load_masks(ds.row(i), frame=j).get("action", np.zeros((0, 32, 32), np.int32))
-            got = {int(p.max()): p > 0 for p in masks}
+            got = {int(p.max()): p > 0 for p in masks if p.any()}  # filmstrip planes may be empty in a frame
             want = {numbers[a]: box_mask([bx], (32, 32), (32, 32)) for a, bx in clip.boxes_at(first + j).items()}
             assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
             tube.append(got)
