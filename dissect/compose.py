@@ -440,6 +440,9 @@ def compose_stream(
             searches[n].start(res.tally.act_total, res.tally.inter, res.tally.label_area)
     for _ in range(1, length):
         plans = {n: (results[n], times[n], *s.plan()) for n, s in searches.items()}
+        plans = {n: p for n, p in plans.items() if p[2]}  # a layer whose units found nothing is done
+        if not plans:
+            break
         for n, c in _count_pass(batches, plans, device).items():
             searches[n].advance(c)
     return {n: s.labels() for n, s in searches.items()}

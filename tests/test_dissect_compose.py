@@ -155,6 +155,21 @@ def test_planted_formulas_are_recovered_exactly(planes):
         assert rec.label_iou == best
 
 
+def test_silent_units_get_no_formula():
+    """A unit that never fires has no positive IoU: an empty formula, no further pass."""
+    feats, images, L, primary = make_world(seed=2, n=6)
+    feats[:, 1:] = 0.0  # only unit 0 varies; the others are constant, so nothing exceeds T_u
+    res = dissect(feats, images, L, primary, 0.1)
+    got = compose_stream(world_batches(feats, images), {"L": res}, length=3, beam=2)["L"]
+    assert got[0].length >= 1 and all(r.terms == () and r.iou == 0.0 and r.label == "" for r in got[1:])
+    feats[:, 0] = 0.0
+    res = dissect(feats, images, L, primary, 0.1)
+    calls = []
+    batches = world_batches(feats, images)
+    assert all(r.formula == "" for r in compose_stream(lambda: calls.append(1) or batches(), {"L": res})["L"])
+    assert len(calls) == 1  # step 0 found nothing to extend
+
+
 def test_formula_strings():
     names = ["-", "spinning", "dotted", "red"]
     assert render(((0, 1), (0, 2), (2, 3)), names) == "(spinning AND dotted) AND NOT red"
