@@ -8,6 +8,7 @@ are marked slow (S3D ~25 s, MViT ~35-60 s each on one loaded core).
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -264,3 +265,17 @@ def test_authors_release_explains_a_clip_with_one_command(tmp_path, capsys):
     assert "model resnet3d50" in capsys.readouterr().out
     loaded, meta = load_model(run)
     assert torch.equal(loaded.fc.weight, m.fc.weight) and meta["vocab"].names == names
+
+
+@pytest.mark.parametrize("family,arch", [("torchvision_video", "swin3d_t"), ("torchvision_frames", "resnet18")])
+@torch.no_grad()
+def test_deepcopy_is_a_whole_model(family, arch):
+    """The sanity test randomises a deepcopy: every block of the copy, the stem view included, must use the copy's weights."""
+    m = build_model(family, C, arch=arch).eval()
+    x = torch.randn(1, 3, 2, 32, 32)
+    before = m(x)
+    twin = copy.deepcopy(m)
+    assert torch.equal(twin(x), before)
+    stem_conv = next(mod for mod in twin.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    stem_conv.weight.mul_(-3.0)
+    assert not torch.allclose(twin(x), before) and torch.equal(m(x), before)

@@ -104,14 +104,16 @@ class TokenBlock(_Adopted):
 
 
 class _View(nn.Module):
-    """A function of modules as one block (not registered as children: no duplicate parameters)."""
+    """A method of the model as one block (the model held unregistered: no duplicate parameters; a
+    `deepcopy` of the model calls the copy's method, so a randomised copy stays whole)."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, owner: nn.Module, method: str):
         super().__init__()
-        self.__dict__["fn"] = fn
+        self.__dict__["owner"] = owner
+        self.method = method
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        return getattr(self.owner, self.method)(x)
 
 
 class AdapterNet(ModelBase):
@@ -226,8 +228,7 @@ class TorchvisionVideo(AdapterNet):
             self._blocks = [(f"features.{i}", b) for i, b in enumerate(net.features)]
         elif self.family == "swin3d":
             stages = self._replace("features", nn.Sequential(*[ChannelsLastBlock(s) for s in net.features]))
-            stem = _View(lambda x: net.pos_drop(net.patch_embed(x)).permute(0, 4, 1, 2, 3))
-            self._blocks = [("stem", stem)] + [(f"features.{i}", s) for i, s in enumerate(stages)]
+            self._blocks = [("stem", _View(self, "token_stem"))] + [(f"features.{i}", s) for i, s in enumerate(stages)]
             self.cam_layer = f"features.{len(stages) - 1}"
         else:  # mvit
             thw, wrapped = (net.pos_encoding.temporal_size,) + tuple(net.pos_encoding.spatial_size), []
@@ -236,9 +237,16 @@ class TorchvisionVideo(AdapterNet):
                 wrapped.append(TokenBlock(blk, thw, out))
                 thw = out
             seq = self._replace("blocks", nn.Sequential(*wrapped))
-            stem = _View(lambda x: net.pos_encoding(net.conv_proj(x).flatten(2).transpose(1, 2)).transpose(1, 2))
-            self._blocks = [("stem", stem)] + [(f"blocks.{i}", b) for i, b in enumerate(seq)]
+            self._blocks = [("stem", _View(self, "token_stem"))] + [(f"blocks.{i}", b) for i, b in enumerate(seq)]
             self.cam_layer = f"blocks.{len(seq) - 2}.grid"
+
+    def token_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Swin3D: patch embedding as a grid `(N, C, T', H', W')`; MViT: patch embedding + positions +
+        class token, channels first `(N, C, 1 + T'H'W')`."""
+        net = self.net
+        if self.family == "swin3d":
+            return net.pos_drop(net.patch_embed(x)).permute(0, 4, 1, 2, 3)
+        return net.pos_encoding(net.conv_proj(x).flatten(2).transpose(1, 2)).transpose(1, 2)
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         """torchvision's own head on the last features."""
@@ -302,13 +310,13 @@ class PerFrame2D(AdapterNet):
         super().__init__(backbone, arch=arch or type(backbone).__name__, num_classes=num_classes)
         b, names = backbone, set(backbone._modules)
         if {"layer1", "layer4"} <= names:
-            stem = nn.Sequential(*[b._modules[n] for n in ("conv1", "bn1", "relu", "act1", "maxpool") if n in names])
-            self._blocks = [("stem", _View(lambda x: per_frame(stem, x)))]
+            self.stem_names = [n for n in ("conv1", "bn1", "relu", "act1", "maxpool") if n in names]
+            self._blocks = [("stem", _View(self, "frame_stem"))]
             self._blocks += [(n, self._replace(n, PerFrameBlock(b._modules[n]))) for n in ("layer1", "layer2", "layer3", "layer4")]
         elif {"conv_stem", "blocks"} <= names:
-            stem = nn.Sequential(b.conv_stem, b.bn1)
+            self.stem_names = ["conv_stem", "bn1"]
             stages = self._replace("blocks", nn.Sequential(*[PerFrameBlock(s) for s in b.blocks]))
-            self._blocks = [("stem", _View(lambda x: per_frame(stem, x)))]
+            self._blocks = [("stem", _View(self, "frame_stem"))]
             self._blocks += [(f"blocks.{i}", s) for i, s in enumerate(stages)]
             self._blocks += [(n, self._replace(n, PerFrameBlock(b._modules[n]))) for n in ("conv_head", "bn2")
                              if n in names and not isinstance(b._modules[n], nn.Identity)]
@@ -316,7 +324,7 @@ class PerFrame2D(AdapterNet):
             stages = self._replace("features", nn.Sequential(*[PerFrameBlock(s) for s in b._modules["features"]]))
             self._blocks = [(f"features.{i}", s) for i, s in enumerate(stages)]
         else:
-            self._blocks = [("features", _View(lambda x: per_frame(b.forward_features, x)))]
+            self._blocks = [("features", _View(self, "frame_features"))]
         self.__dict__["_lin"] = lin  # one of the children already: not registered twice
         self._exact = self._check_gap_linear()
         if not self._exact:
@@ -324,6 +332,18 @@ class PerFrame2D(AdapterNet):
             if isinstance(self._blocks[-1][1], _View):
                 raise ValueError(f"{self.arch}: the head is not GAP + linear and the last features are not a named "
                                  "layer: no layer for Grad-CAM")
+
+    def frame_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The 2-D stem (`stem_names`, in order) on every frame of a clip."""
+        def stem(v: torch.Tensor) -> torch.Tensor:
+            for n in self.stem_names:
+                v = self.net._modules[n](v)
+            return v
+        return per_frame(stem, x)
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 2-D model's whole `forward_features` on every frame (a backbone not cut into blocks)."""
+        return per_frame(self.net.forward_features, x)
 
     def _head2d(self, f: torch.Tensor) -> torch.Tensor:
         """The 2-D model's head on maps `(M, K, h, w)`: timm's `forward_head`, else avgpool -> flatten -> fc/classifier."""
