@@ -32,7 +32,7 @@ REGION_COLOUR = (255, 220, 0)  # the JPEG strips' outline colour
 CONCEPT_COLOUR = (0, 200, 255)  # a tube item's mask of the unit's concept
 DIM = 0.3  # brightness outside the region, as the JPEG strips
 GAP = 3  # white pixels between tiles
-RENDER_VERSION = 1  # bump when the drawing changes, so cached clips are redrawn
+RENDER_VERSION = 2  # bump when the drawing changes, so cached clips are redrawn
 FPS = 8.0  # playback rate of the T frames
 ITEM_CACHE = 128  # decoded items kept while drawing (units share items)
 
@@ -144,12 +144,32 @@ def frame_steps(frames: int, steps: int) -> torch.Tensor:
 
 def unit_regions(maps: torch.Tensor, threshold: float, frames: int, size: tuple[int, int]) -> np.ndarray:
     """``(k, T, H, W)`` bool: per item and frame, where the map of the step covering the frame, upsampled
-    bilinear (align_corners=False, float64) to ``size``, exceeds ``threshold`` strictly. ``maps (k, S, h, w)``
-    holds S layer steps (1 for a 2-D layer or a time-pooled map)."""
+    bilinear (align_corners=False) to ``size``, exceeds ``threshold`` strictly. ``maps (k, S, h, w)`` holds S
+    layer steps (1 for a 2-D layer or a time-pooled map). The upsampling is the engine's own arithmetic
+    (float64, ``a + w * (b - a)`` per axis), so a map equal to T_u is never active, as in dissection."""
     k, s, h, w = maps.shape
-    up = torch.nn.functional.interpolate(maps.double().reshape(k * s, 1, h, w), size=tuple(size), mode="bilinear",
-                                         align_corners=False).view(k, s, *size)
+    up = bilinear(maps.double().reshape(k * s, h, w), size).view(k, s, *size)
     return (up > threshold)[:, frame_steps(frames, s)].numpy()
+
+
+def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Maps ``(n, h, w)`` upsampled to ``size`` bilinearly with align_corners=False (PyTorch's sample
+    positions and border clamping), each axis as ``a + w * (b - a)`` like ``engine.BilinearBlocks``: a
+    constant stretch stays exactly constant."""
+    (y0, y1, wy), (x0, x1, wx) = (_axis(n_in, n_out, x.dtype) for n_in, n_out in zip(x.shape[1:], size))
+    rows = [x.index_select(1, y) for y in (y0, y1)]
+    top, bot = (r.index_select(2, x0) + wx * (r.index_select(2, x1) - r.index_select(2, x0)) for r in rows)
+    return top + wy[:, None] * (bot - top)
+
+
+def _axis(n_in: int, n_out: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output index along one axis: the two input samples and the weight of the second
+    (source position (d + 0.5) * n_in / n_out - 0.5, clamped to the first sample below 0)."""
+    src = [(d + 0.5) * n_in / n_out - 0.5 for d in range(n_out)]
+    lo = [0 if v < 0 else min(int(v), n_in - 1) for v in src]
+    hi = [min(i + 1, n_in - 1) for i in lo]
+    lam = [0.0 if v < 0 else v - i for v, i in zip(src, lo)]
+    return torch.tensor(lo), torch.tensor(hi), torch.tensor(lam, dtype=dtype)
 
 
 def outline(mask: np.ndarray) -> np.ndarray:

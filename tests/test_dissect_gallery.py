@@ -12,7 +12,7 @@ from PIL import Image
 from dissect import report
 from dissect.engine import InputTransform, run_dissection
 from dissect.gallery import (CONCEPT_COLOUR, DIM, GAP, REGION_COLOUR, SOURCE_NAME, ClipSource, compose_strip,
-                             frame_steps, outline, render_clip_gallery, unit_regions)
+                             bilinear, frame_steps, outline, render_clip_gallery, unit_regions)
 from test_dissect_engine import naive_upsample
 from test_dissect_models import SEG, SIDE, Q, Toy3d, make_concepts
 from tinydata import write_clip
@@ -49,6 +49,19 @@ def test_regions_follow_the_step_covering_each_frame():
             assert np.array_equal(regions[k, t], want), (k, t)
     assert regions[0, 0, 0, 0] and not regions[0, 0, 11, 11] and regions[0, 3, 11, 11] and not regions[0, 3, 0, 0]
     assert regions[1, 3].all() and 0 < regions[1, 0].sum() < 144
+
+
+def test_a_map_equal_to_the_threshold_is_never_active():
+    """Dissection thresholds strictly and its upsampling keeps a constant stretch exact; so must the
+    gallery (a 1x1 or flat map at exactly T_u, common at a layer's top-k ties, draws no region)."""
+    values = torch.randn(48, generator=torch.Generator().manual_seed(0))  # ~1 in 4 rounds up under w0*a + w1*a
+    for h, w in ((1, 1), (2, 2), (7, 5)):
+        for v in values.tolist():
+            maps = torch.full((1, 1, h, w), v, dtype=torch.float32)
+            assert not unit_regions(maps, float(maps[0, 0, 0, 0]), frames=2, size=(112, 112)).any(), (h, w, v)
+    x = torch.rand(3, 5, 4, dtype=torch.float64)
+    ref = torch.nn.functional.interpolate(x[:, None], size=(17, 9), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(bilinear(x, (17, 9)), ref, rtol=0, atol=1e-12)  # PyTorch's sample positions
 
 
 def test_strip_pixels_region_bright_outline_coloured_rest_dimmed():
