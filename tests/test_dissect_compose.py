@@ -375,3 +375,36 @@ def test_cli_formulas(concepts, tmp_path, capsys):
     rows = json.loads((tmp_path / concepts.name / "layer1" / "formulas.json").read_text())
     assert len(rows) == 64 and all(r["iou"] >= r["label_iou"] for r in rows)
     assert '"formulas"' in capsys.readouterr().out
+
+
+def _shard_worker(rank, init, out):
+    import datetime
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    try:
+        feats, images, L, primary = make_world(seed=2, n=12)
+        shard = list(range(rank, len(images), 2))
+        batches = world_batches(feats, images, batch=4, shard=shard)
+        res = dissect_stream(batches, len(images), torch.tensor(primary), [f"l{i}" for i in range(L + 1)], CATS,
+                             quantile=0.1)
+        got = compose_stream(batches, res, length=3, beam=3)["L"]
+        (out / f"rank{rank}.json").write_text(json.dumps([r.as_dict() for r in got]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned interpreters importing torch: ~6 s quiet, ~18 s on a busy VM
+def test_two_processes_equal_one(tmp_path):
+    """Under torch.distributed each rank counts its shard; the merged counts give every rank the search
+    of one process over all items."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_shard_worker, args=(f"file://{tmp_path / 'init'}", tmp_path), nprocs=2)
+    feats, images, L, primary = make_world(seed=2, n=12)
+    one = compose_stream(world_batches(feats, images), {"L": dissect(feats, images, L, primary, 0.1)}, length=3,
+                         beam=3)["L"]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [r.as_dict() for r in one]
