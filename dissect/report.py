@@ -197,6 +197,7 @@ def write_gallery(
     region where the upsampled map exceeds T_u kept bright and outlined, the rest dimmed."""
     from PIL import Image
 
+    from dissect.gallery import bilinear
     from mmit_interp.hooks import capture_activations
 
     out_dir = Path(out_dir)
@@ -223,7 +224,7 @@ def write_gallery(
         tiles = []
         for i in tops[u]:
             img = np.asarray(Image.fromarray(dataset.read_image(i)).resize(size[::-1], Image.BILINEAR), dtype=np.float32)
-            up = torch.nn.functional.interpolate(maps[i][pos][None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+            up = bilinear(maps[i][pos][None].double(), size)[0]  # the engine's arithmetic: flat maps at T_u stay off
             m = (up > result.thresholds[u]).numpy()
             edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
             tile = np.where(m[..., None], img, img * 0.3)
