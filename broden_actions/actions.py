@@ -30,7 +30,7 @@ from PIL import Image
 
 from broden_actions.broden import Broden, load_broden
 from mmit_interp.boxes import box_mask
-from mmit_interp.broden_format import (INDEX_FIXED, BrodenFormatError, encode_label_plane, filmstrips,
+from mmit_interp.broden_format import (INDEX_FIXED, TUBES_CSV, BrodenFormatError, encode_label_plane, filmstrips,
                                       write_broden_tables, write_tube_table)
 
 BOX_COLUMNS = ["image", "action", "x1", "y1", "x2", "y2"]
@@ -313,6 +313,8 @@ def _write_concept_set(items: dict[str, tuple], frames_dir: Path, out: Path, cat
     write_broden_tables(out, categories, labels, rows, frame_areas)
     if tube_rows:
         write_tube_table(out, categories, tube_rows)
+    else:
+        (out / TUBES_CSV).unlink(missing_ok=True)  # a stale table from an earlier build into this folder
     return out
 
 
@@ -320,7 +322,8 @@ def merge_concept_sets(sources: list[str | os.PathLike], out: str | os.PathLike)
     """Write a concept set holding every category of ``sources`` (e.g. Broden + actions) by reference.
 
     Images and masks stay where they are (index paths are rewritten relative to ``out/images``);
-    a row for the same image file in two sources becomes one row. A label number used by two
+    a row for the same image file in two sources becomes one row. Tubes (``tubes.csv``) come along
+    the same way, so Broden + action tubes is a tube set whose Broden items are stills. A label number used by two
     sources must carry the same name there. ``frequency`` and ``coverage`` are summed from the
     sources' tables (exact when the sources' images are distinct, as for Broden + action frames).
     """
@@ -349,6 +352,7 @@ def merge_concept_sets(sources: list[str | os.PathLike], out: str | os.PathLike)
     (out / "images").mkdir(parents=True, exist_ok=True)
     img_root = (out / "images").resolve()
     merged: dict[str, dict] = {}
+    tubes: dict[str, dict] = {}
     for s in sets:
         src_images = (s.root / "images").resolve()
         for r in s.rows:
@@ -361,11 +365,26 @@ def merge_concept_sets(sources: list[str | os.PathLike], out: str | os.PathLike)
                 )
             for c, nums in r.whole.items():
                 row["cells"].setdefault(c, []).extend(str(n) for n in nums)
+            tube = s.tubes.get(r.image)
+            if tube is not None:
+                t = tubes.setdefault(key, {"image": row["image"], "frames": tube.frames, "cells": {}})
+                if t["frames"] != tube.frames:
+                    raise BrodenFormatError(s.root / "tubes.csv", tube.line, f"tube {r.image!r} has {tube.frames} "
+                                            f"frames here but {t['frames']} in another source")
+                for c, paths in tube.pixel.items():
+                    t["cells"].setdefault(c, []).extend(Path(os.path.relpath(src_images / p, img_root)).as_posix()
+                                                        for p in paths)
+                for c, nums in tube.whole.items():
+                    t["cells"].setdefault(c, []).extend(str(n) for n in nums)
     with open(out / "index.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(INDEX_FIXED + categories)
         for row in merged.values():
             w.writerow([row[k] for k in INDEX_FIXED] + [";".join(row["cells"].get(c, [])) for c in categories])
+    if tubes:
+        write_tube_table(out, categories, list(tubes.values()))
+    else:
+        (out / TUBES_CSV).unlink(missing_ok=True)  # a stale table from an earlier merge into this folder
     with open(out / "label.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["number", "name", "category", "frequency", "coverage", "syns"])

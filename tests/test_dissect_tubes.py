@@ -264,6 +264,30 @@ def test_action_tubes_follow_the_truth(tube_world_dir, tmp_path):
     assert moved  # the tubes move: one still mask per clip would not do
 
 
+def test_merge_carries_tubes(tube_world_dir, tmp_path):
+    """Broden + action tubes: a tube set whose Broden items are stills (their masks in every frame)."""
+    from broden_actions.actions import merge_concept_sets
+    from broden_actions.broden import BrodenDataset, load_broden
+
+    world, tubes = tube_world_dir
+    merged = load_broden(merge_concept_sets([world / "broden", tubes], tmp_path / "merged"))
+    source = load_broden(tubes)
+    assert len(merged.tubes) == len(source.tubes) == len(source)
+    ds = BrodenDataset(merged, frames=4)
+    by_path = {merged.image_path(r).resolve(): i for i, r in enumerate(merged.rows)}
+    for r in source.rows:
+        i = by_path[source.image_path(r).resolve()]
+        for t in range(8):
+            a, b = merged.load_masks(merged.rows[i], frame=t), source.load_masks(r, frame=t)
+            assert a.keys() == b.keys() and all(np.array_equal(a[c], b[c]) for c in a)
+    still = next(i for i, r in enumerate(merged.rows) if r.image not in merged.tubes)
+    item = ds[still]
+    assert all(set(f) == set(item["masks"]) and all(torch.equal(f[c], item["masks"][c]) for c in f)
+               for f in item["frame_masks"])
+    merge_concept_sets([world / "broden"], tmp_path / "merged")  # a merge without tubes drops the stale table
+    assert not load_broden(tmp_path / "merged").tubes
+
+
 def test_planted_action_tube_unit_on_a_world(tube_world_dir):
     """Features = one action's truth boxes at the frames the dataset samples: IoU 1 for that action."""
     from broden_actions.broden import BrodenDataset, load_broden
