@@ -279,3 +279,11 @@ def test_deepcopy_is_a_whole_model(family, arch):
     stem_conv = next(mod for mod in twin.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Conv3d)))
     stem_conv.weight.mul_(-3.0)
     assert not torch.allclose(twin(x), before) and torch.equal(m(x), before)
+
+
+def test_per_frame_needs_feature_maps():
+    pytest.importorskip("timm")
+    with pytest.raises(ValueError, match="not 2-D maps .* convolutional backbone"):
+        build_model("timm_frames", C, arch="vit_tiny_patch16_224")
+    with pytest.raises(ValueError, match="unknown timm model"):
+        build_model("timm_frames", C, arch="no_such_net")

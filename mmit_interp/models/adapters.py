@@ -138,6 +138,10 @@ class AdapterNet(ModelBase):
         self._blocks: list[tuple[str, nn.Module]] = []
         for name, child in net.named_children():
             self._modules[name] = child
+        for name, p in net.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        for name, b in net.named_buffers(recurse=False):
+            self.register_buffer(name, b, persistent=name not in net._non_persistent_buffers_set)
 
     def train(self, mode: bool = True) -> "AdapterNet":
         super().train(mode)
@@ -353,17 +357,21 @@ class PerFrame2D(AdapterNet):
         return _child(b, "fc", "classifier")(torch.flatten(b.avgpool(f), 1))
 
     def _check_gap_linear(self) -> bool:
-        """Whether the 2-D head is exactly `linear(GAP(f))`: tested on a random map in eval mode."""
-        if self._lin is None:
-            return False
+        """Whether the 2-D head is exactly `linear(GAP(f))`, tested on a random map in eval mode; features
+        that are not maps (a ViT's tokens) are an error."""
         was = self.training
         self.eval()
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            k = self.forward_features(torch.randn(1, 3, 1, 64, 64, generator=g)).shape[1]
+            side = int((getattr(self.net, "pretrained_cfg", None) or {}).get("input_size", (3, 64, 64))[-1])  # timm's
+            probe = self.forward_features(torch.randn(1, 3, 1, side, side, generator=g))
+            if probe.dim() != 5:
+                raise ValueError(f"{self.arch}: its features are not 2-D maps (per frame {tuple(probe.shape[1:])}); "
+                                 "a per-frame model needs a convolutional backbone")
+            k = probe.shape[1]
             f = torch.randn(2, k, 3, 5, generator=g)
-            ok = k == self._lin.in_features and torch.allclose(self._head2d(f), self._lin(f.mean((2, 3))),
-                                                                rtol=1e-4, atol=1e-5)
+            ok = (self._lin is not None and k == self._lin.in_features
+                  and torch.allclose(self._head2d(f), self._lin(f.mean((2, 3))), rtol=1e-4, atol=1e-5))
         self.train(was)
         return bool(ok)
 
