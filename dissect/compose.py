@@ -343,7 +343,8 @@ class BeamSearch:
         single = torch.where(allowed[None], plain_iou(self.al, self.a[:, None], self.label_area[None]),
                              torch.full(self.al.shape, -1.0, dtype=torch.float64))
         if self.candidates is not None:
-            top = torch.topk(single, min(self.candidates, self.L1), dim=1).indices
+            order = torch.sort(single, dim=1, descending=True, stable=True).indices  # ties: the lower label
+            top = order[:, : self.candidates]
             self.pick = torch.zeros_like(single, dtype=torch.bool).scatter_(1, top, True) & (single >= 0)
         else:
             self.pick = allowed[None].expand(len(single), -1)
