@@ -81,8 +81,9 @@ def sample_labels(labels: dict, layer_steps: int) -> tuple[dict, int]:
     pick = torch.tensor([frame_of_step(t, layer_steps, frames) for t in range(layer_steps)], device=pixel.device)
     out = dict(labels)
     for key in ("pixel", "plane_cat", "whole", "whole_cat"):
-        v = labels[key]
-        out[key] = v.index_select(1, pick.to(v.device)).reshape(n * layer_steps, *v.shape[2:])
+        if key in labels:
+            v = labels[key]
+            out[key] = v.index_select(1, pick.to(v.device)).reshape(n * layer_steps, *v.shape[2:])
     out["index"] = labels["index"].repeat_interleave(layer_steps)
     return out, 1
 
