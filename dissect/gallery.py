@@ -157,9 +157,10 @@ def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     positions and border clamping), each axis as ``a + w * (b - a)`` like ``engine.BilinearBlocks``: a
     constant stretch stays exactly constant."""
     (y0, y1, wy), (x0, x1, wx) = (_axis(n_in, n_out, x.dtype) for n_in, n_out in zip(x.shape[1:], size))
-    rows = [x.index_select(1, y) for y in (y0, y1)]
-    top, bot = (r.index_select(2, x0) + wx * (r.index_select(2, x1) - r.index_select(2, x0)) for r in rows)
-    return top + wy[:, None] * (bot - top)
+    left = x.index_select(2, x0)
+    across = left + wx * (x.index_select(2, x1) - left)  # every input row along x first: (n, h, W)
+    top = across.index_select(1, y0)
+    return top + wy[:, None] * (across.index_select(1, y1) - top)
 
 
 def _axis(n_in: int, n_out: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -188,13 +189,16 @@ def compose_strip(clips: np.ndarray, regions: np.ndarray, concept: np.ndarray | 
         raise ValueError(f"clips {clips.shape}, regions {regions.shape} and concept masks "
                          f"{None if concept is None else concept.shape} disagree")
     k, t, h, w, _ = clips.shape
-    tiles = np.where(regions[..., None], clips, (clips * DIM).astype(np.uint8))
+    tiles = np.where(regions[..., None], clips, _DIMMED[clips])
     tiles[outline(regions)] = REGION_COLOUR
     if concept is not None:
         tiles[outline(concept)] = CONCEPT_COLOUR
     padded = np.full((t, h, k, w + GAP, 3), 255, np.uint8)
     padded[:, :, :, :w] = tiles.transpose(1, 2, 0, 3, 4)
     return padded.reshape(t, h, k * (w + GAP), 3)[:, :, : k * (w + GAP) - GAP]
+
+
+_DIMMED = (np.arange(256) * DIM).astype(np.uint8)  # uint8 -> dimmed uint8, as the JPEG strips compute it
 
 
 def save_animation(frames: np.ndarray, path: str | os.PathLike, *, fps: float = FPS, quality: int = 80,
