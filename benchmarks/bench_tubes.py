@@ -38,7 +38,8 @@ def timed(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Build the sets, time forward passes, tube and still dissection; print and return the figures."""
+    """Build the sets (in a temporary folder, removed after), time forward passes, tube and still
+    dissection; print and return the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", help="an existing synthetic world (default: generate one)")
     ap.add_argument("--action-frames", type=int, default=160)
@@ -52,7 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-tubes-"))
+    with tempfile.TemporaryDirectory(prefix="bench-tubes-") as tmp:
+        return run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict:
+    """The benchmark proper, its sets written under ``tmp``."""
     world = Path(args.world) if args.world else tmp / "world"
     if not args.world:
         from mmit_interp.synth import SynthConfig, generate_world
