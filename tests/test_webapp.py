@@ -500,8 +500,8 @@ def test_why_page_shows_the_bias_test_of_the_biased_action(client, world, analys
     planted.write_text(json.dumps({"bias": {"action": "juggling", "texture": "dotted"}}))
     try:
         missing = client.get("/api" + url).json()["bias"]["missing"]
-        assert missing[0]["command"] == f"mmit-analyze bias --run {world['run']} --world {world['data']}"
-        assert "mmit-analyze bias --run" in client.get(url).text
+        assert missing[0]["command"] == "mmit-analyze bias --run RUN_DIR --world WORLD"  # the API shows no server path
+        assert f"mmit-analyze bias --run {world['run']} --world {world['data']}" in client.get(url).text  # the page does
         assert client.get(f"/api/runs/tiny/clips/{sha}/why/2").json()["bias"] is None  # another class
     finally:
         planted.unlink()
@@ -547,6 +547,9 @@ def test_api_responses_carry_no_server_paths(client, world, analysed):
     for url in ("/api/runs", "/api/runs/tiny/clips", "/api" + analysed["permalink"], "/api/runs/tiny/units/layer4/2"):
         assert str(world["run"]) not in client.get(url).text, url
     assert "path" not in client.get("/api/runs/tiny").json()  # the page shows the run dir, the API does not
+    for url in ("/api/runs/bare/units", "/api/runs/bare/analysis/explanations", "/api/runs/bare/analysis"):
+        body = client.get(url).text
+        assert "RUN_DIR" in body and str(world["bare"]) not in body, url  # missing pieces' commands too
     assert str(world["run"]) in client.get("/runs/tiny").text
     sha = analysed["sha256"]
     job = client.post(f"/api/runs/tiny/clips/{sha}/why/1").json()["job"]
@@ -653,9 +656,9 @@ def test_clip_analysed_by_the_cli_has_a_page(client, world):
 # ------------------------------------------------------------------ explanations, measured
 def test_explanations_page_without_a_table_shows_the_command(client, world):
     d = client.get("/api/runs/bare/analysis/explanations").json()
-    assert d["tables"] == [] and d["missing"][0]["command"].startswith(f"mmit-analyze explanations --run {world['bare']}")
+    assert d["tables"] == [] and d["missing"][0]["command"].startswith("mmit-analyze explanations --run RUN_DIR")
     r = client.get("/runs/bare/analysis/explanations")
-    assert r.status_code == 200 and "Not computed yet" in r.text and "mmit-analyze explanations --run" in r.text
+    assert r.status_code == 200 and "Not computed yet" in r.text and f"mmit-analyze explanations --run {world['bare']}" in r.text
     assert "/runs/tiny/analysis/explanations" in client.get("/runs/tiny/analysis").text
     assert "/runs/tiny/analysis/explanations" in client.get("/runs/tiny").text
 

@@ -15,7 +15,8 @@ Json = dict[str, Any]
 
 
 class Missing(BaseModel):
-    """A piece not computed yet and the shell command that computes it."""
+    """A piece not computed yet and the shell command that computes it (`RUN_DIR` etc. stand for this
+    server's paths, which the pages show and the API does not)."""
 
     what: str
     command: str

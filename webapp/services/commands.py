@@ -22,5 +22,11 @@ COMMANDS = {
 
 
 def missing(what: str, piece: str, run: Path, **fill: object) -> dict[str, str]:
-    """A `missing` entry: what is not computed yet and the command (`COMMANDS[piece]`) that computes it."""
-    return {"what": what, "command": COMMANDS[piece].format(run=run, **{"world": "WORLD_DIR", **fill})}
+    """A `missing` entry: what is not computed yet and the command (`COMMANDS[piece]`) that computes it,
+    twice: `shell` with this server's paths for the pages, `command` with placeholders (`RUN_DIR`, and a
+    path-valued fill's name in capitals) for the JSON API, which shows no server path."""
+    fill = {"world": "WORLD_DIR", **fill}
+    public = {k: k.upper() if isinstance(v, Path) or (isinstance(v, str) and Path(v).is_absolute()) else v
+              for k, v in fill.items()}
+    return {"what": what, "command": COMMANDS[piece].format(run="RUN_DIR", **public),
+            "shell": COMMANDS[piece].format(run=run, **fill)}
