@@ -69,12 +69,13 @@ def tube_set(out: Path) -> Path:
 
 
 def category_counts(result: LayerResult, iou: float = IOU) -> dict:
-    """Units, interpretable units per category, the best unit's IoU and the six most frequent labels of one
-    dissected layer."""
+    """Units, interpretable units per category, the best unit's IoU, the six most frequent labels and the
+    median unit's active area (mask pixels over the set) of one dissected layer."""
     labels = [u for u in result.unit_labels(iou_threshold=iou) if u.interpretable]
     cats = Counter(u.category for u in labels)
     return {"units": result.units, "interpretable": len(labels), **{c: cats.get(c, 0) for c in result.categories},
-            "best_iou": max(u.iou for u in result.unit_labels()), "top_labels": Counter(u.label for u in labels).most_common(6)}
+            "best_iou": max(u.iou for u in result.unit_labels()), "top_labels": Counter(u.label for u in labels).most_common(6),
+            "active_px": int(result.tally.act_total.median())}
 
 
 def dissect(model: torch.nn.Module, layers: tuple[str, ...], images: int) -> dict[str, dict]:
@@ -88,16 +89,18 @@ def dissect(model: torch.nn.Module, layers: tuple[str, ...], images: int) -> dic
 
 def dissect_tubes() -> dict:
     """Per-layer counts of the per-frame network dissected on a fresh action tube set, each layer time
-    step scored against its own frame's masks; with the set's frame count and frames per label."""
+    step scored against its own frame's masks; with the set's item and frame counts and each label's area
+    (mask pixels over the set)."""
     adapted = PerFrame2D(efficientnet_lite0_imagenet(), arch=ARCH)
     with tempfile.TemporaryDirectory() as tmp:
         cs = tube_set(Path(tmp))
         res = run_dissection(adapted, TUBE_LAYERS, [cs], time="frames", batch_size=4, device="cpu", progress=False,
                              transform=InputTransform(size=SIZE, frames=TUBE_FRAMES, mean=MEAN, std=STD))[str(cs)]
         broden = load_broden(cs)
+    first = res[TUBE_LAYERS[0]]
     return {"layers": {layer: category_counts(r) for layer, r in res.items()},
             "items": len(broden.rows), "frames": sum(t.frames for t in broden.tubes.values()),
-            "frequency": {lab.name: lab.frequency for lab in broden.labels.values()}}
+            "area": {n: int(a) for n, a in zip(first.label_names, first.tally.label_area.tolist())}}
 
 
 def predictions(model: torch.nn.Module, video: torch.Tensor, names: list[str]) -> tuple[list[list], list]:
@@ -163,7 +166,10 @@ def render(top_frames: list, top_mean: list, frame_idx: list[int], loc: dict, ch
               "frame; `PerFrame2D`, `time='frames'`; `action` = the pixels of an actor doing that action):", ""]
     lines += table(tubes["layers"], ("action", "color", "texture", "object"))
     shown = dict.fromkeys(n for c in tubes["layers"].values() for n, _ in c["top_labels"])
-    lines += ["", "Label frequencies (label.csv: the stills and snippet frames a label is in): " + ", ".join(f"{n} {tubes['frequency'][n]}" for n in shown) + "."]
+    lines += ["", "Label areas (mask pixels over the set) of those labels: "
+              + ", ".join(f"{n} {tubes['area'][n]}" for n in shown) + "; the largest: "
+              + ", ".join(f"{n} {a}" for n, a in sorted(tubes["area"].items(), key=lambda kv: -kv[1])[:4])
+              + ". A median unit's active area: " + ", ".join(f"{k} {c['active_px']}" for k, c in tubes["layers"].items()) + "."]
     return "\n".join(lines)
 
 
