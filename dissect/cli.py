@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from mmit_interp.import_model import LEGACY, add_source_args, default_run_dir, import_run, source_from_args
+from mmit_interp.import_model import LEGACY, add_source_args, import_run, source_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def load_target(args):
     if src is not None:  # import with the architecture's own transform; --frames/--size apply to the dissection
         src = replace(src, frames=None, size=None)
         try:
-            args.model = str(import_run(src, args.model or default_run_dir(src)))
+            args.model = str(import_run(src, args.model))
         except (OSError, ValueError, ImportError) as e:
             raise SystemExit(f"mmit-dissect: {e}") from None
     elif not args.model:

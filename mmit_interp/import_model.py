@@ -135,14 +135,18 @@ def source_fingerprint(src: ModelSource) -> dict[str, Any]:
             "vocab_sha256": file_sha256(src.vocab), "transforms": src.transforms()}
 
 
-def import_run(src: ModelSource, out: str | Path) -> Path:
+def import_run(src: ModelSource, out: str | Path | None = None) -> Path:
     """Write `src` as a run dir (`checkpoints/best.pt`, `config.json`, `moments_categories.txt`) and return
-    it; a run dir already imported from the same source (same hashes) is reused as is."""
+    it; a run dir already imported from the same source (same hashes) is reused as is. `out` None:
+    `runs/imported/<arch>-<8 hex digits of the source fingerprint>`, one dir per distinct import."""
     from .atomic import atomic_write_json
     from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
-    out = Path(out)
     fp = source_fingerprint(src)
+    if out is None:
+        digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:8]
+        out = Path("runs") / "imported" / f"{src.arch}-{digest}"
+    out = Path(out)
     ck = out / "checkpoints" / "best.pt"
     if ck.is_file():
         try:
@@ -159,12 +163,6 @@ def import_run(src: ModelSource, out: str | Path) -> Path:
     atomic_write_json(out / "config.json", config)
     vocab.to_file(out / "moments_categories.txt")
     return out
-
-
-def default_run_dir(src: ModelSource) -> Path:
-    """`runs/imported/<arch>-<8 hex digits of the source fingerprint>`: one dir per distinct import."""
-    digest = hashlib.sha256(json.dumps(source_fingerprint(src), sort_keys=True).encode()).hexdigest()[:8]
-    return Path("runs") / "imported" / f"{src.arch}-{digest}"
 
 
 def _triple(s: str) -> tuple[float, float, float]:
@@ -213,13 +211,13 @@ def source_from_args(a: argparse.Namespace) -> ModelSource | None:
 
 def run_from_args(a: argparse.Namespace) -> str:
     """The run dir a command works on: `--run`, or the import its source flags name (into `--run` if given,
-    else `default_run_dir`)."""
+    else `runs/imported/...`)."""
     src = source_from_args(a)
     if src is None:
         if not getattr(a, "run", None):
             raise ValueError("give --run RUN, or a model with --torchvision/--timm/--authors and --vocab")
         return a.run
-    return str(import_run(src, a.run or default_run_dir(src)))
+    return str(import_run(src, a.run))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         src = source_from_args(a)
         if src is None:
             raise ValueError("name a model: --torchvision NAME, --timm NAME or --authors")
-        run = import_run(src, a.out or default_run_dir(src))
+        run = import_run(src, a.out)
     except (OSError, ValueError, KeyError, ImportError) as e:
         print(f"mmit-import: error: {e}", file=sys.stderr)
         return 2

@@ -195,8 +195,12 @@ def test_resnet18_per_frame_matches_torchvision_cam():
                 assert torch.allclose(res.raw[0, j, t], ref, atol=1e-5)
 
 
-def test_import_run_round_trip_and_errors(tmp_path, vocab_file):
+def test_import_run_round_trip_and_errors(tmp_path, vocab_file, monkeypatch):
     src = ModelSource("torchvision", "r3d_18", str(vocab_file), frames=4, size=32)
+    monkeypatch.chdir(tmp_path)
+    default = import_run(src)
+    assert default.parent == Path("runs/imported") and default.name.startswith("r3d_18-")
+    assert import_run(ModelSource("torchvision", "r3d_18", str(vocab_file), frames=8, size=32)) != default
     run = import_run(src, tmp_path / "run")
     model, meta = load_model(run)
     assert meta["model"] == {"name": "torchvision_video", "kwargs": {"arch": "r3d_18"}}
