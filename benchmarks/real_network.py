@@ -49,6 +49,7 @@ BEGIN, END = "<!-- numbers:begin (benchmarks/real_network.py --write-docs) -->",
 ALL_LAYERS = ("blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "bn2")
 TEST_LAYERS, TEST_IMAGES = ("blocks.1", "blocks.5"), 64
 FRAMES, IOU = 8, 0.04
+STILL_CATEGORIES = ("color", "texture", "object", "scene")
 TUBE_LAYERS, TUBE_CLIPS, TUBE_REGIONS, TUBE_FRAMES = ("blocks.1", "blocks.5", "bn2"), 30, 40, 8
 
 
@@ -146,7 +147,7 @@ def render(top_frames: list, top_mean: list, frame_idx: list[int], loc: dict, ch
         lines.append(f"| {name} | {np.mean(e):.3f}, {min(e):.3f} | {np.mean(e) / chance:.1f} | "
                      f"{int(sum(d['pointing']))} / {len(d['pointing'])} |")
 
-    def table(counts: dict, categories: tuple[str, ...] = ("color", "texture", "object", "scene")) -> list[str]:
+    def table(counts: dict, categories: tuple[str, ...] = STILL_CATEGORIES) -> list[str]:
         rows = ["| layer | units | interpretable | " + " | ".join(categories) + " | object share | best IoU | most frequent labels |",
                 "|---|---|---|" + "---|" * len(categories) + "---|---|---|"]
         for layer, c in counts.items():
@@ -159,7 +160,7 @@ def render(top_frames: list, top_mean: list, frame_idx: list[int], loc: dict, ch
               "`object` = the shape's category):", ""] + table(full)
     lines += ["", f"**The test's configuration** ({TEST_IMAGES} stills, {', '.join(TEST_LAYERS)}; "
               "tests/test_real_imagenet.py checks its counts against this JSON):", ""] + table(small)
-    small_json = {k: {c: n for c, n in v.items() if isinstance(n, int)} for k, v in small.items()}
+    small_json = {k: {c: v[c] for c in ("units", "interpretable", *STILL_CATEGORIES)} for k, v in small.items()}
     lines += ["", "```json", json.dumps({"images": TEST_IMAGES, "iou": IOU, "layers": small_json}), "```"]
     lines += ["", f"**Per frame on an action tube set** ({tubes['items']} action regions of {TUBE_CLIPS} synthetic "
               f"clips, {tubes['frames']} frames: {TUBE_FRAMES}-frame snippets at 112 px resized to {SIZE}, masks per "

@@ -36,8 +36,7 @@ FRAMES = 8
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    """The ImageNet EfficientNet-Lite0 (timm `tf_efficientnet_lite0`, eval mode), one thread."""
-    torch.set_num_threads(1)
+    """The ImageNet EfficientNet-Lite0 (timm `tf_efficientnet_lite0`, eval mode)."""
     return efficientnet_lite0_imagenet()
 
 
