@@ -31,10 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dissect.engine import (BilinearBlocks, InputTransform, LayerResult, _all_merge, _is_main, _shard, sample_labels,
-                            to_samples)
+from dissect.engine import (BilinearBlocks, InputTransform, LayerResult, all_merge, feature_batches, is_main,
+                            sample_labels, to_samples)
 from mmit_interp.atomic import atomic_write_json
-from mmit_interp.hooks import capture_activations
 
 OPS = ("and", "or", "and not")
 Formula = tuple[tuple[int, int], ...]  # ((op code, label), ...) read as TRUE op0 l0 op1 l1 ...; op0 = "and"
@@ -243,7 +242,7 @@ def _count_pass(batches: Callable[[], Iterable[tuple[dict[str, torch.Tensor], di
                     blocks[geom] = BilinearBlocks(*geom, device=device)
                 for row, unit, pixel in _active_pixels(s, thr[name], lrep, blocks[geom]):
                     counts[name].add_units(pl, f, row, unit, pixel)
-    return _all_merge(counts, lambda st: FormulaCounts.from_state_dict(st, device))
+    return all_merge(counts, lambda st: FormulaCounts.from_state_dict(st, device))
 
 
 def plain_iou(inter: torch.Tensor, a: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
@@ -477,10 +476,7 @@ def run_formulas(
     read on the same images (the results' concept set, categories and snippets, ``transform``) with
     ``length`` passes per concept set shared by its layers; under ``torchrun`` each rank takes a
     strided shard and the counts merge exactly. Cached per layer in ``cache_dir`` (JSON)."""
-    from torch.utils.data import DataLoader, Subset
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    adapter = input_adapter or (lambda x: (x,))
     search = {"length": length, "beam": beam, "ops": list(ops), "candidates": candidates}
     out: dict[str, dict[str, list[FormulaLabel]]] = {}
     for cs, layers in results.items():
@@ -495,28 +491,12 @@ def run_formulas(
             first = next(iter(todo.values())).settings
             ds = transform.dataset(first.get("concept_set", cs), categories=first.get("categories"),
                                    use_snippets=first.get("snippets", True))
-            loader = DataLoader(Subset(ds, _shard(len(ds))), batch_size=batch_size, num_workers=workers,
-                                collate_fn=ds.collate, shuffle=False)
-            was_training = model.training
-            model.to(device).eval()
-
-            def batches():
-                from tqdm import tqdm
-
-                with tqdm(total=len(loader.dataset), unit="img", disable=not (progress and _is_main()),
-                          desc=f"formulas {Path(cs).name}") as bar:
-                    for batch in loader:
-                        with capture_activations(model, list(todo)) as acts:
-                            model(*adapter(batch["image"].to(device)))
-                        bar.update(len(batch["index"]))
-                        yield dict(acts), batch
-
-            try:
+            with feature_batches(model, ds, list(todo), input_adapter=input_adapter, device=device,
+                                 batch_size=batch_size, workers=workers, progress=progress,
+                                 desc=f"formulas {Path(cs).name}") as batches:
                 fresh = compose_stream(batches, todo, length=length, beam=beam, ops=ops, candidates=candidates,
                                        device=device)
-            finally:
-                model.train(was_training)
-            if cache_dir is not None and _is_main():
+            if cache_dir is not None and is_main():
                 Path(cache_dir).mkdir(parents=True, exist_ok=True)
                 for layer, recs in fresh.items():
                     atomic_write_json(Path(cache_dir) / f"{keys[layer]}.formulas.json", [r.as_dict() for r in recs])

@@ -16,7 +16,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ class LayerResult:
         )
 
 
-def _all_merge(objs: dict[str, Any], make: Callable[[dict], Any]) -> dict[str, Any]:
+def all_merge(objs: dict[str, Any], make: Callable[[dict], Any]) -> dict[str, Any]:
     """Merge named stat objects across torch.distributed ranks (in rank order, exact); no-op when single.
 
     Every rank must call it, also one that got no image and so holds no object: it sends an empty
@@ -247,8 +248,8 @@ def dissect_stream(
                     tops[name] = TopKImages(u, top_k, device)
                 quants[name].add(s.transpose(0, 1))
                 tops[name].add(s.amax((2, 3)).view(-1, rep, u).amax(1), labels["index"])
-    quants = _all_merge(quants, lambda st: TopKQuantile.from_state_dict(st, device))
-    tops = _all_merge(tops, lambda st: TopKImages.from_state_dict(st, device))
+    quants = all_merge(quants, lambda st: TopKQuantile.from_state_dict(st, device))
+    tops = all_merge(tops, lambda st: TopKImages.from_state_dict(st, device))
     thresholds = {n: q.threshold() for n, q in quants.items()}
 
     prim = torch.as_tensor(primary, dtype=torch.long)
@@ -277,7 +278,7 @@ def dissect_stream(
                     tiles[align, geom] = blocks[geom].labels(lb)
                 tallies[name].add_labels(lb, lrep)
                 _tally_layer(tallies[name], s, lrep, thresholds[name], lb, tiles[align, geom], blocks[geom])
-    tallies = _all_merge(tallies, lambda st: Tally.from_state_dict(st, device))
+    tallies = all_merge(tallies, lambda st: Tally.from_state_dict(st, device))
     return {
         n: LayerResult(n, thresholds[n].cpu(), tallies[n], tops[n], prim, label_names, categories,
                        {**(settings or {}), "planes": planes})
@@ -451,7 +452,7 @@ def cache_key(checkpoint: str, layer: str, concept_set: str, settings: dict) -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _shard(n: int) -> list[int]:
+def shard_indices(n: int) -> list[int]:
     """This rank's strided share of ``range(n)`` under torch.distributed (all of it when single)."""
     import torch.distributed as dist
 
@@ -460,7 +461,7 @@ def _shard(n: int) -> list[int]:
     return list(range(n))
 
 
-def _is_main() -> bool:
+def is_main() -> bool:
     """True on rank 0 or when not distributed."""
     import torch.distributed as dist
 
@@ -498,6 +499,50 @@ class InputTransform:
         return {"frames": self.frames, "size": self.size, "dataset": norm}
 
 
+@contextmanager
+def feature_batches(
+    model: nn.Module,
+    dataset,
+    layers: Sequence[str],
+    *,
+    input_adapter: Callable[[torch.Tensor], tuple] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    workers: int = 0,
+    progress: bool = True,
+    desc: str = "features",
+    first_pass_labels: bool = True,
+) -> Iterator[Callable[[], Iterator[tuple[dict[str, torch.Tensor], dict]]]]:
+    """The data loop the streaming analyses share (``dissect_stream``, ``compose_stream``): yields a
+    ``batches()`` callable, one pass over this rank's shard of ``dataset`` per call, each batch
+    ``({layer: output}, collated batch)``; the model runs in eval mode on ``device`` meanwhile and gets
+    its mode back after. ``first_pass_labels=False`` decodes no masks in the first pass (features only)."""
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    loader = DataLoader(Subset(dataset, shard_indices(len(dataset))), batch_size=batch_size, num_workers=workers,
+                        collate_fn=dataset.collate, shuffle=False)
+    adapter = input_adapter or (lambda x: (x,))
+    labels = iter([first_pass_labels])
+
+    def batches() -> Iterator[tuple[dict[str, torch.Tensor], dict]]:
+        dataset.with_labels = next(labels, True)
+        with tqdm(total=len(loader.dataset), unit="img", disable=not (progress and is_main()), desc=desc) as bar:
+            for batch in loader:
+                with capture_activations(model, list(layers)) as acts:
+                    model(*adapter(batch["image"].to(device)))
+                bar.update(len(batch["index"]))
+                yield dict(acts), batch
+
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        yield batches
+    finally:
+        model.train(was_training)
+        dataset.with_labels = True
+
+
 def run_dissection(
     model: nn.Module,
     layers: Sequence[str],
@@ -529,10 +574,7 @@ def run_dissection(
     strided shard. ``planes``: see ``dissect_stream``. A tube set (``tubes.csv``) fed as snippets
     scores every time step against its frame's masks and needs ``time="frames"``.
     """
-    from torch.utils.data import DataLoader, Subset
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    adapter = input_adapter or (lambda x: (x,))
     ckpt = checkpoint_hash or model_fingerprint(model)
     settings = {"quantile": quantile, "time": time, "planes": planes, **transform.settings(), "top_k": top_k,
                 "categories": list(categories) if categories else None, "snippets": use_snippets}
@@ -553,39 +595,15 @@ def run_dissection(
         todo = [layer for layer in layers if layer not in cached]
         results = dict(cached)
         if todo:
-            loader = DataLoader(Subset(ds, _shard(len(ds))), batch_size=batch_size, num_workers=workers,
-                                collate_fn=ds.collate, shuffle=False)
             prim = torch.from_numpy(ds.broden.primary_categories(ds.categories)).long()
-            was_training = model.training
-            model.to(device).eval()
-
-            passes = iter([False, True])
-
-            def batches():
-                from tqdm import tqdm
-
-                ds.with_labels = next(passes, True)  # pass 1 needs features only: no masks decoded
-
-                bar = tqdm(total=len(loader.dataset), unit="img", disable=not (progress and _is_main()),
-                           desc=f"dissect {Path(cs).name}")
-                try:
-                    for batch in loader:
-                        with capture_activations(model, todo) as acts:
-                            model(*adapter(batch["image"].to(device)))
-                        bar.update(len(batch["index"]))
-                        yield dict(acts), batch
-                finally:
-                    bar.close()
-
-            try:
+            with feature_batches(model, ds, todo, input_adapter=input_adapter, device=device, batch_size=batch_size,
+                                 workers=workers, progress=progress, desc=f"dissect {Path(cs).name}",
+                                 first_pass_labels=False) as batches:
                 fresh = dissect_stream(batches, len(ds), prim, ds.broden.label_names(), list(ds.categories),
                                        quantile=quantile, time=time, planes=planes, top_k=top_k, device=device,
                                        settings={**settings, "concept_set": str(cs), "checkpoint": ckpt,
                                                  "tubes": ds.tubes})
-            finally:
-                model.train(was_training)
-                ds.with_labels = True
-            if cache_dir is not None and _is_main():
+            if cache_dir is not None and is_main():
                 Path(cache_dir).mkdir(parents=True, exist_ok=True)
                 for layer, res in fresh.items():
                     tmp = Path(cache_dir) / f"{keys[layer]}.pt.tmp"
