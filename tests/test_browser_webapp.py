@@ -277,7 +277,7 @@ def test_clip_method_switch_computes_and_shows_other_maps(page, server):
 
 OWN_VIDEO = [pytest.param("r3d_18", 4, 32, id="r3d_18"), pytest.param("mc3_18", 4, 32, id="mc3_18"),
              pytest.param("r2plus1d_18", 4, 32, id="r2plus1d_18"), pytest.param("swin3d_t", 4, 32, id="swin3d_t"),
-             pytest.param("s3d", 16, 224, id="s3d", marks=pytest.mark.slow),
+             pytest.param("s3d", 16, 224, id="s3d"),  # 11 s; the MViTs 19-26 s (loaded machine)
              pytest.param("mvit_v2_s", 16, 224, id="mvit_v2_s", marks=pytest.mark.slow),
              pytest.param("mvit_v1_b", 16, 224, id="mvit_v1_b", marks=pytest.mark.slow)]
 
