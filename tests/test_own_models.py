@@ -156,12 +156,15 @@ def test_mvit_token_grid_follows_query_pooling():
 
 
 @pytest.mark.parametrize("family,arch", [("torchvision_frames", "resnet18"), ("timm_frames", "efficientnet_lite0"),
-                                         ("torchvision_frames", "mobilenet_v3_small")])
+                                         ("torchvision_frames", "mobilenet_v3_small"),
+                                         ("timm_frames", "mobilenetv3_small_100"),  # conv_head after the pooling
+                                         ("timm_frames", "convnext_atto")])  # one block, feature_maps
 def test_image_model_per_frame(family, arch, concepts):
     if family == "timm_frames":
         pytest.importorskip("timm")
     torch.manual_seed(0)
     m = build_model(family, C, arch=arch).eval()
+    assert list(m.state_dict()) == list(m.net.state_dict())
     x = torch.randn(2, 3, 3, 64, 64)
     with torch.no_grad():
         per_frame = torch.stack([m.net(x[:, :, t]) for t in range(3)], 1).mean(1)  # the plain 2-D model, frame by frame

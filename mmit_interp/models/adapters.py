@@ -302,7 +302,9 @@ def _last_linear(b: nn.Module) -> nn.Module | None:
 class PerFrame2D(AdapterNet):
     """A torchvision or timm 2-D image classifier applied per frame: `(N, 3, T, H, W)` -> the mean of the
     T per-frame logits. Blocks: ResNets' stem and `layer1`..`layer4`; timm EfficientNets/MobileNets'
-    stem, `blocks.i`, `conv_head`, `bn2`; torchvision's `features.i`; else one block, `forward_features`."""
+    stem, `blocks.i` (and `conv_head`, `bn2` where they come before the pooling); torchvision's
+    `features.i`; a cut must reproduce the plain model's logits (checked when built), else the model is
+    one block, `feature_maps` (timm's whole `forward_features`)."""
 
     def __init__(self, backbone: nn.Module, *, arch: str = "", num_classes: int | None = None):
         lin = _last_linear(backbone)
@@ -312,30 +314,58 @@ class PerFrame2D(AdapterNet):
                                  "pass num_classes")
             num_classes = lin.out_features
         super().__init__(backbone, arch=arch or type(backbone).__name__, num_classes=num_classes)
-        b, names = backbone, set(backbone._modules)
-        if {"layer1", "layer4"} <= names:
-            self.stem_names = [n for n in ("conv1", "bn1", "relu", "act1", "maxpool") if n in names]
-            self._blocks = [("stem", _View(self, "frame_stem"))]
-            self._blocks += [(n, self._replace(n, PerFrameBlock(b._modules[n]))) for n in ("layer1", "layer2", "layer3", "layer4")]
-        elif {"conv_stem", "blocks"} <= names:
-            self.stem_names = ["conv_stem", "bn1"]
-            stages = self._replace("blocks", nn.Sequential(*[PerFrameBlock(s) for s in b.blocks]))
-            self._blocks = [("stem", _View(self, "frame_stem"))]
-            self._blocks += [(f"blocks.{i}", s) for i, s in enumerate(stages)]
-            self._blocks += [(n, self._replace(n, PerFrameBlock(b._modules[n]))) for n in ("conv_head", "bn2")
-                             if n in names and not isinstance(b._modules[n], nn.Identity)]
-        elif {"features", "classifier"} <= names and isinstance(b._modules["features"], nn.Sequential):
-            stages = self._replace("features", nn.Sequential(*[PerFrameBlock(s) for s in b._modules["features"]]))
-            self._blocks = [(f"features.{i}", s) for i, s in enumerate(stages)]
-        else:
-            self._blocks = [("features", _View(self, "frame_features"))]
         self.__dict__["_lin"] = lin  # one of the children already: not registered twice
+        was = backbone.training
+        self.eval()
+        for head_convs in (True, False):  # timm MobileNetV3's conv_head comes after the pooling: not a block
+            self._modules.update(backbone._modules)  # undo an earlier cut: every child the backbone's own
+            self._blocks = self._cut(backbone, head_convs)
+            if self._blocks and self._reproduces():
+                break
+        else:
+            if not hasattr(backbone, "forward_features"):
+                raise ValueError(f"{self.arch}: cannot cut {type(backbone).__name__} into per-frame blocks")
+            self._modules.update(backbone._modules)
+            self._modules["feature_maps"] = _View(self, "frame_features")  # hookable, no parameters
+            self._blocks = [("feature_maps", self._modules["feature_maps"])]
         self._exact = self._check_gap_linear()
         if not self._exact:
             self.cam_layer = self._blocks[-1][0]
-            if isinstance(self._blocks[-1][1], _View):
-                raise ValueError(f"{self.arch}: the head is not GAP + linear and the last features are not a named "
-                                 "layer: no layer for Grad-CAM")
+        self.train(was)
+
+    def _cut(self, b: nn.Module, head_convs: bool) -> list[tuple[str, nn.Module]]:
+        """The backbone as named per-frame blocks (`[]` where its layout is not one of the known ones)."""
+        names = set(b._modules)
+        if {"layer1", "layer4"} <= names:
+            self.stem_names = [n for n in ("conv1", "bn1", "relu", "act1", "maxpool") if n in names]
+            return [("stem", _View(self, "frame_stem"))] + [
+                (n, self._replace(n, PerFrameBlock(b._modules[n]))) for n in ("layer1", "layer2", "layer3", "layer4")]
+        if {"conv_stem", "blocks"} <= names:
+            self.stem_names = ["conv_stem", "bn1"]
+            stages = self._replace("blocks", nn.Sequential(*[PerFrameBlock(s) for s in b.blocks]))
+            tail = [n for n in ("conv_head", "bn2") if head_convs and n in names and not isinstance(b._modules[n], nn.Identity)]
+            return ([("stem", _View(self, "frame_stem"))] + [(f"blocks.{i}", s) for i, s in enumerate(stages)]
+                    + [(n, self._replace(n, PerFrameBlock(b._modules[n]))) for n in tail])
+        if {"features", "classifier"} <= names and isinstance(b._modules["features"], nn.Sequential):
+            stages = self._replace("features", nn.Sequential(*[PerFrameBlock(s) for s in b._modules["features"]]))
+            return [(f"features.{i}", s) for i, s in enumerate(stages)]
+        return []
+
+    def _probe(self, frames: int = 1) -> torch.Tensor:
+        """A fixed random clip at the backbone's input size (timm's `pretrained_cfg`, else 64 px)."""
+        side = int((getattr(self.net, "pretrained_cfg", None) or {}).get("input_size", (3, 64, 64))[-1])
+        return torch.randn(1, 3, frames, side, side, generator=torch.Generator().manual_seed(0))
+
+    def _reproduces(self) -> bool:
+        """Whether the blocks and head give the plain model's own logits, frame-averaged (eval mode)."""
+        x = self._probe(2)
+        with torch.no_grad():
+            try:
+                ours = self(x)
+            except RuntimeError:
+                return False
+            theirs = torch.stack([self.net(x[:, :, t]) for t in range(x.shape[2])], 1).mean(1)
+        return ours.shape == theirs.shape and bool(torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4))
 
     def frame_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The 2-D stem (`stem_names`, in order) on every frame of a clip."""
@@ -359,12 +389,9 @@ class PerFrame2D(AdapterNet):
     def _check_gap_linear(self) -> bool:
         """Whether the 2-D head is exactly `linear(GAP(f))`, tested on a random map in eval mode; features
         that are not maps (a ViT's tokens) are an error."""
-        was = self.training
-        self.eval()
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(1)
         with torch.no_grad():
-            side = int((getattr(self.net, "pretrained_cfg", None) or {}).get("input_size", (3, 64, 64))[-1])  # timm's
-            probe = self.forward_features(torch.randn(1, 3, 1, side, side, generator=g))
+            probe = self.forward_features(self._probe())
             if probe.dim() != 5:
                 raise ValueError(f"{self.arch}: its features are not 2-D maps (per frame {tuple(probe.shape[1:])}); "
                                  "a per-frame model needs a convolutional backbone")
@@ -372,7 +399,6 @@ class PerFrame2D(AdapterNet):
             f = torch.randn(2, k, 3, 5, generator=g)
             ok = (self._lin is not None and k == self._lin.in_features
                   and torch.allclose(self._head2d(f), self._lin(f.mean((2, 3))), rtol=1e-4, atol=1e-5))
-        self.train(was)
         return bool(ok)
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
