@@ -23,6 +23,7 @@ from mmit_interp.analysis.selectivity import block_selectivity
 from mmit_interp.analysis.trunk import logits_from, run_until
 from mmit_interp.checkpoint import CheckpointError, load_model
 from mmit_interp.explain.cam import GradCAM, LinearCAM, cam_for
+from mmit_interp.explain.methods import make_method
 from mmit_interp.hooks import capture_activations
 from mmit_interp.import_model import ModelSource, import_run
 from mmit_interp.models import build_model
@@ -121,6 +122,10 @@ def test_torchvision_video_model(arch, frames, size, layer, concepts, tmp_path):
         assert isinstance(cam_for(m), GradCAM) and m.cam_layer == layer
         ref = grad_cam_reference(m, m.cam_layer, x, classes[:2])  # all classes are one batched backward alike
         assert torch.allclose(res.raw[0, :2], ref, atol=1e-5, rtol=1e-4)
+
+    for method in ("gradcam++", "random"):  # the other methods find the same grid (MViT: its spatial tokens)
+        other = make_method(method, m)(x, top_k=2)
+        assert other.maps.shape == (1, 2, frames, size, size) and other.raw.shape[2:] == res.raw.shape[2:]
 
     with torch.no_grad(), capture_activations(m, [layer]) as acts:
         m(x)

@@ -71,7 +71,8 @@ class BaseCAM:
 
     def __init__(self, model: nn.Module, target_layer: str | None = None):
         self.model = model
-        self.target_layer = target_layer
+        # default: the trunk's last map, or the layer a model whose last map is not a grid names (`cam_layer`)
+        self.target_layer = target_layer or getattr(model, "cam_layer", None)
 
     def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, classes: torch.Tensor) -> torch.Tensor:
         """Channel weights `(N, S, K)` of the selected classes from activations `(N, K, T', H', W')`
