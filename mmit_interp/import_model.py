@@ -67,10 +67,25 @@ class ModelSource:
             frames, size, mean, std = 16, 224, IMAGENET_MEAN, IMAGENET_STD
         elif self.source == "torchvision" and self.arch in VIDEO_DEFAULTS:
             (frames, size), mean, std = VIDEO_DEFAULTS[self.arch], KINETICS_MEAN, KINETICS_STD
+        elif self.source == "timm":
+            frames, (size, mean, std) = FRAMES_2D, timm_defaults(self.arch)
         else:
             frames, size, mean, std = FRAMES_2D, 224, IMAGENET_MEAN, IMAGENET_STD
         return ClipTransform(self.frames or frames, self.size or size, tuple(self.mean or mean),
                              tuple(self.std or std)).to_dict()
+
+
+def timm_defaults(arch: str) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(input size, mean, std) of a timm architecture's default pretrained config, read from timm's
+    registry (nothing is downloaded): e.g. 0.5/0.5 for the TensorFlow-ported `tf_efficientnet_lite0`."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("--timm needs the timm package (pip install 'mmit-interp[own-models]')") from None
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return 224, IMAGENET_MEAN, IMAGENET_STD
+    return int(cfg.input_size[-1]), tuple(cfg.mean), tuple(cfg.std)
 
 
 def read_state_dict(path: str | Path) -> dict:

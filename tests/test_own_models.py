@@ -243,6 +243,16 @@ def test_import_run_round_trip_and_errors(tmp_path, vocab_file, monkeypatch):
         import_run(ModelSource("torchvision", "r4d_99", str(vocab_file)), tmp_path / "bad")
 
 
+def test_timm_transforms_default_to_the_architectures_pretrained_config(vocab_file):
+    """A TensorFlow-ported timm model is normalised as its weights were trained (0.5/0.5), not with ImageNet's
+    usual statistics; given values still win."""
+    pytest.importorskip("timm")
+    tf = ModelSource("timm", "tf_efficientnet_lite0", str(vocab_file)).transforms()
+    assert tf["mean"] == [0.5, 0.5, 0.5] and tf["std"] == [0.5, 0.5, 0.5] and tf["size"] == 224
+    assert ModelSource("timm", "resnet18", str(vocab_file)).transforms()["mean"] == [0.485, 0.456, 0.406]
+    assert ModelSource("timm", "tf_efficientnet_lite0", str(vocab_file), mean=(0.1, 0.2, 0.3)).transforms()["mean"] == [0.1, 0.2, 0.3]
+
+
 def test_commands_take_the_model_flags(tmp_path, vocab_file, capsys):
     from dissect.cli import main as dissect_main
     from mmit_interp.cli import analyze_main, cam_main
