@@ -335,3 +335,20 @@ def test_per_frame_needs_feature_maps():
         build_model("timm_frames", C, arch="vit_tiny_patch16_224")
     with pytest.raises(ValueError, match="unknown timm model"):
         build_model("timm_frames", C, arch="no_such_net")
+
+
+def test_concept_path_defaults_to_the_trunks_own_blocks():
+    """A concept path needs no block names: the last block and the last block of the stage before
+    (a ResNet's layer4/layer3; EfficientNet's bn2/conv_head), so imported models get one too."""
+    from mmit_interp.analysis.relations import concept_path, path_blocks
+
+    pytest.importorskip("timm")
+    for name, kw, shape, blocks in (("torchvision_video", {"arch": "r3d_18"}, (1, 3, 4, 32, 32), ("layer4", "layer3")),
+                                    ("timm_frames", {"arch": "efficientnet_lite0"}, (1, 3, 2, 64, 64),
+                                     ("bn2", "conv_head"))):
+        torch.manual_seed(0)
+        m = build_model(name, 5, **kw).eval()
+        assert path_blocks(m) == blocks
+        rows = concept_path(m, torch.randn(shape), 1, top_upper=2, top_lower=2)
+        assert [r["step"] for r in rows] == [0, 0, 1, 1, 1, 1]
+

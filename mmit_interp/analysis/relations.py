@@ -38,15 +38,27 @@ def relation_tables(logits: torch.Tensor, baseline: torch.Tensor, top: int = 10
     return u2c, c2u
 
 
-def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper: str = "layer4",
-                 lower: str = "layer3", top_upper: int = 5, top_lower: int = 3) -> list[dict[str, Any]]:
+def path_blocks(model: nn.Module) -> tuple[str, str]:
+    """The default concept-path blocks: the trunk's last block (it feeds the head) and the last block of the
+    stage before (`layer4.1`, `layer3.1` on a ResNet; the previous block where the trunk is one stage)."""
+    names = [n for n, _ in model.trunk().blocks()]
+    if len(names) < 2:
+        raise ValueError(f"a concept path needs two blocks; the trunk has {names}")
+    stage = names[-1].split(".")[0]
+    earlier = [n for n in names[:-1] if n.split(".")[0] != stage]
+    return names[-1], (earlier or names[:-1])[-1]
+
+
+def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper: str | None = None,
+                 lower: str | None = None, top_upper: int = 5, top_lower: int = 3) -> list[dict[str, Any]]:
     """Concept path rows `{step, rank, layer, unit, parent, contribution, label_layers}` for one clip `(1, 3, T, H, W)`.
 
-    `upper` must be the block feeding the GAP + linear head; `lower` any earlier block.
+    `upper` must be the block feeding the head; `lower` any earlier block (defaults: `path_blocks`).
     """
     trunk = model.trunk()
     names = [n for n, _ in trunk.blocks()]
-    up, lo = resolve_block(model, upper), resolve_block(model, lower)
+    default_up, default_lo = path_blocks(model)
+    up, lo = resolve_block(model, upper or default_up), resolve_block(model, lower or default_lo)
     if up != names[-1]:
         raise ValueError(f"upper block {up!r} must be the last block ({names[-1]!r}) that feeds the linear head")
     if names.index(lo) >= names.index(up):
