@@ -306,6 +306,15 @@ def write_outputs(
         write_rows(rows, out / "table3")
         last = rows[-1]["layer"]
         plot_table3([r for r in rows if r["layer"] == last], out / "table3")
-    (out / "summary.json").write_text(json.dumps({"denominator": denominator, "iou_threshold": iou_threshold,
-                                                  "counts": summary}, indent=2))
+    write_summary(out / "summary.json", summary, denominator, iou_threshold)
     return summary
+
+
+def write_summary(path: Path, counts: Mapping[str, dict], denominator: str, iou_threshold: float) -> None:
+    """Write ``summary.json``, keeping the counts of concept sets dissected into the same folder before
+    under the same settings (a later run on other sets, e.g. the tubes beside the stills, adds to it)."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    same = old.get("denominator") == denominator and old.get("iou_threshold") == iou_threshold
+    merged = {**(old.get("counts", {}) if same else {}), **counts}
+    path.write_text(json.dumps({"denominator": denominator, "iou_threshold": iou_threshold, "counts": merged},
+                               indent=2))

@@ -167,6 +167,8 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
 
 
 DISSECT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+VIDEO_LAYERS = ("layer3", "layer4")  # tube dissection and compositional formulas (issue 16)
+FORMULAS = {"length": 3, "beam": 5}
 
 
 def pick_main_run(runs: Path, names: list[str]) -> dict:
@@ -212,7 +214,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
         transform = InputTransform.from_checkpoint(meta["transforms"])
         results = run_dissection(model, list(DISSECT_LAYERS), [str(s) for s in sets], transform=transform,
                                  batch_size=32, workers=cfg.workers, progress=cfg.progress,
-                                 checkpoint_hash=meta["sha256"][:16])
+                                 checkpoint_hash=meta["sha256"][:16], cache_dir=out / "cache" / "dissect")
         dest = main / "dissect"
         if dest.exists():
             shutil.rmtree(dest)
@@ -226,6 +228,31 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
         return {"counts": summary}
 
     p.run("dissect", {"layers": DISSECT_LAYERS}, dissect_main, deps=("concepts",) + main_dep)
+
+    tubes = out / "tubes"  # beside concepts/, which its stage replaces as a whole
+
+    def make_tubes() -> dict:
+        from broden_actions.actions import build_action_tubes
+
+        if tubes.exists():
+            shutil.rmtree(tubes)
+        return {"tubes": str(build_action_tubes(world, tubes, base=world / "broden", render=True))}
+
+    p.run("tubes", {"render": True}, make_tubes, deps=("world",))
+
+    def dissect_video() -> dict:
+        return video_dissection(main, tubes, concepts / "broden+actions", cache=out / "cache" / "dissect",
+                                workers=cfg.workers, progress=cfg.progress)
+
+    p.run("dissect-video", {"layers": VIDEO_LAYERS, "formulas": FORMULAS}, dissect_video,
+          deps=("dissect", "tubes") + main_dep)
+
+    def motion() -> dict:
+        from mmit_interp.analysis.motion import run_motion
+
+        return _brief(run_motion(main, world=world, layers=("stem",) + DISSECT_LAYERS, clips=128))
+
+    p.run("motion", {"clips": 128, "layers": ("stem",) + DISSECT_LAYERS}, motion, deps=main_dep)
 
     def ablate() -> dict:
         from mmit_interp.analysis.ablation import run_ablation
@@ -271,7 +298,47 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
         return {"files": [str(f) for f in files]}
 
     p.run("figures", {"runs": visual}, figures, deps=("ablation", "selectivity"))
-    p.run("report", {}, lambda: write_report(out, p), deps=("table1",))
+    p.run("report", {"sections": 2}, lambda: write_report(out, p), deps=("table1",))
+
+
+def video_dissection(run: Path, tubes: Path, still: Path, *, cache: Path | None = None, workers: int = 2,
+                     progress: bool = False) -> dict:
+    """Dissection for video on the main run (issue 16): `VIDEO_LAYERS` on the action tubes with every time
+    step against its own frame, then compositional formulas on the tubes and on the `still` set; all
+    written beside the still dissection (`<run>/dissect/tubes/...`, `formulas.{csv,json}`) and into the
+    run's store, so the unit pages show the tube labels, formulas and clip galleries."""
+    from dissect import report, run_dissection
+    from dissect.compose import run_formulas
+    from dissect.engine import InputTransform
+    from mmit_interp.checkpoint import load_model
+    from mmit_interp.store import ResultsStore
+
+    model, meta = load_model(run)
+    transform = InputTransform.from_checkpoint(meta["transforms"])
+    ckpt = meta["sha256"][:16]
+    common = dict(transform=transform, batch_size=32, workers=workers, progress=progress, checkpoint_hash=ckpt,
+                  cache_dir=cache)
+    tube_res = run_dissection(model, list(VIDEO_LAYERS), [str(tubes)], time="frames", **common)
+    still_res = run_dissection(model, list(VIDEO_LAYERS), [str(still)], **common)
+    formulas = run_formulas(model, {**tube_res, **still_res}, transform=transform, batch_size=32, workers=workers,
+                            progress=progress, cache_dir=cache, **FORMULAS)
+    dest = run / "dissect"
+    tube_labels = report.label_units(tube_res)
+    counts = report.write_outputs(tube_res, tube_labels, dest, gallery={"model": model, "k": 8, "time": "frames",
+                                                                     "transform": transform})
+    labels = {**tube_labels, **report.label_units(still_res)}
+    summary = {}
+    with ResultsStore(run) as st:
+        for cs, layers in formulas.items():
+            name = Path(cs).name
+            for layer, recs in layers.items():
+                summary[f"{name}/{layer}"] = report.write_formulas(layer, recs, labels[cs][layer],
+                                                                   dest / name / layer / "formulas")
+                st.write_unit_formulas(layer, name, [f.as_dict() for f in recs])
+        for cs, layers in tube_labels.items():
+            for layer, recs in layers.items():
+                st.write_units(layer, Path(cs).name, recs)
+    return {"counts": counts, "formulas": summary}
 
 
 def _brief(obj):
@@ -305,7 +372,7 @@ def write_report(out: Path, p: Pipeline) -> dict:
     if main and t3.is_file():
         lines += [f"## Table 3 analog (dissection of the {main} model, the main run)", "", "```",
                   t3.read_text().strip(), "```", ""]
-    for key in ("localisation", "bias", "ablation", "selectivity"):
+    for key in ("localisation", "bias", "dissect-video", "motion", "ablation", "selectivity"):
         if key in r:
             lines += [f"## {key}", "", "```json", json.dumps(r[key], indent=1)[:6000], "```", ""]
     lines += ["## Stage timings", "", "| stage | seconds | reused |", "|---|---|---|"]

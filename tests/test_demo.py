@@ -93,6 +93,13 @@ def test_every_stage_output_exists_and_is_sane(demo_out):
             assert clip is not None and Path(clip["overlay_video"]).is_file()
     for stage in ("ablation", "selectivity", "localisation", "bias", "figures", "report"):
         assert (demo_out / "stages" / f"{stage}.json").is_file(), stage
+    # dissection for video (issue 16): tube labels beside the stills, formulas, motion scores, clip sources
+    assert {"broden", "actions", "broden+actions", "tubes"} <= set(summary["counts"])  # tubes add to the stills
+    for cs in ("tubes", "broden+actions"):
+        assert (runs / main / "dissect" / cs / "layer4" / "formulas.csv").is_file(), cs
+    assert (runs / main / "dissect" / "tubes" / "layer4" / "gallery" / "clips.json").is_file()
+    with ResultsStore(runs / main) as st:
+        assert st.unit_motion("layer4") and st.unit_formulas("layer4", "tubes")
     assert (demo_out / "report" / "experiments.md").read_text().count("|") > 10
 
 

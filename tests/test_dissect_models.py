@@ -121,6 +121,12 @@ def test_reports(concepts, tmp_path):
     assert [r["concept_set"] for r in t3] == ["A", "B"] and t3[0]["interpretable_units"] >= 2
     for f in ("table3.png", "table3.svg", "A/blockwise.png", "A/blockwise.svg", "A/blockwise.csv", "A/features/units.csv"):
         assert (tmp_path / f).is_file(), f
+    # a later run into the same folder (e.g. tubes beside the stills) adds its sets to summary.json
+    report.write_outputs({"C": res[str(concepts)]}, report.label_units({"C": res[str(concepts)]}), tmp_path)
+    assert sorted(json.loads((tmp_path / "summary.json").read_text())["counts"]) == ["A", "B", "C"]
+    report.write_outputs({"C": res[str(concepts)]}, report.label_units({"C": res[str(concepts)]}, "original"), tmp_path,
+                         denominator="original")
+    assert sorted(json.loads((tmp_path / "summary.json").read_text())["counts"]) == ["C"]  # other settings: replaced
 
 
 def test_cli_list_layers_and_run(concepts, tmp_path, capsys):
