@@ -250,6 +250,10 @@ def test_demo_run_pages(browser):
         if pg.locator("#units-table tbody tr a").count():
             pg.locator("#units-table tbody tr a").first.click()
             pg.wait_for_selector("#unit-label")
+            if pg.locator("#clip-gallery img").count():  # demos built with the video stages (issue 16)
+                pg.wait_for_function("[...document.querySelectorAll('#clip-gallery img')].every("
+                                     "i => i.complete && i.naturalWidth > 0)", timeout=120_000)
+                assert pg.locator("#motion-badge").count() and pg.locator("#formulas tbody tr").count()
             shot(pg, "demo_unit")
         pg.close()
     assert not errors, errors
