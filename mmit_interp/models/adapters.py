@@ -40,6 +40,17 @@ def per_frame(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> to
     return fn(x.transpose(1, 2).flatten(0, 1)).unflatten(0, (n, t)).transpose(1, 2)
 
 
+def adopt(owner: nn.Module, inner: nn.Module) -> None:
+    """Register `inner`'s children, own parameters and buffers on `owner` under the same names (`inner`
+    itself stays unregistered), so a wrapper's `state_dict` keys are the wrapped module's."""
+    for n, c in inner.named_children():
+        owner._modules[n] = c
+    for n, p in inner.named_parameters(recurse=False):
+        owner.register_parameter(n, p)
+    for n, b in inner.named_buffers(recurse=False):
+        owner.register_buffer(n, b, persistent=n not in inner._non_persistent_buffers_set)
+
+
 class _Adopted(nn.Module):
     """Runs `inner` (held unregistered) but owns its children, parameters and buffers under their own
     names, so replacing a module by its wrapper leaves every `state_dict` key as it was."""
@@ -47,12 +58,7 @@ class _Adopted(nn.Module):
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.__dict__["inner"] = inner
-        for n, c in inner.named_children():
-            self._modules[n] = c
-        for n, p in inner.named_parameters(recurse=False):
-            self.register_parameter(n, p)
-        for n, b in inner.named_buffers(recurse=False):
-            self.register_buffer(n, b, persistent=n not in inner._non_persistent_buffers_set)
+        adopt(self, inner)
 
     def train(self, mode: bool = True) -> "_Adopted":
         super().train(mode)
@@ -136,12 +142,7 @@ class AdapterNet(ModelBase):
         self.num_classes = num_classes
         self.cam_layer: str | None = None
         self._blocks: list[tuple[str, nn.Module]] = []
-        for name, child in net.named_children():
-            self._modules[name] = child
-        for name, p in net.named_parameters(recurse=False):
-            self.register_parameter(name, p)
-        for name, b in net.named_buffers(recurse=False):
-            self.register_buffer(name, b, persistent=name not in net._non_persistent_buffers_set)
+        adopt(self, net)
 
     def train(self, mode: bool = True) -> "AdapterNet":
         super().train(mode)
