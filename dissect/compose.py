@@ -460,7 +460,7 @@ def run_formulas(
     model: nn.Module,
     results: Mapping[str, Mapping[str, LayerResult]],
     *,
-    transform: InputTransform = InputTransform(),
+    transform: InputTransform | None = None,
     input_adapter: Callable[[torch.Tensor], tuple] | None = None,
     length: int = 3,
     beam: int = 5,
@@ -473,7 +473,8 @@ def run_formulas(
     progress: bool = True,
 ) -> dict[str, dict[str, list[FormulaLabel]]]:
     """Compositional labels for ``run_dissection``'s results (``{concept set: {layer: result}}``),
-    read on the same images (the results' concept set, categories and snippets, ``transform``) with
+    read on the same images (the results' concept set, categories and snippets; ``transform`` by default
+    the one the results were computed with, from their settings) with
     ``length`` passes per concept set shared by its layers; under ``torchrun`` each rank takes a
     strided shard and the counts merge exactly. Cached per layer in ``cache_dir`` (JSON)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -489,7 +490,8 @@ def run_formulas(
         todo = {layer: res for layer, res in layers.items() if layer not in done}
         if todo:
             first = next(iter(todo.values())).settings
-            ds = transform.dataset(first.get("concept_set", cs), categories=first.get("categories"),
+            tf = transform or InputTransform.from_settings(first)
+            ds = tf.dataset(first.get("concept_set", cs), categories=first.get("categories"),
                                    use_snippets=first.get("snippets", True))
             with feature_batches(model, ds, list(todo), input_adapter=input_adapter, device=device,
                                  batch_size=batch_size, workers=workers, progress=progress,

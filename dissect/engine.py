@@ -498,6 +498,14 @@ class InputTransform:
         norm = {"mean": list(self.mean), "std": list(self.std)} if self.mean is not None else {}
         return {"frames": self.frames, "size": self.size, "dataset": norm}
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "InputTransform":
+        """The transform a dissection ran with, from its ``LayerResult.settings`` (the inverse of ``settings()``)."""
+        norm = settings.get("dataset") or {}
+        size = settings.get("size")
+        return cls(tuple(size) if isinstance(size, list) else size, settings.get("frames"),
+                   tuple(norm["mean"]) if norm else None, tuple(norm["std"]) if norm else None)
+
 
 @contextmanager
 def feature_batches(

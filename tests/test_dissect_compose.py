@@ -408,3 +408,11 @@ def test_two_processes_equal_one(tmp_path):
                          beam=3)["L"]
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [r.as_dict() for r in one]
+
+
+def test_formulas_read_the_images_as_the_dissection_did():
+    """`run_formulas` without a transform rebuilds the dissection's own from its settings (size, frames, mean/std)."""
+    from dissect.engine import InputTransform
+
+    for tf in (InputTransform(), InputTransform(64, 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), InputTransform((48, 64))):
+        assert InputTransform.from_settings(json.loads(json.dumps(tf.settings()))) == tf
