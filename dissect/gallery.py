@@ -95,11 +95,7 @@ class ClipSource:
 
     def transform(self) -> InputTransform:
         """The input transform the layer was dissected with."""
-        s = self.settings
-        size = s.get("size")
-        norm = s.get("dataset") or {}
-        return InputTransform(tuple(size) if isinstance(size, list) else size, s.get("frames"),
-                              tuple(norm["mean"]) if norm else None, tuple(norm["std"]) if norm else None)
+        return InputTransform.from_settings(self.settings)
 
     def dataset(self):
         """The concept set as dissection read it (``BrodenDataset``); an error when the folder changed since."""
