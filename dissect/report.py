@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dissect.compose import FormulaLabel
-from dissect.engine import InputTransform, LayerResult, to_samples
+from dissect.engine import InputTransform, LayerResult
 from mmit_interp.unit_labels import UnitLabel
 
 UNIT_COLUMNS = ["layer", "unit", "category", "label", "label_number", "iou", "interpretable", "threshold", "runner_ups"]
@@ -197,27 +197,17 @@ def write_gallery(
     region where the upsampled map exceeds T_u kept bright and outlined, the rest dimmed."""
     from PIL import Image
 
-    from dissect.gallery import bilinear
-    from mmit_interp.hooks import capture_activations
+    from dissect.gallery import bilinear, item_maps
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    adapter = input_adapter or (lambda x: (x,))
     units = list(range(result.units)) if units is None else list(units)
     tops = {u: [int(i) for i in result.top_images.images[u, :k]] for u in units}
     needed = sorted({i for v in tops.values() for i in v})
-    maps: dict[int, torch.Tensor] = {}
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(needed), batch_size):
-            idx = needed[s : s + batch_size]
-            x = torch.stack([dataset[i]["image"] for i in idx]).to(device)
-            with capture_activations(model, [result.layer]) as acts:
-                model(*adapter(x))
-            feats, rep = to_samples(acts[result.layer].float(), time)
-            feats = feats.view(len(idx), rep, *feats.shape[1:]).amax(1)  # frames: the max over time
-            for j, i in enumerate(idx):
-                maps[i] = feats[j, units].cpu()
+    # every unit's maps of each needed image; frames: the max over the layer's time steps
+    found = item_maps(model, dataset, result.layer, {i: units for i in needed}, time=time,
+                      input_adapter=input_adapter, batch_size=batch_size, device=device)
+    maps = {i: m.amax(1) for i, m in found.items()}
     paths = []
     size = tuple(max(112, s) for s in dataset.size)  # tiles at least 112 px, the region drawn at tile size
     for pos, u in enumerate(units):
