@@ -129,8 +129,12 @@ def _read_wanted(cap: "cv2.VideoCapture", want: np.ndarray) -> tuple[list[np.nda
 
 def _prep(frame_bgr: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    if size is None:
-        return rgb
+    return rgb if size is None else resize_frame(rgb, size)
+
+
+def resize_frame(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """A frame `(H0, W0, 3)` resized to `size` as decoding does: area averaging down, linear up, untouched
+    when it already fits (also what the synthetic probes use, so a probe equals its decoded clip)."""
     h, w = (size, size) if isinstance(size, int) else size
     if rgb.shape[:2] == (h, w):
         return rgb

@@ -18,12 +18,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from ..dataset import ClipTransform
-from ..video import sample_indices
+from ..video import resize_frame, sample_indices
 from .render import render_clip
 from .world import COLOURS, TEXTURES, ClipSpec, SynthConfig, sample_clips
 
@@ -78,11 +77,7 @@ def model_input(frames: np.ndarray, transform: ClipTransform) -> torch.Tensor:
     """Rendered frames `(T0, H0, W0, 3) uint8` -> model input `(3, T, H, W)`: the frames and the resizing
     `decode_frames` would pick from the clip's video (segment centres; area down, linear up), normalised."""
     picked = frames[sample_indices(len(frames), transform.frames)]
-    s = transform.size
-    if picked.shape[1:3] != (s, s):
-        interp = cv2.INTER_AREA if picked.shape[1] > s else cv2.INTER_LINEAR
-        picked = np.stack([cv2.resize(f, (s, s), interpolation=interp) for f in picked])
-    return transform.normalise(picked)
+    return transform.normalise(np.stack([resize_frame(f, transform.size) for f in picked]))
 
 
 def freeze_each(x: torch.Tensor) -> torch.Tensor:
