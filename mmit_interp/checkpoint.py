@@ -138,16 +138,30 @@ def cached_model(run: str | Path) -> tuple[nn.Module, dict]:
         return _CACHE[key]
 
 
+def read_state_dict(path: str | Path) -> dict:
+    """A state_dict from a local file, read with `weights_only=True`; a `{"state_dict": ...}` or
+    `{"model": ...}` wrapper and a DataParallel `module.` prefix are taken off."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: weights file not found")
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a weights-only state_dict ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+            raw = raw[key]
+    if not isinstance(raw, dict) or not raw or not all(torch.is_tensor(v) for v in raw.values()):
+        raise CheckpointError(f"{p}: not a state_dict (a dict of tensors)")
+    if all(k.startswith("module.") for k in raw):
+        raw = {k[len("module."):]: v for k, v in raw.items()}
+    return raw
+
+
 def load_authors_state_dict(model: nn.Module, path: str | Path) -> None:
     """Load the M-MiT authors' released `resnet3d50` weights (`module.` prefix, `last_linear`)."""
-    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
-    raw = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
-    state = {}
-    for k, v in raw.items():
-        k = k.removeprefix("module.")
-        if k.startswith("last_linear."):
-            k = "fc." + k[len("last_linear."):]
-        state[k] = v
+    state = {("fc." + k[len("last_linear."):] if k.startswith("last_linear.") else k): v
+             for k, v in read_state_dict(path).items()}
     load_state_checked(model, state, source=str(path), expected="the authors' resnet3d50")
 
 

@@ -88,30 +88,6 @@ def timm_defaults(arch: str) -> tuple[int, tuple[float, ...], tuple[float, ...]]
     return int(cfg.input_size[-1]), tuple(cfg.mean), tuple(cfg.std)
 
 
-def read_state_dict(path: str | Path) -> dict:
-    """A state_dict from a local file, read with `weights_only=True`; a `{"state_dict": ...}` or
-    `{"model": ...}` wrapper and a DataParallel `module.` prefix are taken off."""
-    import torch
-
-    from .checkpoint import CheckpointError
-
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: weights file not found")
-    try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{p}: not a weights-only state_dict ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-            raw = raw[key]
-    if not isinstance(raw, dict) or not raw or not all(torch.is_tensor(v) for v in raw.values()):
-        raise CheckpointError(f"{p}: not a state_dict (a dict of tensors)")
-    if all(k.startswith("module.") for k in raw):
-        raw = {k[len("module."):]: v for k, v in raw.items()}
-    return raw
-
-
 def check_class_count(model, state: dict, n_classes: int, source: str) -> None:
     """A clear error when the weights' classifier has another class count than the vocabulary."""
     for k, own in model.state_dict().items():
@@ -125,7 +101,7 @@ def check_class_count(model, state: dict, n_classes: int, source: str) -> None:
 def build_model_from(src: ModelSource):
     """`(model.eval(), vocab)` for a source, its weights loaded and checked (missing, unexpected or
     misshapen keys and a class count other than the vocabulary's are errors naming the file)."""
-    from .checkpoint import load_authors_state_dict, load_state_checked
+    from .checkpoint import load_authors_state_dict, load_state_checked, read_state_dict
     from .models import build_model
     from .vocab import Vocabulary
 
