@@ -41,9 +41,10 @@ def test_mcam_pointing_at_least_max_of_cams(localisation):
     The claim "mCAM localises simultaneous actions better than max-of-CAMs" needs class maps that
     separate the actors; on no model trained here do they (docs/analysis.md, "Which action is where"):
     this tiny world's model gives ownership 0.63 vs chance 0.50 and pointing 0.43 (max-of-CAMs) vs
-    0.41 (mCAM), the demo's main run ownership 0.45 vs chance 0.41, and 12 recipe probes on the demo
-    world (docs/synth.md, "Localisation probes") stay at 0.40-0.48, while RISE on the same tiny model
-    reaches ownership 0.70 (docs/analysis.md, "Explanations, measured"). mCAM's
+    0.41 (mCAM); on the demo world 12 frame-wide-field probes stay at ownership 0.40-0.48 and the
+    bounded-window models the demo now trains (docs/synth.md, "Localisation probes") reach 0.54-0.58
+    (chance 0.41), while RISE on the same tiny model reaches ownership 0.70 (docs/analysis.md,
+    "Explanations, measured"). mCAM's
     suppression only withholds pixels (coverage < 1) and cannot create the missing contrast, so it is
     level with max-of-CAMs on ownership and within 0.05 on pointing; both stay clearly above chance.
     """

@@ -1,0 +1,89 @@
+"""One localisation probe of issue 12: a demo-sized world, the visual model's 2-D twin, a training
+run and `mmit-analyze localisation`, with one thing changed (model kwargs, world knobs, epochs).
+
+    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--scratch]
+
+Worlds and twins are cached under OUT by what they depend on, so probes that change only the
+training reuse them. Prints (and writes to OUT/NAME/probe.json) the validation metrics of the best
+checkpoint, the localisation summary and the seconds each step took; docs/synth.md keeps the table.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+
+def _key(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out")
+    p.add_argument("name")
+    p.add_argument("--kwargs", default="{}", help="i3d_r18 keyword arguments on top of the demo's")
+    p.add_argument("--synth", default="{}", help="SynthConfig fields on top of the demo world's")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--loss", default="bce")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--scratch", action="store_true", help="no still-image twin")
+    p.add_argument("--pretrain-epochs", type=int, default=15)
+    a = p.parse_args()
+
+    from mmit_demo.pipeline import PRESETS
+    from mmit_interp.explain.localisation import run_localisation
+    from mmit_interp.synth import SynthConfig, generate_world
+    from train.loop import TrainConfig, train
+    from train.pretrain import PretrainConfig, pretrain_stills
+
+    pre = PRESETS["default"]
+    out = Path(a.out)
+    secs: dict[str, float] = {}
+    synth = SynthConfig(seed=0, train_clips=pre["train_clips"], val_clips=pre["val_clips"], images=pre["images"],
+                        action_frames=pre["action_frames"], workers=2, **{**pre["synth"], **json.loads(a.synth)})
+    world = out / f"world-{_key(asdict(synth))}"
+    t0 = time.time()
+    if not (world / "world.json").is_file():
+        generate_world(world, synth, force=True, progress=False)
+    secs["world"] = time.time() - t0
+    kw = {"width": pre["width"], "layer4_stride": 1, **json.loads(a.kwargs)}
+    twin = None
+    if not a.scratch:
+        stills_cfg = replace(synth, seed=1, train_clips=0, val_clips=0, images=pre["stills"], action_frames=0)
+        stills = out / f"stills-{_key(asdict(stills_cfg))}"
+        if not (stills / "world.json").is_file():
+            generate_world(stills, stills_cfg, force=True, progress=False)
+        twin = out / f"twin-{_key({'s': asdict(stills_cfg), 'kw': kw, 'e': a.pretrain_epochs})}.pth"
+        t0 = time.time()
+        if not twin.is_file():
+            pretrain_stills(PretrainConfig(concepts=str(stills / "broden"), out=str(twin), model_kwargs=kw, size=64,
+                                           epochs=a.pretrain_epochs, categories=["color", "object", "texture"],
+                                           progress=False))
+        secs["twin"] = time.time() - t0
+    run = out / a.name
+    t0 = time.time()
+    res = train(TrainConfig(data=str(world), out=str(run), model="i3d_r18", model_kwargs=kw, loss=a.loss,
+                            frames=8, size=64, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=0,
+                            inflate_from=str(twin) if twin else None, progress=False))
+    secs["train"] = time.time() - t0
+    t0 = time.time()
+    loc = run_localisation(run, world=world)
+    secs["localisation"] = time.time() - t0
+    summary = loc["summary"]
+    r = {"name": a.name, "kwargs": kw, "synth": json.loads(a.synth), "epochs": a.epochs, "loss": a.loss,
+         "twin": bool(twin), "metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"},
+         "localisation": summary, "seconds": secs}
+    (run / "probe.json").write_text(json.dumps(r, indent=1))
+    m = r["metrics"]
+    print(f"{a.name}: map_class {m['map_class']:.3f} map_sample {m['map_sample']:.3f} epoch {m.get('epoch')} | "
+          f"pointing cam {summary['cam'].get('pointing', 0):.3f} | ownership max {summary['cam_max'].get('ownership', 0):.3f}"
+          f" mcam {summary['mcam'].get('ownership', 0):.3f} chance {summary['chance'].get('ownership', 0):.3f} | "
+          f"{ {k: round(v) for k, v in secs.items()} }")
+
+
+if __name__ == "__main__":
+    main()
