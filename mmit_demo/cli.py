@@ -30,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", default="", help="comma-separated stages to skip (e.g. train-bce,dissect)")
     p.add_argument("--force", default="", help="comma-separated stages to redo even if finished")
     p.add_argument("--no-serve", action="store_true", help="build only; do not start the dashboard")
+    p.add_argument("--no-showcase", action="store_true",
+                   help="do not install the shipped localising run (mmit_demo/showcase.py) as a candidate main run")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--quiet", action="store_true", help="no progress bars (stage lines still print)")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                      epochs=args.epochs, width=args.width, audio_width=args.audio_width, cam_clips=args.cam_clips,
                      stills=args.stills, pretrain_epochs=args.pretrain_epochs, losses=_csv(args.losses),
                      workers=args.workers, device=args.device, skip=_csv(args.skip),
-                     force=_csv(args.force), progress=not args.quiet)
+                     force=_csv(args.force), progress=not args.quiet, showcase=not args.no_showcase)
     p = run_demo(cfg)
     total = sum(r.seconds for r in p.results.values() if not r.cached)
     print(f"demo built in {Path(args.out).resolve()} ({total:.0f} s of work this time)", file=sys.stderr)

@@ -67,6 +67,7 @@ class DemoConfig:
     skip: tuple[str, ...] = ()
     force: tuple[str, ...] = ()
     progress: bool = True
+    showcase: bool = True  # install the shipped localising run (mmit_demo/showcase.py) where the world is its own
 
     def resolved(self) -> "DemoConfig":
         """The config with every size taken from the preset where not given."""
@@ -81,6 +82,18 @@ def visual_kwargs(cfg: DemoConfig) -> dict:
     return {"width": cfg.width, "layer4_stride": 1}
 
 
+# pixel-level concepts only: the actions live in the actors, and scene labels are whole-image
+PRETRAIN_CATEGORIES = ["color", "object", "texture"]
+
+
+def demo_synth(cfg: DemoConfig):
+    """The `SynthConfig` of a resolved demo config's world."""
+    from mmit_interp.synth import SynthConfig
+
+    return SynthConfig(seed=cfg.seed, train_clips=cfg.train_clips, val_clips=cfg.val_clips, images=cfg.images,
+                       action_frames=cfg.action_frames, workers=cfg.workers, **cfg.synth)
+
+
 def run_demo(cfg: DemoConfig) -> Pipeline:
     """Run (or reuse) every stage of the demo; returns the pipeline with each stage's summary."""
     cfg = cfg.resolved()
@@ -90,10 +103,9 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
     world = out / "world"
     runs = out / "runs"
 
-    from mmit_interp.synth import SynthConfig, generate_world
+    from mmit_interp.synth import generate_world
 
-    synth = SynthConfig(seed=cfg.seed, train_clips=cfg.train_clips, val_clips=cfg.val_clips, images=cfg.images,
-                        action_frames=cfg.action_frames, workers=cfg.workers, **cfg.synth)
+    synth = demo_synth(cfg)
 
     def make_world() -> dict:
         s = generate_world(world, synth, force=True, progress=cfg.progress)
@@ -108,20 +120,17 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
           lambda: {"images": generate_world(out / "stills", stills_cfg, force=True, progress=cfg.progress).images})
     still2d = out / "pretrain" / "still2d.pth"
 
-    # pixel-level concepts only: the actions live in the actors, and scene labels are whole-image
-    pretrain_categories = ["color", "object", "texture"]
-
     def pretrain() -> dict:
         from train.pretrain import PretrainConfig, pretrain_stills
 
         s = pretrain_stills(PretrainConfig(concepts=str(out / "stills" / "broden"), out=str(still2d),
                                            model_kwargs=visual_kwargs(cfg), size=cfg.size, epochs=cfg.pretrain_epochs,
-                                           categories=pretrain_categories, device=cfg.device,
+                                           categories=PRETRAIN_CATEGORIES, device=cfg.device,
                                            progress=cfg.progress))
         return {"file": str(still2d), "concept_map_class": s["history"][-1]["map_class"], "seconds": s["seconds"]}
 
     p.run("pretrain", {"epochs": cfg.pretrain_epochs, "kwargs": visual_kwargs(cfg), "size": cfg.size,
-                       "categories": pretrain_categories}, pretrain,
+                       "categories": PRETRAIN_CATEGORIES}, pretrain,
           deps=("stills",))
 
     def train_stage(name: str, deps: tuple[str, ...] = (), **over) -> None:
@@ -146,20 +155,30 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
     for loss in cfg.losses:
         train_stage(loss, model="i3d_r18", model_kwargs=visual_kwargs(cfg), loss=loss, inflate_from=str(still2d),
                     deps=("pretrain",))
+    from .showcase import CHECKPOINT, applies, install_showcase
+
+    if cfg.showcase and applies(asdict(synth)):
+        p.run("showcase", {"weights": _sha(CHECKPOINT)},
+              lambda: install_showcase(world, runs / "showcase", asdict(synth), workers=cfg.workers,
+                                       device=cfg.device, progress=cfg.progress), deps=("world",))
+    elif cfg.showcase:
+        p.log("[skip] showcase: the shipped checkpoint was trained on the default preset's world, not this one")
     visual = tuple(f"train-{loss}" for loss in cfg.losses if f"train-{loss}" in p.results)
+    visual += ("showcase",) if "showcase" in p.results else ()
     if visual:
-        p.run("main", {"runs": list(visual)}, lambda: pick_main_run(runs, [v[len("train-"):] for v in visual]),
+        p.run("main", {"runs": list(visual)}, lambda: pick_main_run(runs, [_run_name(v) for v in visual]),
               deps=visual)
     main = p.results["main"].summary["run"] if "main" in p.results else None
     train_stage("audio", model="soundnet", model_kwargs={"width_mult": cfg.audio_width}, loss="wlsep")
     if main and "train-audio" in p.results:
-        fusion_kw = {"visual": "i3d_r18", "visual_kwargs": visual_kwargs(cfg),
+        main_cfg = json.loads((runs / main / "config.json").read_text())
+        fusion_kw = {"visual": main_cfg["model"], "visual_kwargs": main_cfg["model_kwargs"],
                      "audio": "soundnet", "audio_kwargs": {"width_mult": cfg.audio_width}}
         train_stage("fusion", model="fusion", model_kwargs=fusion_kw, loss="wlsep",
                     init_visual=str(runs / main), init_audio=str(runs / "audio"), freeze_trunks=True,
-                    deps=("main", f"train-{main}", "train-audio"))
+                    deps=("main", _stage(main), "train-audio"))
 
-    trained = tuple(r for r in p.results if r.startswith("train-"))
+    trained = tuple(r for r in p.results if r.startswith("train-") or r == "showcase")
     p.run("table1", {"runs": sorted(trained)}, lambda: table1(out, runs), deps=trained)
     analyse(p, cfg, out, world, runs)
     atomic_write_json(out / "report" / "timings.json", p.timings())
@@ -171,11 +190,31 @@ VIDEO_LAYERS = ("layer3", "layer4")  # tube dissection and compositional formula
 FORMULAS = {"length": 3, "beam": 5}
 
 
+def _sha(path: Path) -> str:
+    """Content key of a shipped file (the showcase stage reruns when the checkpoint changes)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _stage(run: str) -> str:
+    """Stage that makes a visual run folder: `bce` -> `train-bce`; `showcase` -> `showcase`."""
+    return run if run == "showcase" else f"train-{run}"
+
+
+def _run_name(stage: str) -> str:
+    """Run folder of a visual stage: `train-bce` -> `bce`; `showcase` -> `showcase`."""
+    return stage[len("train-"):] if stage.startswith("train-") else stage
+
+
 def pick_main_run(runs: Path, names: list[str]) -> dict:
-    """The visual run the analyses explain and fusion builds on: the best validation map_sample of
-    `eval.json` (its `best.pt`, the metric that picked it), the first of `names` on ties. The paper
-    analyses its best model (wLSEP there); on the synthetic world another loss may win."""
+    """The visual run the analyses explain and fusion builds on: the shipped `showcase` run when it is
+    among `names` (the recipe whose CAMs follow the actors, issue 12), else the best validation
+    map_sample of `eval.json` (its `best.pt`, the metric that picked it), the first of `names` on ties.
+    The paper analyses its best model (wLSEP there); on the synthetic world another loss may win."""
     scores = {n: json.loads((runs / n / "eval.json").read_text())["map_sample"] for n in names}
+    if "showcase" in names:
+        return {"run": "showcase", "map_sample": scores, "selected_by": "showcase"}
     best = max(names, key=lambda n: scores[n])
     return {"run": best, "map_sample": scores, "selected_by": "map_sample"}
 
@@ -188,8 +227,8 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     main_name = p.results["main"].summary["run"]
     main = runs / main_name
     concepts = out / "concepts"
-    visual = [r for r in cfg.losses if f"train-{r}" in p.results]
-    main_dep = ("main", f"train-{main_name}")
+    visual = [r for r in cfg.losses if f"train-{r}" in p.results] + (["showcase"] if "showcase" in p.results else [])
+    main_dep = ("main", _stage(main_name))
 
     def make_concepts() -> dict:
         from broden_actions.actions import build_action_regions, merge_concept_sets
@@ -259,14 +298,14 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
 
         return {r: _brief(run_ablation(runs / r, block="layer4", seeds=(0, 1, 2))) for r in visual}
 
-    p.run("ablation", {"runs": visual, "seeds": 3}, ablate, deps=tuple(f"train-{r}" for r in visual))
+    p.run("ablation", {"runs": visual, "seeds": 3}, ablate, deps=tuple(_stage(r) for r in visual))
 
     def selectivity() -> dict:
         from mmit_interp.analysis.selectivity import run_selectivity
 
         return {r: _brief(run_selectivity(runs / r, prob="softmax")) for r in visual}
 
-    p.run("selectivity", {"runs": visual}, selectivity, deps=tuple(f"train-{r}" for r in visual))
+    p.run("selectivity", {"runs": visual}, selectivity, deps=tuple(_stage(r) for r in visual))
 
     def cams() -> dict:
         from mmit_interp.analysis.clip_analysis import analyze_clip

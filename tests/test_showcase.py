@@ -1,0 +1,55 @@
+"""The shipped showcase run (issue 12): its card matches the checkpoint and the demo's world, and it
+evaluates on a freshly generated default world to the numbers its card documents."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from mmit_demo.pipeline import DEMO_CLASSES, DemoConfig, demo_synth
+from mmit_demo.showcase import CHECKPOINT, RECIPE, ShowcaseMismatch, applies, card, install_showcase, world_key
+
+
+def test_card_describes_the_shipped_checkpoint():
+    from mmit_interp.checkpoint import load_model
+
+    c = card()
+    assert CHECKPOINT.stat().st_size < 20 * 2**20  # the issue's cap for shipped weights
+    model, meta = load_model(CHECKPOINT)  # weights_only read, keys and shapes checked
+    assert meta["model"] == {"name": RECIPE["model"], "kwargs": RECIPE["model_kwargs"]} == \
+        {"name": c["recipe"]["model"], "kwargs": c["recipe"]["model_kwargs"]}
+    assert tuple(meta["vocab"]) == DEMO_CLASSES
+    assert meta["config"]["epochs"] == RECIPE["epochs"] and meta["config"]["loss"] == "bce"
+    assert c["command"] == "python -m mmit_demo.showcase OUT" and c["seconds"] > 0
+    assert 0.17 < c["metrics"]["map_class"] <= 1 and 0.67 < c["metrics"]["map_sample"] <= 1  # above the label prior
+
+
+def test_it_applies_to_the_default_world_only():
+    default = asdict(demo_synth(DemoConfig().resolved()))
+    assert applies(default), "the demo world changed: rebuild the showcase (python -m mmit_demo.showcase OUT)"
+    assert world_key(default) == world_key({**default, "workers": 7})  # the worker count does not change the world
+    tiny = asdict(demo_synth(DemoConfig(preset="tiny").resolved()))
+    assert not applies(tiny)
+
+
+def test_install_refuses_another_world(tmp_path):
+    tiny = asdict(demo_synth(DemoConfig(preset="tiny").resolved()))
+    with pytest.raises(ShowcaseMismatch, match="trained on another world"):
+        install_showcase(tmp_path / "world", tmp_path / "run", tiny)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_evaluates_to_its_card(tmp_path):
+    """Generate the default world here and evaluate the shipped weights on its 300 validation clips."""
+    import json
+
+    from mmit_interp.synth import generate_world
+
+    synth = demo_synth(DemoConfig(workers=2).resolved())
+    generate_world(tmp_path / "world", synth, progress=False)
+    r = install_showcase(tmp_path / "world", tmp_path / "runs" / "showcase", asdict(synth), workers=2, device="cpu")
+    for k, v in card()["metrics"].items():
+        assert r["metrics"][k] == pytest.approx(v, abs=0.005), k
+    ev = json.loads((tmp_path / "runs" / "showcase" / "eval.json").read_text())
+    assert ev["checkpoint"] == "best.pt" and ev["showcase"] == str(CHECKPOINT)
