@@ -155,10 +155,12 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
     for loss in cfg.losses:
         train_stage(loss, model="i3d_r18", model_kwargs=visual_kwargs(cfg), loss=loss, inflate_from=str(still2d),
                     deps=("pretrain",))
+    from mmit_interp.checkpoint import file_sha256
+
     from .showcase import CHECKPOINT, applies, install_showcase
 
-    if cfg.showcase and applies(asdict(synth)):
-        p.run("showcase", {"weights": _sha(CHECKPOINT)},
+    if cfg.showcase and applies(asdict(synth)):  # keyed by the weights: a rebuilt checkpoint reinstalls
+        p.run("showcase", {"weights": file_sha256(CHECKPOINT)[:16]},
               lambda: install_showcase(world, runs / "showcase", asdict(synth), workers=cfg.workers,
                                        device=cfg.device, progress=cfg.progress), deps=("world",))
     elif cfg.showcase:
@@ -188,13 +190,6 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
 DISSECT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 VIDEO_LAYERS = ("layer3", "layer4")  # tube dissection and compositional formulas (issue 16)
 FORMULAS = {"length": 3, "beam": 5}
-
-
-def _sha(path: Path) -> str:
-    """Content key of a shipped file (the showcase stage reruns when the checkpoint changes)."""
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _stage(run: str) -> str:

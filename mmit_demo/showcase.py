@@ -57,17 +57,16 @@ def install_showcase(world: str | Path, run: str | Path, synth: dict, *, workers
                      progress: bool = False) -> dict:
     """Install the shipped checkpoint as run dir `run` on `world`, evaluate it on the validation split and
     check the metrics against the card (within `TOLERANCE`); returns what the demo reports."""
-    import torch
-
     from train.loop import evaluate_run
 
+    from mmit_interp.checkpoint import file_sha256, read_checkpoint
     from mmit_interp.vocab import Vocabulary
 
     world, run = Path(world), Path(run)
     if not applies(synth):
         raise ShowcaseMismatch(f"{CHECKPOINT.name} was trained on another world (key {card()['world_key']}, "
                                f"this one {world_key(synth)})")
-    ckpt = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(CHECKPOINT)
     vocab = Vocabulary.from_file(world / "moments_categories.txt")
     if list(ckpt["vocab"]) != list(vocab):
         raise ShowcaseMismatch(f"{CHECKPOINT.name}: classes {ckpt['vocab']} differ from {world}'s {list(vocab)}")
@@ -86,7 +85,7 @@ def install_showcase(world: str | Path, run: str | Path, synth: dict, *, workers
                                f"{off}): the world or the evaluation changed; rebuild it with "
                                f"`python -m mmit_demo.showcase OUT`")
     atomic_write_json(run / "eval.json", {"checkpoint": "best.pt", "showcase": str(CHECKPOINT), **m})
-    return {"weights": str(CHECKPOINT), "sha256": hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest(),
+    return {"weights": str(CHECKPOINT), "sha256": file_sha256(CHECKPOINT),
             "metrics": {k: m[k] for k in METRICS}, "card": {k: documented[k] for k in METRICS}}
 
 
