@@ -165,11 +165,10 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
                                        device=cfg.device, progress=cfg.progress), deps=("world",))
     elif cfg.showcase:
         p.log("[skip] showcase: the shipped checkpoint was trained on the default preset's world, not this one")
-    visual = tuple(f"train-{loss}" for loss in cfg.losses if f"train-{loss}" in p.results)
-    visual += ("showcase",) if "showcase" in p.results else ()
+    visual = _visual_runs(cfg, p)
     if visual:
-        p.run("main", {"runs": list(visual)}, lambda: pick_main_run(runs, [_run_name(v) for v in visual]),
-              deps=visual)
+        stages = tuple(_stage(r) for r in visual)
+        p.run("main", {"runs": list(stages)}, lambda: pick_main_run(runs, visual), deps=stages)
     main = p.results["main"].summary["run"] if "main" in p.results else None
     train_stage("audio", model="soundnet", model_kwargs={"width_mult": cfg.audio_width}, loss="wlsep")
     if main and "train-audio" in p.results:
@@ -197,9 +196,9 @@ def _stage(run: str) -> str:
     return run if run == "showcase" else f"train-{run}"
 
 
-def _run_name(stage: str) -> str:
-    """Run folder of a visual stage: `train-bce` -> `bce`; `showcase` -> `showcase`."""
-    return stage[len("train-"):] if stage.startswith("train-") else stage
+def _visual_runs(cfg: DemoConfig, p: Pipeline) -> list[str]:
+    """The visual run folders made so far: one per trained loss, then the shipped showcase."""
+    return [r for r in cfg.losses if f"train-{r}" in p.results] + (["showcase"] if "showcase" in p.results else [])
 
 
 def pick_main_run(runs: Path, names: list[str]) -> dict:
@@ -222,7 +221,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     main_name = p.results["main"].summary["run"]
     main = runs / main_name
     concepts = out / "concepts"
-    visual = [r for r in cfg.losses if f"train-{r}" in p.results] + (["showcase"] if "showcase" in p.results else [])
+    visual = _visual_runs(cfg, p)
     main_dep = ("main", _stage(main_name))
 
     def make_concepts() -> dict:
