@@ -26,6 +26,7 @@ from mmit_interp.atomic import atomic_write_json
 SHOWCASE = Path(__file__).parent / "showcase"
 CHECKPOINT = SHOWCASE / "bce_bag43.pt"
 CARD = SHOWCASE / "showcase.json"
+HISTORY = SHOWCASE / "metrics.jsonl"  # its training curves, for the dashboard's run page
 METRICS = ("hit@1", "hit@5", "map_sample", "map_class", "map_micro")
 TOLERANCE = 0.005  # evaluation on another machine may differ in the last float bits, not more
 RECIPE: dict[str, Any] = dict(
@@ -50,7 +51,7 @@ def card() -> dict:
 
 def applies(synth: dict) -> bool:
     """Whether the shipped checkpoint was trained on the world this config generates."""
-    return CARD.is_file() and CHECKPOINT.is_file() and card()["world_key"] == world_key(synth)
+    return CARD.is_file() and CHECKPOINT.is_file() and HISTORY.is_file() and card()["world_key"] == world_key(synth)
 
 
 def install_showcase(world: str | Path, run: str | Path, synth: dict, *, workers: int = 2, device: str = "auto",
@@ -74,6 +75,7 @@ def install_showcase(world: str | Path, run: str | Path, synth: dict, *, workers
         shutil.rmtree(run)
     (run / "checkpoints").mkdir(parents=True)
     shutil.copyfile(CHECKPOINT, run / "checkpoints" / "best.pt")
+    shutil.copyfile(HISTORY, run / "metrics.jsonl")
     vocab.to_file(run / "moments_categories.txt")
     atomic_write_json(run / "config.json", {**ckpt["config"], "data": str(world), "out": str(run),
                                             "showcase": str(CHECKPOINT)})
@@ -121,6 +123,7 @@ def rebuild_showcase(out: str | Path, *, write: bool = True, workers: int = 2, d
     if write:
         SHOWCASE.mkdir(exist_ok=True)
         shutil.copyfile(out / "run" / "checkpoints" / "best.pt", CHECKPOINT)
+        shutil.copyfile(out / "run" / "metrics.jsonl", HISTORY)
         atomic_write_json(CARD, new)
     return new
 

@@ -2,12 +2,13 @@
 evaluates on a freshly generated default world to the numbers its card documents."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import pytest
 
 from mmit_demo.pipeline import DEMO_CLASSES, DemoConfig, demo_synth
-from mmit_demo.showcase import CHECKPOINT, RECIPE, ShowcaseMismatch, applies, card, install_showcase, world_key
+from mmit_demo.showcase import CHECKPOINT, HISTORY, RECIPE, ShowcaseMismatch, applies, card, install_showcase, world_key
 
 
 def test_card_describes_the_shipped_checkpoint():
@@ -21,6 +22,8 @@ def test_card_describes_the_shipped_checkpoint():
     assert tuple(meta["vocab"]) == DEMO_CLASSES
     assert meta["config"]["epochs"] == RECIPE["epochs"] and meta["config"]["loss"] == "bce"
     assert c["command"] == "python -m mmit_demo.showcase OUT" and c["seconds"] > 0
+    epochs = [json.loads(line)["epoch"] for line in HISTORY.read_text().splitlines()]
+    assert epochs == list(range(1, RECIPE["epochs"] + 1))  # the training curves the run page draws
     assert 0.17 < c["metrics"]["map_class"] <= 1 and 0.67 < c["metrics"]["map_sample"] <= 1  # above the label prior
 
 
@@ -40,10 +43,8 @@ def test_install_refuses_another_world(tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_evaluates_to_its_card(tmp_path):
+def test_shipped_checkpoint_evaluates_to_its_card(tmp_path, monkeypatch):
     """Generate the default world here and evaluate the shipped weights on its 300 validation clips."""
-    import json
-
     from mmit_interp.synth import generate_world
 
     synth = demo_synth(DemoConfig(workers=2).resolved())
@@ -53,3 +54,10 @@ def test_shipped_checkpoint_evaluates_to_its_card(tmp_path):
         assert r["metrics"][k] == pytest.approx(v, abs=0.005), k
     ev = json.loads((tmp_path / "runs" / "showcase" / "eval.json").read_text())
     assert ev["checkpoint"] == "best.pt" and ev["showcase"] == str(CHECKPOINT)
+    from fastapi.testclient import TestClient
+
+    from webapp.main import create_app
+
+    monkeypatch.setenv("MMIT_RUNS", str(tmp_path / "runs"))
+    page = TestClient(create_app()).get("/runs/showcase")  # says which weights, draws the shipped curves
+    assert page.status_code == 200 and "shipped checkpoint" in page.text and "metrics.jsonl" not in page.text

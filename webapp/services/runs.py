@@ -68,7 +68,8 @@ def run_overview(run: ServedRun) -> dict:
         "name": run.name, "path": str(run.dir), "config": c,
         "recipe": {"model": c.get("model"), "model_kwargs": c.get("model_kwargs"), "loss": c.get("loss"),
                    "class_weights": c.get("class_weights_resolved", c.get("class_weights")), "data": c.get("data"),
-                   "frames": c.get("frames"), "size": c.get("size"), "epochs": c.get("epochs")},
+                   "frames": c.get("frames"), "size": c.get("size"), "epochs": c.get("epochs"),
+                   "shipped": c.get("showcase")},
         "metrics": metrics, "has_baseline": bool(base),
         "eval_extra": {k: ev.get(k) for k in ("split", "n_clips", "n_classes", "clips_skipped", "map_class_skipped")
                        if k in ev} if ev else {},
