@@ -34,26 +34,25 @@ def main() -> None:
     p.add_argument("--pretrain-epochs", type=int, default=15)
     a = p.parse_args()
 
-    from mmit_demo.pipeline import PRESETS
+    from mmit_demo.pipeline import PRETRAIN_CATEGORIES, DemoConfig, demo_stills, demo_synth
     from mmit_interp.explain.localisation import run_localisation
-    from mmit_interp.synth import SynthConfig, generate_world
+    from mmit_interp.synth import generate_world
     from train.loop import TrainConfig, train
     from train.pretrain import PretrainConfig, pretrain_stills
 
-    pre = PRESETS["default"]
+    pre = DemoConfig().resolved()
     out = Path(a.out)
     secs: dict[str, float] = {}
-    synth = SynthConfig(seed=0, train_clips=pre["train_clips"], val_clips=pre["val_clips"], images=pre["images"],
-                        action_frames=pre["action_frames"], workers=2, **{**pre["synth"], **json.loads(a.synth)})
+    synth = replace(demo_synth(pre), **json.loads(a.synth))
     world = out / f"world-{_key(asdict(synth))}"
     t0 = time.time()
     if not (world / "world.json").is_file():
         generate_world(world, synth, force=True, progress=False)
     secs["world"] = time.time() - t0
-    kw = {"width": pre["width"], "layer4_stride": 1, **json.loads(a.kwargs)}
+    kw = {"width": pre.width, "layer4_stride": 1, **json.loads(a.kwargs)}
     twin = None
     if not a.scratch:
-        stills_cfg = replace(synth, seed=1, train_clips=0, val_clips=0, images=pre["stills"], action_frames=0)
+        stills_cfg = demo_stills(pre, synth)
         stills = out / f"stills-{_key(asdict(stills_cfg))}"
         if not (stills / "world.json").is_file():
             generate_world(stills, stills_cfg, force=True, progress=False)
@@ -61,7 +60,7 @@ def main() -> None:
         t0 = time.time()
         if not twin.is_file():
             pretrain_stills(PretrainConfig(concepts=str(stills / "broden"), out=str(twin), model_kwargs=kw, size=64,
-                                           epochs=a.pretrain_epochs, categories=["color", "object", "texture"],
+                                           epochs=a.pretrain_epochs, categories=PRETRAIN_CATEGORIES,
                                            progress=False))
         secs["twin"] = time.time() - t0
     run = out / a.name

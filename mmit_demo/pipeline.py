@@ -94,6 +94,12 @@ def demo_synth(cfg: DemoConfig):
                        action_frames=cfg.action_frames, workers=cfg.workers, **cfg.synth)
 
 
+def demo_stills(cfg: DemoConfig, synth):
+    """The still-only concept set the visual twin pretrains on: the world's look with seed + 1, so the
+    dissection probe images stay unseen."""
+    return replace(synth, seed=cfg.seed + 1, train_clips=0, val_clips=0, images=cfg.stills, action_frames=0)
+
+
 def run_demo(cfg: DemoConfig) -> Pipeline:
     """Run (or reuse) every stage of the demo; returns the pipeline with each stage's summary."""
     cfg = cfg.resolved()
@@ -115,7 +121,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
 
     # the stand-in for ImageNet inflation: a separate still-image concept set (seed + 1, so the
     # dissection probe images stay unseen), the visual trunk's 2-D twin trained on it, then inflated
-    stills_cfg = replace(synth, seed=cfg.seed + 1, train_clips=0, val_clips=0, images=cfg.stills, action_frames=0)
+    stills_cfg = demo_stills(cfg, synth)
     p.run("stills", asdict(stills_cfg),
           lambda: {"images": generate_world(out / "stills", stills_cfg, force=True, progress=cfg.progress).images})
     still2d = out / "pretrain" / "still2d.pth"

@@ -17,7 +17,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +100,13 @@ def rebuild_showcase(out: str | Path, *, write: bool = True, workers: int = 2, d
 
     from mmit_interp.synth import generate_world
 
-    from .pipeline import PRETRAIN_CATEGORIES, DemoConfig, demo_synth
+    from .pipeline import PRETRAIN_CATEGORIES, DemoConfig, demo_stills, demo_synth
 
     out = Path(out)
     t0 = time.time()
     cfg = DemoConfig(workers=workers, device=device, progress=progress).resolved()
     synth = demo_synth(cfg)
-    stills = replace(synth, seed=cfg.seed + 1, train_clips=0, val_clips=0, images=cfg.stills, action_frames=0)
+    stills = demo_stills(cfg, synth)
     generate_world(out / "world", synth, force=True, progress=progress)
     generate_world(out / "stills", stills, force=True, progress=progress)
     twin = out / "pretrain" / "still2d.pth"
