@@ -96,8 +96,10 @@ def demo_synth(cfg: DemoConfig):
 
 def demo_stills(cfg: DemoConfig, synth):
     """The still-only concept set the visual twin pretrains on: the world's look with seed + 1, so the
-    dissection probe images stay unseen."""
-    return replace(synth, seed=cfg.seed + 1, train_clips=0, val_clips=0, images=cfg.stills, action_frames=0)
+    dissection probe images stay unseen, and 1-3 actors of up to 1.8x the clips' size per image (more
+    labelled actors per image to learn from; the dissection set shows one at the clips' scale)."""
+    return replace(synth, seed=cfg.seed + 1, train_clips=0, val_clips=0, images=cfg.stills, action_frames=0,
+                   still_actors=3, still_scale=(1.0, 1.8))
 
 
 def run_demo(cfg: DemoConfig) -> Pipeline:

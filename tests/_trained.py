@@ -22,7 +22,8 @@ import pytest
 CLASSES = ("sliding", "bouncing", "spinning", "growing")
 WORLD = dict(seed=3, train_clips=500, val_clips=60, images=240, action_frames=40, size=64, frames=16, fps=8,
              classes=CLASSES, missing_rate=0.0, actions_per_clip=(0.5, 0.5), bias_strength=0.9, bias_leak=0.0,
-             clutter=0.0, noise=2.0, camera_shake=0.0, occlusion=0.0, actor_size=0.2, workers=2)
+             clutter=0.0, noise=2.0, camera_shake=0.0, occlusion=0.0, actor_size=0.2, still_actors=1,
+             still_scale=(0.8, 1.25), workers=2)
 TRAIN = dict(model="i3d_r18", model_kwargs={"width": 16, "layer4_stride": 1}, loss="wlsep", frames=8, size=64,
              batch_size=16, epochs=12, lr=3e-3, workers=0, seed=0, device="cpu", amp=False, progress=False)
 

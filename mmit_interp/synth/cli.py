@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--texture-scale", type=float, default=d.texture_scale,
                    help="texture period relative to the default (dots, stripes, checks, waves; default %(default)s)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="concept image side (default %(default)s)")
+    p.add_argument("--still-actors", type=int, default=d.still_actors,
+                   help="concept images hold 1..N actors (default %(default)s)")
+    p.add_argument("--still-scale", type=float, nargs=2, default=d.still_scale, metavar=("LOW", "HIGH"),
+                   help="concept actors' radius range in actor sizes (default: the clips' %(default)s)")
     p.add_argument("--seg-size", type=int, default=d.seg_size, help="concept mask side (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="worker processes (default %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite the world in a non-empty OUT")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             missing_rate=args.missing_rate, tail_exponent=args.tail_exponent, bias_strength=args.bias_strength,
             bias_leak=args.bias_leak, shape_affinity=args.shape_affinity, actor_size=args.actor_size, clutter=args.clutter, noise=args.noise,
             camera_shake=args.camera_shake, occlusion=args.occlusion, texture_scale=args.texture_scale,
-            image_size=args.image_size,
+            image_size=args.image_size, still_actors=args.still_actors, still_scale=tuple(args.still_scale),
             seg_size=args.seg_size, workers=args.workers)
     except ValueError as e:
         print(f"mmit-synth: error: {e}", file=sys.stderr)

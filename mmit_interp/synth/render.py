@@ -425,7 +425,8 @@ class Still:
 
 
 def render_still(rng: np.random.Generator, config: SynthConfig) -> Still:
-    """Render one still concept image: a scene and 1-3 actors of random shape, colour and texture."""
+    """Render one still concept image: a scene and 1..`still_actors` actors of random shape, colour and
+    texture, their radii drawn from `still_scale` (in `actor_size * image_size`)."""
     s = config.image_size
     scene = str(rng.choice(SCENES))
     img = scene_background(scene, rng, s, s)
@@ -433,9 +434,9 @@ def render_still(rng: np.random.Generator, config: SynthConfig) -> Still:
     pattern = np.zeros((s, s), bool)
     actors = []
     colours = list(rng.permutation(list(COLOURS)))
-    for i in range(int(rng.integers(1, 4))):
+    for i in range(int(rng.integers(1, config.still_actors + 1))):
         look = (str(rng.choice(SHAPES)), str(colours.pop()), str(rng.choice(TEXTURES)))
-        r = config.actor_size * s * rng.uniform(1.0, 1.8)
+        r = config.actor_size * s * rng.uniform(*config.still_scale)
         sp = Sprite.still(look[0], COLOURS[look[1]], look[2], rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s,
                           r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3), config.texture_scale)
         draw_actor(img, owner, pattern, i, sp, 0)

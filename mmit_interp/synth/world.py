@@ -85,6 +85,8 @@ class SynthConfig:
     train_clips: int = 2000
     val_clips: int = 500
     images: int = 1000
+    still_actors: int = 1  # concept stills hold 1..still_actors actors (docs/synth.md, "Concept stills")
+    still_scale: tuple[float, float] = (0.8, 1.25)  # their radii in actor_size * image_size: the clips' range
     action_frames: int = 300
     size: int = 64
     frames: int = 24
@@ -118,6 +120,9 @@ class SynthConfig:
             if unknown or len(set(self.classes)) != len(self.classes) or not self.classes:
                 raise ValueError(f"classes must be distinct catalogue names; unknown: {unknown}")
         self.actions_per_clip = tuple(float(p) for p in self.actions_per_clip)
+        self.still_scale = tuple(float(x) for x in self.still_scale)
+        if self.still_actors < 1 or len(self.still_scale) != 2 or not 0 < self.still_scale[0] <= self.still_scale[1]:
+            raise ValueError("still_actors must be >= 1 and still_scale a range (low, high) with 0 < low <= high")
         if self.size % 2 or self.size < 16:
             raise ValueError("size must be even and >= 16 (H.264 needs even frame sizes)")
         if self.frames < 2 or self.fps < 1:
@@ -151,6 +156,7 @@ class SynthConfig:
         del d["workers"]
         d["classes"] = list(self.class_names)
         d["actions_per_clip"] = list(self.actions_per_clip)
+        d["still_scale"] = list(self.still_scale)
         return d
 
 
