@@ -16,6 +16,8 @@ from mmit_interp.atomic import atomic_write_json
 from .stages import Pipeline
 
 LOSSES = ("wlsep", "lsep", "warp", "bce")
+# TrainConfig fields that change how fast a run goes, not what it computes: left out of stage keys
+RUNTIME_FIELDS = ("progress", "workers", "device", "clip_cache")
 
 # The demo's world: the 10 most frequent catalogue actions (incl. the planted-bias action, a heard-only
 # action and two look-alike pairs), a steeper tail so the head/tail ratio stays >= 20, and nuisances
@@ -149,8 +151,9 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
         run = runs / name
         tc = TrainConfig(data=str(world), out=str(run), frames=cfg.frames, size=cfg.size, batch_size=cfg.batch_size,
                          epochs=cfg.epochs, workers=cfg.workers, seed=cfg.seed, device=cfg.device,
-                         progress=cfg.progress, lr=3e-3, warmup_epochs=0.2, **over)
-        key = {k: v for k, v in asdict(tc).items() if k not in ("progress", "workers", "device")}
+                         progress=cfg.progress, lr=3e-3, warmup_epochs=0.2, clip_cache=str(out / "cache" / "clips"),
+                         **over)
+        key = {k: v for k, v in asdict(tc).items() if k not in RUNTIME_FIELDS}
 
         def fn() -> dict:
             resume = (run / "checkpoints" / "last.pt").is_file() and _same_config(run, tc)
@@ -431,7 +434,7 @@ def _same_config(run: Path, tc) -> bool:
     if not f.is_file():
         return False
     saved = json.loads(f.read_text())
-    return all(saved.get(k) == v for k, v in asdict(tc).items() if k not in ("progress", "workers", "device"))
+    return all(saved.get(k) == v for k, v in asdict(tc).items() if k not in RUNTIME_FIELDS)
 
 
 def table1(out: Path, runs: Path) -> dict:

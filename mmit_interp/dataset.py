@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotations import AnnotationSet
+from .clip_cache import ClipCache
 from .video import AUDIO_RATE, ClipDecodeError, decode_audio, decode_frames
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,21 @@ def normalise(frames_uint8: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
 
 
 def load_clip(path, transform: ClipTransform, rng: np.random.Generator | None = None,
-              want_audio: bool = True, want_video: bool = True) -> dict:
+              want_audio: bool = True, want_video: bool = True, cache: ClipCache | None = None) -> dict:
     """Decode one clip into model inputs: `video (3,T,H,W)`, `audio (1,L)`, `has_audio`, `frames`
-    (the sampled RGB frames) and `frame_indices`; a modality not wanted is left empty."""
+    (the sampled RGB frames) and `frame_indices`; a modality not wanted is left empty. With a `cache`
+    the decoded clip is read from (or written to) it, with the same result."""
     if want_video:
-        frames, idx = decode_frames(path, transform.frames, transform.size, rng)
+        frames, idx = (cache.frames(path, transform.frames, transform.size, rng) if cache is not None
+                       else decode_frames(path, transform.frames, transform.size, rng))
     else:
         frames, idx = np.zeros((0, transform.size, transform.size, 3), np.uint8), np.zeros(0, np.int64)
-    wav = decode_audio(path, transform.audio_rate, transform.audio_seconds) if want_audio else None
+    if not want_audio:
+        wav = None
+    elif cache is not None:
+        wav = cache.audio(path, transform.audio_rate, transform.audio_seconds)
+    else:
+        wav = decode_audio(path, transform.audio_rate, transform.audio_seconds)
     n_audio = int(round(transform.audio_rate * transform.audio_seconds))
     return {
         "video": transform.normalise(frames) if want_video else torch.zeros(0),
@@ -85,10 +93,12 @@ def clip_batch(clip: dict) -> dict[str, torch.Tensor]:
 
 
 class ClipDataset(Dataset):
-    """Clips of an `AnnotationSet` as dict samples; `train=True` jitters the sampled frames."""
+    """Clips of an `AnnotationSet` as dict samples; `train=True` jitters the sampled frames; a `cache`
+    decodes each clip once for every epoch and every dataset sharing it."""
 
     def __init__(self, annotations: AnnotationSet, transform: ClipTransform, *, train: bool = False,
-                 audio: bool = True, video: bool = True, strict: bool = False, seed: int = 0):
+                 audio: bool = True, video: bool = True, strict: bool = False, seed: int = 0,
+                 cache: ClipCache | None = None):
         self.ann = annotations
         self.transform = transform
         self.train = train
@@ -96,6 +106,7 @@ class ClipDataset(Dataset):
         self.video = video
         self.strict = strict
         self.seed = seed
+        self.cache = cache
         self.epoch = 0
         self.num_classes = len(annotations.vocab)
 
@@ -110,7 +121,7 @@ class ClipDataset(Dataset):
         a = self.ann.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
         try:
-            s = load_clip(a.path, self.transform, rng, want_audio=self.audio, want_video=self.video)
+            s = load_clip(a.path, self.transform, rng, want_audio=self.audio, want_video=self.video, cache=self.cache)
         except ClipDecodeError as e:
             if self.strict:
                 raise

@@ -102,6 +102,41 @@ def decode_frames(path: str | Path, n_samples: int, size: int | tuple[int, int] 
     return out, want
 
 
+def decode_all_frames(path: str | Path, size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """Every decodable RGB frame `(F, H, W, 3) uint8` (resized as `decode_frames` does) and the frame
+    count the container reports: what `pick_frames` needs to give `decode_frames`' samples later."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ClipDecodeError(f"{path}: OpenCV cannot open it")
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(_prep(f, size))
+    finally:
+        cap.release()
+    if not frames:
+        raise ClipDecodeError(f"{path}: no decodable frames")
+    return np.stack(frames), reported
+
+
+def pick_frames(every: np.ndarray, reported: int, n_samples: int, rng: np.random.Generator | None = None,
+                path: str | Path = "") -> tuple[np.ndarray, np.ndarray]:
+    """From all of a clip's frames (`decode_all_frames`), the `n_samples` frames and indices that
+    `decode_frames` returns for the same `rng` state (same draws, same fallback when the container
+    over-reports its length)."""
+    n = len(every)
+    want = sample_indices(reported if reported > 0 else n, n_samples, rng)
+    if reported > 0 and want.max() >= n:  # container over-reported its length: resample what exists
+        want = sample_indices(n, n_samples, rng)
+    if want.max() >= n:
+        raise ClipDecodeError(f"{path}: no decodable frames")
+    return every[want], want
+
+
 def frame_times(path: str | Path) -> Iterator[float]:
     """Decode every frame with the analysis decoder (`decode_frames`'s OpenCV), yielding each frame's
     time in seconds; upload validation walks it so a clip it accepts is one analysis can read."""

@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep the default NCDHW layout for 3-D convs (NDHWC is ~1.5x faster on CPU)")
+    p.add_argument("--clip-cache", metavar="DIR", help="keep decoded clips in DIR: each clip is decoded once for "
+                   "all epochs and all runs sharing DIR (same results, faster when decoding is a large share)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--evaluate", metavar="RUN", help="only evaluate RUN's best checkpoint (on --split of --data or its own data)")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                           freeze_trunks=args.freeze_trunks, strict=args.strict, allow_missing=args.allow_missing,
                           max_train_clips=args.max_train_clips, max_val_clips=args.max_val_clips,
                           device=args.device, amp=not args.no_amp, channels_last=not args.no_channels_last,
-                          progress=not args.no_progress)
+                          clip_cache=args.clip_cache, progress=not args.no_progress)
     res = train(cfg, resume=args.resume)
     if res.metrics:
         print(f"{res.run_dir}: {summarize(res.metrics)}")

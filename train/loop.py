@@ -25,6 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 from mmit_interp.annotations import AnnotationSet, read_mmit
 from mmit_interp.atomic import atomic_write_json
 from mmit_interp.checkpoint import load_model, load_state_checked, read_checkpoint, save_checkpoint
+from mmit_interp.clip_cache import ClipCache
 from mmit_interp.dataset import ClipDataset, ClipTransform, collate_clips
 from mmit_interp.metrics import evaluate, label_prior_baseline
 from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file, set_conv3d_format
@@ -68,6 +69,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True  # NDHWC for the 3-D convs: ~1.5x faster steps with oneDNN on CPU
+    clip_cache: str | None = None  # folder of decoded clips shared by runs (mmit_interp.clip_cache); same results
     progress: bool = True
 
     def resolved_weights(self) -> str:
@@ -267,9 +269,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     weights = compute_class_weights(train_ann.targets(), cfg.resolved_weights()).float()
     model = set_conv3d_format(build(cfg, vocab).to(device), cfg.channels_last)
     want_video, want_audio = _modalities(model)
+    cache = ClipCache(cfg.clip_cache) if cfg.clip_cache else None
     train_ds = ClipDataset(train_ann, transform, train=True, video=want_video, audio=want_audio,
-                           strict=cfg.strict, seed=cfg.seed)
-    val_ds = ClipDataset(val_ann, transform, train=False, video=want_video, audio=want_audio, strict=cfg.strict)
+                           strict=cfg.strict, seed=cfg.seed, cache=cache)
+    val_ds = ClipDataset(val_ann, transform, train=False, video=want_video, audio=want_audio, strict=cfg.strict,
+                         cache=cache)
     train_loader = make_loader(train_ds, cfg.batch_size, cfg.workers, True, cfg.seed)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate_clips)
     if len(train_loader) == 0:
