@@ -6,20 +6,20 @@ rate and length, keyed by the file (resolved path, size, modification time) and 
 settings: a changed file or setting is a new entry. Sampling then happens on the cached frames
 (`video.pick_frames`), so a cached clip gives exactly the frames and indices that decoding it gives
 for the same random state: training with or without the cache yields the same weights. Entries
-are written to a temporary name and renamed, so concurrent data-loader workers never read half a
-file. Clips that fail to decode are not cached; the same `ClipDecodeError` is raised each time.
+are written atomically (`atomic.atomic_write_bytes`), so concurrent data-loader workers never read
+half a file. Clips that fail to decode are not cached; the same `ClipDecodeError` is raised each time.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .video import decode_all_frames, decode_audio, pick_frames
 
 
@@ -43,15 +43,7 @@ class ClipCache:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # absent, or left broken (e.g. a full disk)
             pass
         arrays = make()
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(entry, lambda f: np.savez(f, **arrays))
         return arrays
 
     def frames(self, path: str | os.PathLike, n_samples: int, size: int | None,
