@@ -1,7 +1,7 @@
 """One localisation probe of issue 12: a demo-sized world, the visual model's 2-D twin, a training
 run and `mmit-analyze localisation`, with one thing changed (model kwargs, world knobs, epochs).
 
-    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--scratch]
+    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--size PX] [--scratch]
 
 Worlds and twins are cached under OUT by what they depend on, so probes that change only the
 training reuse them. Prints (and writes to OUT/NAME/probe.json) the validation metrics of the best
@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--loss", default="bce")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--size", type=int, default=64, help="frame side the model sees (the world's `size` is set by --synth)")
     p.add_argument("--scratch", action="store_true", help="no still-image twin")
     p.add_argument("--pretrain-epochs", type=int, default=15)
     a = p.parse_args()
@@ -56,17 +57,17 @@ def main() -> None:
         stills = out / f"stills-{_key(asdict(stills_cfg))}"
         if not (stills / "world.json").is_file():
             generate_world(stills, stills_cfg, force=True, progress=False)
-        twin = out / f"twin-{_key({'s': asdict(stills_cfg), 'kw': kw, 'e': a.pretrain_epochs})}.pth"
+        twin = out / f"twin-{_key({'s': asdict(stills_cfg), 'kw': kw, 'e': a.pretrain_epochs, **({'size': a.size} if a.size != 64 else {})})}.pth"
         t0 = time.time()
         if not twin.is_file():
-            pretrain_stills(PretrainConfig(concepts=str(stills / "broden"), out=str(twin), model_kwargs=kw, size=64,
+            pretrain_stills(PretrainConfig(concepts=str(stills / "broden"), out=str(twin), model_kwargs=kw, size=a.size,
                                            epochs=a.pretrain_epochs, categories=PRETRAIN_CATEGORIES,
                                            progress=False))
         secs["twin"] = time.time() - t0
     run = out / a.name
     t0 = time.time()
     res = train(TrainConfig(data=str(world), out=str(run), model="i3d_r18", model_kwargs=kw, loss=a.loss,
-                            frames=8, size=64, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=0,
+                            frames=8, size=a.size, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=0,
                             inflate_from=str(twin) if twin else None, progress=False))
     secs["train"] = time.time() - t0
     t0 = time.time()
