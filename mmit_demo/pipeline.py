@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
                  cam_clips=3, synth=dict(DEMO_WORLD, classes=DEMO_CLASSES[:5], actor_size=0.2, clutter=0.0,
                                          noise=2.0, camera_shake=0.0, occlusion=0.0, tail_exponent=1.0)),
     # the README's default: the whole first run in under 15 minutes on 2 cores
-    "default": dict(train_clips=1200, val_clips=300, images=800, action_frames=240, epochs=6, width=8,
+    "default": dict(train_clips=1200, val_clips=300, images=800, action_frames=240, epochs=5, width=8,
                     audio_width=0.5, cam_clips=8, stills=1200, pretrain_epochs=15, synth=DEMO_WORLD),
     # the full 30-class world of `mmit-synth`'s defaults, for a GPU or a patient CPU
     "large": dict(train_clips=2000, val_clips=500, images=1000, action_frames=300, epochs=12, width=16,
