@@ -4,7 +4,7 @@ run and `mmit-analyze localisation`, with one thing changed (model kwargs, world
     python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--size PX] [--scratch]
 
 Worlds and twins are cached under OUT by what they depend on, so probes that change only the
-training reuse them. Prints (and writes to OUT/NAME/probe.json) the validation metrics of the best
+training reuse them; decoded clips too (OUT/clip-cache, same weights as decoding each epoch). Prints (and writes to OUT/NAME/probe.json) the validation metrics of the best
 checkpoint, the localisation summary and the seconds each step took; docs/synth.md keeps the table.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     t0 = time.time()
     res = train(TrainConfig(data=str(world), out=str(run), model="i3d_r18", model_kwargs=kw, loss=a.loss,
                             frames=8, size=a.size, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=0,
-                            inflate_from=str(twin) if twin else None, progress=False))
+                            inflate_from=str(twin) if twin else None, clip_cache=str(out / "clip-cache"), progress=False))
     secs["train"] = time.time() - t0
     t0 = time.time()
     loc = run_localisation(run, world=world)
