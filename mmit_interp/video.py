@@ -85,12 +85,7 @@ def decode_frames(path: str | Path, n_samples: int, size: int | tuple[int, int] 
                 want = sample_indices(n_read, n_samples, rng)
                 frames, _ = _read_wanted(cap, want)
         else:
-            every = []
-            while True:
-                ok, f = cap.read()
-                if not ok:
-                    break
-                every.append(f)
+            every = _read_all(cap)
             if every:
                 want = sample_indices(len(every), n_samples, rng)
                 frames = [every[i] for i in want]
@@ -110,12 +105,7 @@ def decode_all_frames(path: str | Path, size: int | tuple[int, int] | None = Non
         if not cap.isOpened():
             raise ClipDecodeError(f"{path}: OpenCV cannot open it")
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        frames = []
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            frames.append(_prep(f, size))
+        frames = [_prep(f, size) for f in _read_all(cap)]
     finally:
         cap.release()
     if not frames:
@@ -148,6 +138,16 @@ def frame_times(path: str | Path) -> Iterator[float]:
             yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
     finally:
         cap.release()
+
+
+def _read_all(cap: "cv2.VideoCapture") -> list[np.ndarray]:
+    """Every frame left in the capture, BGR, in order."""
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return frames
+        frames.append(f)
 
 
 def _read_wanted(cap: "cv2.VideoCapture", want: np.ndarray) -> tuple[list[np.ndarray], int]:
