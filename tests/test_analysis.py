@@ -13,7 +13,7 @@ from torch import nn
 
 from mmit_interp.analysis.ablation import ablated_logits, ablation_sweep, cache_features, keep_mask, summarise
 from mmit_interp.boxes import box_mask
-from mmit_interp.explain.localisation import aggregate, energy, method_maps, ownership, pointing
+from mmit_interp.explain.localisation import aggregate, energy, method_maps, ownership, pointing, pointing_other
 from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
 from mmit_interp.analysis.relations import concept_path, relation_tables
@@ -174,6 +174,12 @@ def test_localisation_scores():
     plateau = np.zeros((8, 8))
     plateau[:, 3:8] = 1.0  # tied maxima: the first in raster order (column 3) is in the box, their centre is not
     assert pointing(plateau, mask) == 0.0 and pointing(plateau[:, ::-1].copy(), mask) == 1.0
+    other = np.zeros((8, 8), bool)
+    other[4:, 4:] = True  # another action's box, bottom right
+    assert pointing_other(heat, mask, other) == 0.0  # the peak (2, 1) is in its own box
+    assert pointing_other(heat[::-1, ::-1].copy(), mask, other) == 1.0  # peak (5, 6): the other actor
+    assert pointing_other(heat[:, ::-1].copy(), mask, other) == 0.0  # peak (2, 6): background
+    assert pointing_other(heat, mask, mask) == 0.0 and pointing_other(np.zeros((8, 8)), mask, other) == 0.0
     maps = torch.zeros(2, 1, 8, 8)
     maps[0, 0, :, :4], maps[1, 0, :, 4:] = 1.0, 1.0
     mm = method_maps(maps, torch.tensor([3, 4]), delta=0.05, sigma=1.1)

@@ -10,7 +10,9 @@ one map per sampled frame under three methods:
 Scores per (class, frame) where the class has a box: *pointing* = 1 if the map's maximum lies in a
 box of that class (tied maxima: the one nearest their centroid; a map that is 0 everywhere misses), *energy* =
 share of the map's sum inside the boxes (0 for an all-zero map); *chance* = the boxes' share of the
-frame (the pointing score of a uniformly random point). Boxes are scaled from the video's pixel
+frame (the pointing score of a uniformly random point); in frames with two or more boxed actions,
+*pointing_other* = 1 if the maximum lies in another of those actions' boxes and not its own (a miss
+that confuses actors; the other misses land on the background). Boxes are scaled from the video's pixel
 grid to the model's input grid (frames are resized without crop); which pixels a box covers is
 `boxes.box_mask`'s rule.
 *Which action is where* (frames where two or more scored classes have boxes; `cam_max` and `mcam`,
@@ -89,17 +91,30 @@ def boxes_from_csv(path: str | Path, videos_root: str | Path | None = None) -> l
     return list(clips.values())
 
 
-def pointing(heat: np.ndarray, mask: np.ndarray, tie: float = 1e-6) -> float:
-    """1.0 if the map's maximum lies in the mask, else 0.0; an all-zero map misses.
+def peak(heat: np.ndarray, tie: float = 1e-6) -> tuple[int, int] | None:
+    """The map's maximum `(y, x)`, None for an all-zero map.
 
     Values within `tie` of the maximum are tied (bilinear upsampling makes each border cell a flat
     plateau); the tied pixel nearest their centroid is the point, so no raster-order bias favours
     maps whose plateau edge happens to face the box."""
     if not heat.any():
-        return 0.0
+        return None
     ys, xs = np.nonzero(heat >= heat.max() - tie)
     k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-    return float(mask[ys[k], xs[k]])
+    return int(ys[k]), int(xs[k])
+
+
+def pointing(heat: np.ndarray, mask: np.ndarray, tie: float = 1e-6) -> float:
+    """1.0 if the map's maximum (`peak`) lies in the mask, else 0.0; an all-zero map misses."""
+    p = peak(heat, tie)
+    return 0.0 if p is None else float(mask[p])
+
+
+def pointing_other(heat: np.ndarray, own: np.ndarray, others: np.ndarray, tie: float = 1e-6) -> float:
+    """1.0 if the map's maximum lies in another action's box (`others`) and not in its own (`own`):
+    a miss that confuses actors, as opposed to one that lands on the background."""
+    p = peak(heat, tie)
+    return 0.0 if p is None else float(others[p] and not own[p])
 
 
 def energy(heat: np.ndarray, mask: np.ndarray) -> float:
@@ -169,13 +184,18 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, owners=owners)
     out = []
     for t in range(masks.shape[1]):
+        several = present[:, t].sum() >= 2
         for j, c in enumerate(classes):
             if not present[j, t]:
                 continue
+            others = np.delete(masks[:, t], j, axis=0).any(0)
             for meth, mm in maps.items():
-                out.append({"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j, t]),
-                            "energy": energy(mm[j, t], masks[j, t]), "chance": float(masks[j, t].mean())})
-        if present[:, t].sum() < 2:  # ownership needs two actions in the frame
+                r = {"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j, t]),
+                     "energy": energy(mm[j, t], masks[j, t]), "chance": float(masks[j, t].mean())}
+                if several:
+                    r["pointing_other"] = pointing_other(mm[j, t], masks[j, t], others)
+                out.append(r)
+        if not several:  # ownership needs two actions in the frame
             continue
         for meth, own in owners.items():
             for j, acc, cov in ownership(own[t], masks[:, t]):
@@ -185,7 +205,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     return out
 
 
-SCORES = ("pointing", "energy", "ownership", "coverage")
+SCORES = ("pointing", "pointing_other", "energy", "ownership", "coverage")
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
