@@ -156,9 +156,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
         key = {k: v for k, v in asdict(tc).items() if k not in RUNTIME_FIELDS}
 
         def fn() -> dict:
-            resume = (run / "checkpoints" / "last.pt").is_file() and _same_config(run, tc)
-            if not resume and run.exists():
-                shutil.rmtree(run)
+            resume = p.claim(run) and (run / "checkpoints" / "last.pt").is_file()
             res = train(tc, resume=resume)
             return {"metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"}, "run": str(run),
                     "resumed": resume}
@@ -426,15 +424,6 @@ def write_report(out: Path, p: Pipeline) -> dict:
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "experiments.md").write_text("\n".join(lines) + "\n")
     return {"file": str(out / "report" / "experiments.md")}
-
-
-def _same_config(run: Path, tc) -> bool:
-    """Whether an interrupted run dir was started with this very config (so it can resume)."""
-    f = run / "config.json"
-    if not f.is_file():
-        return False
-    saved = json.loads(f.read_text())
-    return all(saved.get(k) == v for k, v in asdict(tc).items() if k not in RUNTIME_FIELDS)
 
 
 def table1(out: Path, runs: Path) -> dict:
