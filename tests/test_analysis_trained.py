@@ -43,8 +43,12 @@ def test_mcam_pointing_at_least_max_of_cams(localisation):
     this tiny world's model gives ownership 0.63 vs chance 0.50 and pointing 0.43 (max-of-CAMs) vs
     0.41 (mCAM); on the demo world 12 frame-wide-field probes stay at ownership 0.40-0.48 and the
     bounded-window models the demo now trains (docs/synth.md, "Localisation probes") reach 0.54-0.58
-    (chance 0.41), while RISE on the same tiny model reaches ownership 0.70 (docs/analysis.md,
-    "Explanations, measured"). mCAM's
+    (chance 0.41; the showcase 0.561, the same recipe at 30 epochs 0.599), while RISE on the same
+    tiny model reaches ownership 0.70 (docs/analysis.md, "Explanations, measured"). Why the maps do
+    not separate the actors (docs/synth.md, "Where the maps miss"): the late layers integrate a fixed
+    window over the whole clip, so a class map marks the action's path, not the actor's place in each
+    frame (on the showcase the own CAM's maximum lies on another actor in 0.165 of the multi-action
+    frames and on the background in 0.345, two thirds of that on the actor's own path). mCAM's
     suppression only withholds pixels (coverage < 1) and cannot create the missing contrast, so it is
     level with max-of-CAMs on ownership and within 0.05 on pointing; both stay clearly above chance.
     """
