@@ -145,7 +145,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
                        "categories": PRETRAIN_CATEGORIES}, pretrain,
           deps=("stills",))
 
-    def train_stage(name: str, deps: tuple[str, ...] = (), **over) -> None:
+    def train_stage(name: str, deps: tuple[str, ...] = (), code: dict | None = None, **over) -> None:
         from train.loop import TrainConfig, train
 
         run = runs / name
@@ -153,7 +153,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
                          epochs=cfg.epochs, workers=cfg.workers, seed=cfg.seed, device=cfg.device,
                          progress=cfg.progress, lr=3e-3, warmup_epochs=0.2, clip_cache=str(out / "cache" / "clips"),
                          **over)
-        key = {k: v for k, v in asdict(tc).items() if k not in RUNTIME_FIELDS}
+        key = {k: v for k, v in asdict(tc).items() if k not in RUNTIME_FIELDS} | (code or {})  # code: model revisions
 
         def fn() -> dict:
             resume = p.claim(run) and (run / "checkpoints" / "last.pt").is_file()
@@ -167,6 +167,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
         train_stage(loss, model="i3d_r18", model_kwargs=visual_kwargs(cfg), loss=loss, inflate_from=str(still2d),
                     deps=("pretrain",))
     from mmit_interp.checkpoint import file_sha256
+    from mmit_interp.models.fusion import FusionNet
 
     from .showcase import CHECKPOINT, applies, install_showcase
 
@@ -188,7 +189,7 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
                      "audio": "soundnet", "audio_kwargs": {"width_mult": cfg.audio_width}}
         train_stage("fusion", model="fusion", model_kwargs=fusion_kw, loss="wlsep",
                     init_visual=str(runs / main), init_audio=str(runs / "audio"), freeze_trunks=True,
-                    deps=("main", _stage(main), "train-audio"))
+                    deps=("main", _stage(main), "train-audio"), code={"fusion_head": FusionNet.head_version})
 
     trained = tuple(r for r in p.results if r.startswith("train-") or r == "showcase")
     p.run("table1", {"runs": sorted(trained)}, lambda: table1(out, runs), deps=trained)

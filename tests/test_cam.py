@@ -1,6 +1,8 @@
 """CAM: single-pass CAM of all classes = classic per-class CAM = Grad-CAM up to normalisation."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -111,6 +113,31 @@ def test_fusion_visual_cam_is_exact_linear_split():
     c = res.classes[0, 0]
     assert torch.allclose(res.raw[0, 0].mean() + a_part[c, 0] + f.fc.bias[c], res.logits[0, c], atol=1e-4)
     assert fv.shape[1] == f.visual_dim
+
+
+def test_fusion_over_an_lse_trunk_pools_its_class_maps_as_the_trunk_does():
+    """Fusing must not average maps the visual trunk was trained to pool by log-sum-exp: the visual term
+    is the trunk's own pooling of the CAMs, and `pool_weights` decomposes it exactly."""
+    torch.manual_seed(5)
+    kw = {"width": 8, "layer4_stride": 1, "head_r": 5.0}
+    f = _randomise_bn(build_model("fusion", 5, visual_kwargs=kw, audio_kwargs={"width_mult": 0.0625}))
+    x, a = torch.randn(2, 3, 4, 32, 32), torch.randn(2, 1, 22050)
+    mask = torch.tensor([1.0, 0.0])
+    res = cam_for(f)(x, audio=a, audio_mask=mask, top_k=2)
+    with torch.no_grad():
+        vis, aud = f.terms(x, a, mask)
+    assert torch.allclose(vis + aud + f.fc.bias, f(x, a, mask), atol=1e-5)
+    assert torch.all(aud[1] == 0)
+    raw = res.raw[0, 0].flatten()  # the CAM of the top class of clip 0 on the last map
+    c = res.classes[0, 0]
+    lse = (torch.logsumexp(5.0 * raw, 0) - math.log(raw.numel())) / 5.0
+    assert torch.allclose(lse + aud[0, c] + f.fc.bias[c], res.logits[0, c], atol=1e-4)
+    assert not torch.allclose(raw.mean() + aud[0, c] + f.fc.bias[c], res.logits[0, c], atol=1e-3)
+    fv = f.visual.forward_features(x).detach()
+    w = f.pool_weights(fv, int(c))[0].detach()
+    pooled = (fv[0].flatten(1) * w).sum(1)
+    concentration = float(-(w * w.log()).sum() - math.log(w.numel())) / 5.0
+    assert torch.allclose(f.fc.weight[c, : f.visual_dim] @ pooled + concentration, vis[0, c], atol=1e-4)
 
 
 def test_cam_for_refuses_headless_without_layer():

@@ -194,6 +194,12 @@ def test_shapley_split_adds_up_and_is_exact_on_logits(fusion):
     wv = fusion.fc.weight[:, : fusion.visual_dim]
     assert torch.allclose(sp["video"], fusion.visual.pool(fusion.visual.forward_features(x)) @ wv.T, atol=1e-4)
     assert torch.all(sp["audio"][1] == 0)  # no sound track: nothing to attribute to audio
+    lse = build_model("fusion", 5, visual_kwargs={"width": 8, "layer4_stride": 1, "head_r": 5.0},
+                      audio_kwargs={"width_mult": 0.0625}).eval()
+    sp = shapley_split(lse, x, a, mask, score="logit")
+    with torch.no_grad():
+        vis = lse.visual_term(lse.visual.forward_features(x))
+    assert torch.allclose(sp["video"], vis, atol=1e-5) and torch.allclose(sp["full"], lse(x, a, mask), atol=1e-5)
 
 
 def test_audio_cam_mean_is_the_audio_part_of_the_logit(fusion):

@@ -1,12 +1,14 @@
 """Modality attribution of audio-visual fusion models: exact Shapley split and an audio CAM over time.
 
 *Shapley split.* A modality is removed the way the model removes sound from a clip without a sound
-track: its pooled features are zeroed before the head (`FusionNet`: `audio_mask` 0). With the four
-head evaluations v(both), v(video only), v(audio only), v(none), the exact two-player Shapley values
-are `phi_video = ((v(V) - v(0)) + (v(VA) - v(A))) / 2`, `phi_audio` likewise, and
+track: its term of the logits is zeroed (`FusionNet`: `audio_mask` 0 zeroes the audio features;
+zero visual features give a zero visual term under either pooling). With the four head evaluations
+v(both), v(video only), v(audio only), v(none), the exact two-player Shapley values are
+`phi_video = ((v(V) - v(0)) + (v(VA) - v(A))) / 2`, `phi_audio` likewise, and
 `phi_video + phi_audio = v(VA) - v(0)`: each action's score change from the empty baseline (bias
-only) split between the two. On logits the head is linear and `phi_video = W_v . GAP(F_v)` exactly;
-on sigmoid scores the interaction is shared equally.
+only) split between the two. On logits the head is additive and `phi_video` is exactly the visual
+term (`W_v . GAP(F_v)` for a GAP trunk, the log-sum-exp of its class maps for an LSE one); on
+sigmoid scores the interaction is shared equally.
 
 *Audio CAM.* The audio trunk's temporal features `F_a (K_a, L')` through the head's audio slice,
 `W_a[c] . F_a(t)`: their mean over time is the audio part of the logit (the pooling is a mean). It is
@@ -29,12 +31,10 @@ def shapley_split(model: nn.Module, video: torch.Tensor, audio: torch.Tensor,
     if score not in SCORES:
         raise ValueError(f"score {score!r}: choose one of {', '.join(SCORES)}")
     with torch.no_grad():
-        pooled = model.pooled(video, audio, audio_mask)
-        kv = model.visual_dim
-        keep_v = torch.zeros(pooled.shape[1], dtype=pooled.dtype)
-        keep_v[:kv] = 1
-        f = (lambda z: torch.sigmoid(model.fc(z))) if score == "prob" else model.fc
-        both, v_only, a_only, none = (f(pooled * w) for w in (1.0, keep_v, 1 - keep_v, 0.0))
+        vis, aud = model.terms(video, audio, audio_mask)
+        b = model.fc.bias.expand_as(vis)
+        f = torch.sigmoid if score == "prob" else (lambda z: z)
+        both, v_only, a_only, none = (f(b + kv * vis + ka * aud) for kv, ka in ((1, 1), (1, 0), (0, 1), (0, 0)))
     return {"video": ((v_only - none) + (both - a_only)) / 2, "audio": ((a_only - none) + (both - v_only)) / 2,
             "full": both, "empty": none}
 
