@@ -184,11 +184,15 @@ def test_localisation_scores():
     maps[0, 0, :, :4], maps[1, 0, :, 4:] = 1.0, 1.0
     mm = method_maps(maps, torch.tensor([3, 4]), delta=0.05, sigma=1.1)
     assert mm["cam_max"][0, 0, :, :4].all() and not mm["cam_max"][0, 0, :, 4:].any()
-    recs = [{"method": "cam", "class_idx": 3, "frame": 0, "pointing": 1.0, "energy": 0.5, "chance": 0.25},
-            {"method": "cam", "class_idx": 3, "frame": 1, "pointing": 0.0, "energy": 0.3, "chance": 0.25}]
+    recs = [{"method": "cam", "class_idx": 3, "frame": 0, "pointing": 1.0, "energy": 0.5, "chance": 0.25,
+             "pointing_path": 1.0, "chance_path": 0.5},
+            {"method": "cam", "class_idx": 3, "frame": 1, "pointing": 0.0, "energy": 0.3, "chance": 0.25,
+             "pointing_path": 1.0, "chance_path": 0.3}]
     rows = {(r["method"], r["score"], r["class_idx"], r["frame"]): r for r in aggregate(recs)}
     assert rows[("cam", "pointing", 3, -1)]["value"] == 0.5 and rows[("cam", "energy", -1, 1)]["value"] == 0.3
     assert rows[("chance", "pointing", -1, -1)]["value"] == 0.25 and rows[("cam", "pointing", -1, -1)]["n"] == 2
+    assert rows[("cam", "pointing_path", -1, -1)]["value"] == 1.0
+    assert rows[("chance", "pointing_path", -1, -1)]["value"] == pytest.approx(0.4)
 
 
 def test_ownership_scores_which_action_is_where():

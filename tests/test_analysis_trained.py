@@ -33,6 +33,9 @@ def test_cam_pointing_clearly_above_chance(localisation):
     s = localisation
     for method in ("cam", "cam_max", "mcam"):
         assert s[method]["pointing"] > s["chance"]["pointing"] + 0.15, method
+        # the box of a frame lies on the action's path, so a hit on the box is a hit on the path
+        assert s[method]["pointing_path"] >= s[method]["pointing"], method
+    assert s["chance"]["pointing_path"] > s["chance"]["pointing"]
 
 
 def test_mcam_pointing_at_least_max_of_cams(localisation):

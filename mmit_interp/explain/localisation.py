@@ -12,7 +12,10 @@ box of that class (tied maxima: the one nearest their centroid; a map that is 0 
 share of the map's sum inside the boxes (0 for an all-zero map); *chance* = the boxes' share of the
 frame (the pointing score of a uniformly random point); in frames with two or more boxed actions,
 *pointing_other* = 1 if the maximum lies in another of those actions' boxes and not its own (a miss
-that confuses actors; the other misses land on the background). Boxes are scaled from the video's pixel
+that confuses actors; the other misses land on the background). *pointing_path* = 1 if the maximum
+lies on the action's path, the union of its boxes over the clip's sampled frames (a map that marks
+where a trajectory's evidence lies, e.g. an orbit, rather than the actor's place in this frame, hits
+the path but not the box); its chance is the path's share of the frame. Boxes are scaled from the video's pixel
 grid to the model's input grid (frames are resized without crop); which pixels a box covers is
 `boxes.box_mask`'s rule.
 *Which action is where* (frames where two or more scored classes have boxes; `cam_max` and `mcam`,
@@ -171,7 +174,8 @@ def clip_inputs(model: torch.nn.Module, vocab, clip: ClipBoxes, transform) -> di
 
 def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
                sigma: float = 1.1, per: str = "clip") -> list[dict[str, Any]]:
-    """Records `{method, class_idx, frame, pointing, energy, chance}` for one clip's boxed classes, and
+    """Records `{method, class_idx, frame, pointing, pointing_path, energy, chance, chance_path}` for one
+    clip's boxed classes (`pointing_other` too in multi-action frames), and
     `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
     from .cam import cam_for
 
@@ -182,6 +186,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     res = cam_for(model)(inp["video"], classes=classes, **inp["extra"])
     owners: dict[str, np.ndarray] = {}
     maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, owners=owners)
+    paths = masks.any(1)  # (S, H, W): each action's boxes over the sampled frames
     out = []
     for t in range(masks.shape[1]):
         several = present[:, t].sum() >= 2
@@ -191,7 +196,8 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
             others = np.delete(masks[:, t], j, axis=0).any(0)
             for meth, mm in maps.items():
                 r = {"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j, t]),
-                     "energy": energy(mm[j, t], masks[j, t]), "chance": float(masks[j, t].mean())}
+                     "energy": energy(mm[j, t], masks[j, t]), "chance": float(masks[j, t].mean()),
+                     "pointing_path": pointing(mm[j, t], paths[j]), "chance_path": float(paths[j].mean())}
                 if several:
                     r["pointing_other"] = pointing_other(mm[j, t], masks[j, t], others)
                 out.append(r)
@@ -205,13 +211,13 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     return out
 
 
-SCORES = ("pointing", "pointing_other", "energy", "ownership", "coverage")
+SCORES = ("pointing", "pointing_other", "pointing_path", "energy", "ownership", "coverage")
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store rows `{method, score, class_idx, frame, value, n}`: means per class, per frame and overall
-    (-1 = all) of every score a record holds; chance is reported as its own method (`pointing` from
-    the `cam` records, `ownership` from the `cam_max` ones)."""
+    (-1 = all) of every score a record holds; chance is reported as its own method (`pointing` and
+    `pointing_path` from the `cam` records, `ownership` from the `cam_max` ones)."""
     acc: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
         for key_c, key_f in ((r["class_idx"], -1), (-1, r["frame"]), (-1, -1)):
@@ -220,6 +226,8 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     acc[(r["method"], sc, key_c, key_f)].append(r[sc])
             if r["method"] == METHODS[0] and "chance" in r:
                 acc[("chance", "pointing", key_c, key_f)].append(r["chance"])
+            if r["method"] == METHODS[0] and "chance_path" in r:
+                acc[("chance", "pointing_path", key_c, key_f)].append(r["chance_path"])
             if r["method"] == METHODS[1] and "chance_ownership" in r:
                 acc[("chance", "ownership", key_c, key_f)].append(r["chance_ownership"])
     return [{"method": m, "score": s, "class_idx": c, "frame": f, "value": float(np.mean(v)), "n": len(v)}
