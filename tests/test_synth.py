@@ -255,6 +255,28 @@ def test_texture_scale_sets_the_texture_period():
         SynthConfig(texture_scale=0)
 
 
+def test_marks_shade_the_actor_or_are_one_grey():
+    """`marks` "shade" draws a texture's marks in a shade of the actor's colour, so a marks detector is also
+    a colour detector; "grey" draws every actor's marks in one grey that no palette colour is near."""
+    from mmit_interp.synth.render import MARK_GREY, Sprite, draw_actor
+
+    def marks(colour: str, how: str) -> np.ndarray:
+        frame = np.zeros((64, 64, 3), np.float32)
+        owner = np.full((64, 64), -1, np.int8)
+        pattern = np.zeros((64, 64), bool)
+        sp = Sprite.still("square", COLOURS[colour], "dotted", 32.0, 32.0, 24.0, 1.0, 1.0, 0.0, marks=how)
+        draw_actor(frame, owner, pattern, 0, sp, 0)
+        assert pattern.sum() > 50 and (frame[(owner == 0) & ~pattern] == COLOURS[colour]).all()
+        return np.unique(frame[pattern], axis=0)
+
+    shades = {c: marks(c, "shade") for c in COLOURS}
+    assert all(len(v) == 1 for v in shades.values()) and len({tuple(v[0]) for v in shades.values()}) == len(COLOURS)
+    assert all((marks(c, "grey") == MARK_GREY).all() for c in COLOURS)
+    assert min(np.abs(np.asarray(c, np.float32) - MARK_GREY).max() for c in COLOURS.values()) >= 50
+    with pytest.raises(ValueError, match="marks"):
+        SynthConfig(marks="stripes")
+
+
 def test_concept_stills_show_actors_at_the_clips_scale():
     """Dissection's stills hold `still_actors` actors with radii in `still_scale` (default: one, at the clips'
     0.8-1.25 x actor_size), so each Broden concept covers a small share of the set's pixels: a unit's
@@ -285,8 +307,9 @@ def test_concept_stills_show_actors_at_the_clips_scale():
 def test_cli_sets_the_concept_stills(tmp_path, capsys):
     out = tmp_path / "w"
     args = [str(out), "--train-clips", "0", "--val-clips", "0", "--images", "6", "--action-frames", "0",
-            "--classes", "4", "--workers", "1", "--quiet", "--still-actors", "3", "--still-scale", "1.0", "1.8"]
+            "--classes", "4", "--workers", "1", "--quiet", "--still-actors", "3", "--still-scale", "1.0", "1.8", "--marks", "grey"]
     assert cli_main(args) == 0
-    assert json.loads((out / "world.json").read_text())["config"]["still_scale"] == [1.0, 1.8]
+    config = json.loads((out / "world.json").read_text())["config"]
+    assert config["still_scale"] == [1.0, 1.8] and config["marks"] == "grey"
     assert cli_main([str(tmp_path / "v"), "--still-actors", "0"]) == 2
     assert "still_actors" in capsys.readouterr().err

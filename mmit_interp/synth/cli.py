@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .world import CATALOGUE, SynthConfig
+from .world import CATALOGUE, MARKS, SynthConfig
 
 
 def _classes(value: str) -> tuple[str, ...] | None:
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of an occluding bar in a clip (default %(default)s)")
     g.add_argument("--texture-scale", type=float, default=d.texture_scale,
                    help="texture period relative to the default (dots, stripes, checks, waves; default %(default)s)")
+    g.add_argument("--marks", choices=MARKS, default=d.marks,
+                   help="texture marks in a shade of the actor's colour, or one grey on every actor "
+                   "(default %(default)s)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="concept image side (default %(default)s)")
     p.add_argument("--still-actors", type=int, default=d.still_actors,
                    help="concept images hold 1..N actors (default %(default)s)")
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             missing_rate=args.missing_rate, tail_exponent=args.tail_exponent, bias_strength=args.bias_strength,
             bias_leak=args.bias_leak, shape_affinity=args.shape_affinity, actor_size=args.actor_size, clutter=args.clutter, noise=args.noise,
             camera_shake=args.camera_shake, occlusion=args.occlusion, texture_scale=args.texture_scale,
-            image_size=args.image_size, still_actors=args.still_actors, still_scale=tuple(args.still_scale),
+            marks=args.marks, image_size=args.image_size, still_actors=args.still_actors, still_scale=tuple(args.still_scale),
             seg_size=args.seg_size, workers=args.workers)
     except ValueError as e:
         print(f"mmit-synth: error: {e}", file=sys.stderr)

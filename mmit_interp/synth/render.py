@@ -61,8 +61,14 @@ def texture_pattern(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown texture {texture!r}")
 
 
-def shade(rgb: tuple[int, int, int]) -> np.ndarray:
-    """Colour of an actor's texture marks: a darker shade, or a lighter one for dark colours."""
+MARK_GREY = np.full(3, 128.0, np.float32)
+
+
+def mark_colour(rgb: tuple[int, int, int], marks: str = "shade") -> np.ndarray:
+    """Colour of an actor's texture marks: for "shade" a darker shade of its colour (a lighter one for dark
+    colours), for "grey" one mid grey whatever the colour (no palette colour is near it)."""
+    if marks == "grey":
+        return MARK_GREY
     c = np.asarray(rgb, np.float32)
     return c * 0.35 if c.mean() > 70 else c * 0.5 + 110
 
@@ -83,6 +89,7 @@ class Sprite:
     alpha: np.ndarray
     bright: np.ndarray
     texture_scale: float = 1.0  # texture period in actor radii, relative to `texture_pattern`'s
+    marks: str = "shade"  # see `mark_colour`
 
     def __post_init__(self) -> None:
         """Compute every frame's vertices and integer bounds at once (vectorised over frames)."""
@@ -96,10 +103,11 @@ class Sprite:
 
     @classmethod
     def still(cls, shape: str, rgb: tuple[int, int, int], texture: str, cx: float, cy: float, r: float, sx: float,
-              sy: float, ang: float, texture_scale: float = 1.0) -> "Sprite":
+              sy: float, ang: float, texture_scale: float = 1.0, marks: str = "shade") -> "Sprite":
         """A one-frame sprite (concept images)."""
         one = np.ones(1)
-        return cls(shape, rgb, texture, cx * one, cy * one, r, sx * one, sy * one, ang * one, one, one, texture_scale)
+        return cls(shape, rgb, texture, cx * one, cy * one, r, sx * one, sy * one, ang * one, one, one, texture_scale,
+                   marks)
 
 
 def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | None, idx: int, sp: Sprite,
@@ -131,7 +139,7 @@ def draw_actor(frame: np.ndarray, owner: np.ndarray, pattern_out: np.ndarray | N
         dy = (np.arange(y0, y1, dtype=np.float32) - cy)[:, None]
         k = sp.r * sp.texture_scale
         pat = texture_pattern(sp.texture, (ca * dx + sa * dy) / (k * sp.sx[f]), (-sa * dx + ca * dy) / (k * sp.sy[f]))
-        col = (np.where(pat[..., None], shade(sp.rgb), rgb) * bright)[m]
+        col = (np.where(pat[..., None], mark_colour(sp.rgb, sp.marks), rgb) * bright)[m]
     patch[m] = col if alpha >= 1.0 else alpha * col + (1.0 - alpha) * patch[m]
     if alpha >= 0.3:
         owner[y0:y1, x0:x1][m] = idx
@@ -381,7 +389,8 @@ def render_clip(spec: ClipSpec, config: SynthConfig) -> RenderedClip:
         occluder = (vertical, int(at - width / 2), int(at + width / 2), np.array([100, 100, 85]) + rng.uniform(-8, 8, 3))
 
     sprites = [Sprite(a.shape, COLOURS[a.colour], a.texture, m.cx - shake[:, 0], m.cy - shake[:, 1], r, m.sx, m.sy,
-                      m.ang, m.alpha, m.bright, config.texture_scale) for a, m, r in zip(visible, motions, radii)]
+                      m.ang, m.alpha, m.bright, config.texture_scale, config.marks)
+               for a, m, r in zip(visible, motions, radii)]
     frames = np.empty((n_t, s, s, 3), np.float32)
     owners = np.full((n_t, s, s), -1, np.int8)
     patterns = np.zeros((n_t, s, s), bool)
@@ -438,7 +447,8 @@ def render_still(rng: np.random.Generator, config: SynthConfig) -> Still:
         look = (str(rng.choice(SHAPES)), str(colours.pop()), str(rng.choice(TEXTURES)))
         r = config.actor_size * s * rng.uniform(*config.still_scale)
         sp = Sprite.still(look[0], COLOURS[look[1]], look[2], rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s,
-                          r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3), config.texture_scale)
+                          r, rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0, 6.3),
+                          config.texture_scale, config.marks)
         draw_actor(img, owner, pattern, i, sp, 0)
         actors.append(look)
     if config.noise > 0:

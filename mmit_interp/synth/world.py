@@ -74,6 +74,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
     "brown": (120, 65, 25),
 }
+# How texture marks are coloured: a darker (or, on dark actors, lighter) "shade" of the actor's colour,
+# or one mid "grey" on every actor, so that a texture detector needs no colour (docs/synth.md)
+MARKS: tuple[str, ...] = ("shade", "grey")
 SCENES: tuple[str, ...] = ("sky", "meadow", "desert", "night", "room", "ocean")
 
 
@@ -106,6 +109,7 @@ class SynthConfig:
     camera_shake: float = 1.0
     occlusion: float = 0.3
     texture_scale: float = 1.0
+    marks: str = "shade"  # texture marks' colour: "shade" of the actor's colour, or one "grey" for all (MARKS)
     image_size: int = 64
     seg_size: int = 32
     snippet_frames: int = 8
@@ -133,6 +137,8 @@ class SynthConfig:
             raise ValueError("shape_affinity must lie in [0, 1]")
         if not self.texture_scale > 0:
             raise ValueError("texture_scale must be > 0")
+        if self.marks not in MARKS:
+            raise ValueError(f"marks must be one of {MARKS}")
         if not 0.0 <= self.bias_strength <= 1.0 or not 0.0 <= self.bias_leak <= 1.0:
             raise ValueError("bias_strength and bias_leak must lie in [0, 1]")
         if self.bias_texture not in TEXTURES:
