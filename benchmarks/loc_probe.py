@@ -1,7 +1,7 @@
 """One localisation probe of issue 12: a demo-sized world, the visual model's 2-D twin, a training
 run and `mmit-analyze localisation`, with one thing changed (model kwargs, world knobs, epochs).
 
-    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--size PX] [--scratch]
+    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--seed S] [--size PX] [--scratch]
 
 Worlds and twins are cached under OUT by what they depend on, so probes that change only the
 training reuse them; decoded clips too (OUT/clip-cache, same weights as decoding each epoch). Prints (and writes to OUT/NAME/probe.json) the validation metrics of the best
@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--kwargs", default="{}", help="i3d_r18 keyword arguments on top of the demo's")
     p.add_argument("--synth", default="{}", help="SynthConfig fields on top of the demo world's")
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0, help="training seed (the world and the twin keep theirs)")
     p.add_argument("--loss", default="bce")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--size", type=int, default=64, help="frame side the model sees (the world's `size` is set by --synth)")
@@ -67,14 +68,14 @@ def main() -> None:
     run = out / a.name
     t0 = time.time()
     res = train(TrainConfig(data=str(world), out=str(run), model="i3d_r18", model_kwargs=kw, loss=a.loss,
-                            frames=8, size=a.size, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=0,
+                            frames=8, size=a.size, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=a.seed,
                             inflate_from=str(twin) if twin else None, clip_cache=str(out / "clip-cache"), progress=False))
     secs["train"] = time.time() - t0
     t0 = time.time()
     loc = run_localisation(run, world=world)
     secs["localisation"] = time.time() - t0
     summary = loc["summary"]
-    r = {"name": a.name, "kwargs": kw, "synth": json.loads(a.synth), "epochs": a.epochs, "loss": a.loss,
+    r = {"name": a.name, "kwargs": kw, "synth": json.loads(a.synth), "epochs": a.epochs, "seed": a.seed, "loss": a.loss,
          "twin": bool(twin), "metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"},
          "localisation": summary, "seconds": secs}
     (run / "probe.json").write_text(json.dumps(r, indent=1))
