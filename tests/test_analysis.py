@@ -195,6 +195,32 @@ def test_localisation_scores():
     assert rows[("chance", "pointing_path", -1, -1)]["value"] == pytest.approx(0.4)
 
 
+def test_localisation_scores_a_lagging_map_against_the_neighbouring_frames(monkeypatch):
+    """A map that shows each frame where its actor was one sampled frame earlier points at the previous
+    frame's box (`pointing_prev` 1), not at its own (`pointing` 0) nor the next one's."""
+    from types import SimpleNamespace
+
+    import mmit_interp.explain.cam as cam_mod
+    import mmit_interp.explain.localisation as loc
+
+    T = 4
+    masks = np.zeros((1, T, 8, 8), bool)
+    for t in range(T):
+        masks[0, t, 2 * t:2 * t + 2, 2 * t:2 * t + 2] = True  # the actor moves down the diagonal
+    maps = torch.zeros(1, 1, T, 8, 8)
+    for t in range(1, T):
+        maps[0, 0, t, 2 * t - 1, 2 * t - 1] = 1.0  # peak in the previous frame's box
+    maps[0, 0, 0, 7, 0] = 1.0
+    monkeypatch.setattr(loc, "clip_inputs", lambda *a: {"video": None, "extra": {}, "actions": ["a"], "classes": [0],
+                                                        "masks": masks, "present": np.ones((1, T), bool)})
+    monkeypatch.setattr(cam_mod, "cam_for", lambda model: lambda video, classes: SimpleNamespace(
+        maps=maps, classes=torch.tensor([classes])))
+    recs = [r for r in loc.score_clip(None, ["a"], None, None) if r["method"] == "cam"]
+    assert [r["pointing"] for r in recs] == [0.0] * T
+    assert [r.get("pointing_prev") for r in recs] == [None, 1.0, 1.0, 1.0]
+    assert [r.get("pointing_next") for r in recs] == [0.0, 0.0, 0.0, None]
+
+
 def test_ownership_scores_which_action_is_where():
     masks = np.zeros((2, 4, 4), bool)
     masks[0, :, :3], masks[1, :, 2:] = True, True  # column 2 is in both boxes: not scored

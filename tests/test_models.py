@@ -130,3 +130,25 @@ def test_spatial_kernels_bound_the_receptive_field():
     assert not reach(spatial_kernels=(3, 3, 1, 1))
     m = build_model("i3d_r18", 3, width=4, spatial_kernels=(3, 3, 1, 1), temporal_kernels=(3, 1, 1, 3))
     assert m.layer3[0].conv1.kernel_size == (1, 1, 1) and m.layer4[1].conv2.kernel_size == (3, 1, 1)
+
+
+@torch.no_grad()
+def test_time_symmetric_trunk_commutes_with_reversing_the_clip():
+    """`time_symmetric`: every temporal kernel is applied symmetrised, so the features of a reversed clip
+    are the reversed features (no map can lag its actor) and the logits do not change; the state dict
+    is a plain model's, so weights load across the two."""
+    torch.manual_seed(0)
+    kw = dict(width=4, layer4_stride=1, head_r=5.0)
+    m = build_model("i3d_r18", 3, time_symmetric=True, **kw).eval()
+    for bn in m.modules():  # undo the zero-init of each block's last BN: every conv path counts
+        if isinstance(bn, torch.nn.BatchNorm3d):
+            torch.nn.init.ones_(bn.weight)
+    x = torch.randn(2, 3, 6, 32, 32)
+    f = m.forward_features(x)
+    assert torch.allclose(m.forward_features(x.flip(2)), f.flip(2), atol=1e-5)
+    assert torch.allclose(m(x.flip(2)), m(x), atol=1e-5)
+    plain = build_model("i3d_r18", 3, **kw).eval()
+    plain.load_state_dict(m.state_dict())
+    assert not torch.allclose(plain.forward_features(x.flip(2)), plain.forward_features(x).flip(2), atol=1e-3)
+    assert all(type(c).__name__ == "TimeSymmetricConv3d" for c in m.modules()
+               if isinstance(c, torch.nn.Conv3d) and c.kernel_size[0] > 1)

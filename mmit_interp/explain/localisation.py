@@ -15,7 +15,10 @@ frame (the pointing score of a uniformly random point); in frames with two or mo
 that confuses actors; the other misses land on the background). *pointing_path* = 1 if the maximum
 lies on the action's path, the union of its boxes over the clip's sampled frames (a map that marks
 where a trajectory's evidence lies, e.g. an orbit, rather than the actor's place in this frame, hits
-the path but not the box); its chance is the path's share of the frame. Boxes are scaled from the video's pixel
+the path but not the box); its chance is the path's share of the frame. *pointing_prev* /
+*pointing_next* = 1 if the maximum lies in the action's box one sampled frame earlier / later (scored
+where the action has a box in both frames): a map that lags its actor scores pointing_prev above
+pointing. Boxes are scaled from the video's pixel
 grid to the model's input grid (frames are resized without crop); which pixels a box covers is
 `boxes.box_mask`'s rule.
 *Which action is where* (frames where two or more scored classes have boxes; `cam_max` and `mcam`,
@@ -175,7 +178,8 @@ def clip_inputs(model: torch.nn.Module, vocab, clip: ClipBoxes, transform) -> di
 def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
                sigma: float = 1.1, per: str = "clip") -> list[dict[str, Any]]:
     """Records `{method, class_idx, frame, pointing, pointing_path, energy, chance, chance_path}` for one
-    clip's boxed classes (`pointing_other` too in multi-action frames), and
+    clip's boxed classes (`pointing_prev` / `pointing_next` where the neighbouring sampled frame has its
+    box, `pointing_other` in multi-action frames), and
     `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
     from .cam import cam_for
 
@@ -198,6 +202,9 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
                 r = {"method": meth, "class_idx": c, "frame": t, "pointing": pointing(mm[j, t], masks[j, t]),
                      "energy": energy(mm[j, t], masks[j, t]), "chance": float(masks[j, t].mean()),
                      "pointing_path": pointing(mm[j, t], paths[j]), "chance_path": float(paths[j].mean())}
+                for key, u in (("pointing_prev", t - 1), ("pointing_next", t + 1)):
+                    if 0 <= u < masks.shape[1] and present[j, u]:
+                        r[key] = pointing(mm[j, t], masks[j, u])
                 if several:
                     r["pointing_other"] = pointing_other(mm[j, t], masks[j, t], others)
                 out.append(r)
@@ -211,7 +218,8 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     return out
 
 
-SCORES = ("pointing", "pointing_other", "pointing_path", "energy", "ownership", "coverage")
+SCORES = ("pointing", "pointing_other", "pointing_path", "pointing_prev", "pointing_next", "energy", "ownership",
+          "coverage")
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

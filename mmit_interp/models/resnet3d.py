@@ -22,8 +22,24 @@ from torch import nn
 from .base import ModelBase, gap_weights
 
 
+class TimeSymmetricConv3d(nn.Conv3d):
+    """A Conv3d whose kernel is the same read forwards and backwards in time (`w[t] = w[-t]`, stored as is,
+    applied symmetrised), so a stack of them commutes with reversing the clip: no map can systematically
+    lag or lead its actor. The state dict is a plain Conv3d's, so inflation and checkpoints are unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, 0.5 * (self.weight + self.weight.flip(2)), self.bias)
+
+
 def _conv(cin: int, cout: int, kt: int, ks: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Conv3d:
     return nn.Conv3d(cin, cout, (kt, ks, ks), stride=stride, padding=(kt // 2, ks // 2, ks // 2), bias=False)
+
+
+def _symmetrise_time(net: nn.Module) -> None:
+    """Turn every Conv3d of `net` with a temporal kernel > 1 into a `TimeSymmetricConv3d` in place."""
+    for m in net.modules():
+        if type(m) is nn.Conv3d and m.kernel_size[0] > 1:
+            m.__class__ = TimeSymmetricConv3d
 
 
 class BasicBlock3d(nn.Module):
@@ -238,17 +254,22 @@ def i3d_r50(*, num_classes: int, dropout: float = 0.0) -> VideoResNet:
 
 def i3d_r18(*, num_classes: int, width: int = 16, layer3_stride: int = 2, layer4_stride: int = 2,
             stem_pool: bool = True, spatial_kernels: Sequence[int] = (3, 3, 3, 3),
-            temporal_kernels: Sequence[int] = (3, 3, 3, 3), head_r: float = 0.0, dropout: float = 0.0) -> VideoResNet:
+            temporal_kernels: Sequence[int] = (3, 3, 3, 3), head_r: float = 0.0, time_symmetric: bool = False,
+            dropout: float = 0.0) -> VideoResNet:
     """Small ResNet-18-shaped I3D (basic blocks, no temporal striding after the stem).
 
     `layer4_stride=1` keeps a finer last map (e.g. 4x4 instead of 2x2 at 64x64 input);
     `spatial_kernels` / `temporal_kernels` give each stage's conv kernel in space and time: 1 in the
     late stages bounds what one position of the last map sees, so its CAM stays on one actor;
-    `head_r > 0` pools the class maps by log-sum-exp (see `GapLinearNet`).
+    `head_r > 0` pools the class maps by log-sum-exp (see `GapLinearNet`); `time_symmetric` makes
+    every temporal kernel symmetric in time (`TimeSymmetricConv3d`; docs/synth.md, "The maps lag").
     """
     layers = (2, 2, 2, 2)
-    return VideoResNet(BasicBlock3d, layers, _plan(layers, [[(k, k)] for k in temporal_kernels]),
+    net = VideoResNet(BasicBlock3d, layers, _plan(layers, [[(k, k)] for k in temporal_kernels]),
                        [(1, 1, 1), (1, 2, 2), (1, layer3_stride, layer3_stride), (1, layer4_stride, layer4_stride)],
                        num_classes=num_classes, width=width, stem_kernel=(3, 7, 7),
                        pool_kernel=(1, 3, 3) if stem_pool else None, spatial_kernels=spatial_kernels,
                        head_r=head_r, dropout=dropout)
+    if time_symmetric:
+        _symmetrise_time(net)
+    return net
