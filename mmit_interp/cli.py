@@ -18,6 +18,10 @@ def _ints(s: str) -> list[int]:
     return [int(v) for v in s.split(",") if v.strip()]
 
 
+def _fields(s: str) -> list[int | None]:
+    return [None if v.strip() == "clip" else int(v) for v in s.split(",") if v.strip()]
+
+
 def _class_list(s: str | None) -> list[int | str] | None:
     if not s:
         return None
@@ -93,9 +97,11 @@ def _cam(a: argparse.Namespace) -> int:
     return 0
 
 
-def _boxes_args(s: argparse.ArgumentParser) -> None:
-    """The run and where its boxes come from (a synthetic world or a CSV): the verbs scored against boxes."""
-    s.add_argument("--run", required=True)
+def _boxes_args(s: argparse.ArgumentParser, run: bool = True) -> None:
+    """The run (unless `run` is False) and where its boxes come from (a synthetic world or a CSV): the
+    verbs scored against boxes."""
+    if run:
+        s.add_argument("--run", required=True)
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--world", help="synthetic world folder (truth.jsonl)")
     g.add_argument("--boxes", help="CSV clip,frame,action,x1,y1,x2,y2")
@@ -154,6 +160,20 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--sigma", type=float, default=1.1)
     s.add_argument("--normalise", choices=("clip", "frame"), default="clip", help="min-max scale CAMs per clip or per frame")
     s.add_argument("--json", action="store_true", help="print the summary {method: {score: value}} as JSON")
+
+    s = sub.add_parser("ownership-ceiling", help="what exact maps of a given window and temporal field would "
+                       "score on the boxes (window oracles; no model)")
+    _boxes_args(s, run=False)
+    s.add_argument("--frames", type=int, default=8, help="sampled frames the model sees (8)")
+    s.add_argument("--size", type=int, default=64, help="frame side the model sees, in pixels (64)")
+    s.add_argument("--grid", type=int, default=8, help="last map's side (8)")
+    s.add_argument("--windows", type=_floats, default=[43.0],
+                   help="comma-separated window sides in pixels of --size (box, meets) or Gaussian sigmas (gauss)")
+    s.add_argument("--fields", type=_fields, default=[None],
+                   help="comma-separated temporal half-fields in sampled frames, or 'clip' (the whole clip)")
+    s.add_argument("--shape", choices=("box", "meets", "gauss"), default="box",
+                   help="box: count the actor's pixels in the window; meets: 1 if any; gauss: Gaussian-weighted")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     s = sub.add_parser("bias", help="planted-bias test: lure excess, concept paths to texture units, ablating them")
     s.add_argument("--run", required=True)
@@ -272,6 +292,23 @@ def _localisation(a: argparse.Namespace) -> int:
     return 0
 
 
+def _ownership_ceiling(a: argparse.Namespace) -> int:
+    from .explain.ceiling import run_ceiling
+
+    rows = run_ceiling(world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
+                       max_clips=a.max_clips, frames=a.frames, size=a.size, grid=a.grid, windows=a.windows,
+                       fields=a.fields, shape=a.shape)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"window oracles ({a.shape}), {a.grid}x{a.grid} map over {a.frames} frames of {a.size} px")
+    for r in rows:
+        field = "clip" if r["field"] is None else f"+-{r['field']}"
+        print(f"  window {r['window']:g}  field {field:5s}  pointing {_fmt(r['pointing'])}  ownership "
+              f"{_fmt(r['ownership'])}  (chance {_fmt(r['chance'])}, {r['n_ownership']} records)")
+    return 0
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
@@ -353,4 +390,5 @@ def _figures(a: argparse.Namespace) -> int:
 
 _VERBS = {"ablation": _ablation, "selectivity": _selectivity, "relations": _relations,
           "concept-path": _concept_path, "localisation": _localisation, "bias": _bias,
+          "ownership-ceiling": _ownership_ceiling,
           "explanations": _explanations, "motion": _motion, "figures": _figures}
