@@ -1,7 +1,8 @@
 """One localisation probe of issue 12: a demo-sized world, the visual model's 2-D twin, a training
 run and `mmit-analyze localisation`, with one thing changed (model kwargs, world knobs, epochs).
 
-    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--epochs N] [--seed S] [--size PX] [--scratch]
+    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--train JSON] [--epochs N] [--seed S]
+                                   [--size PX] [--scratch]
 
 Worlds and twins are cached under OUT by what they depend on, so probes that change only the
 training reuse them; decoded clips too (OUT/clip-cache, same weights as decoding each epoch). Prints (and writes to OUT/NAME/probe.json) the validation metrics of the best
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64, help="frame side the model sees (the world's `size` is set by --synth)")
     p.add_argument("--scratch", action="store_true", help="no still-image twin")
     p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--train", default="{}", help="other TrainConfig fields, e.g. '{\"map_separation\": 1.0}'")
     a = p.parse_args()
 
     from mmit_demo.pipeline import PRETRAIN_CATEGORIES, DemoConfig, demo_stills, demo_synth
@@ -69,13 +71,15 @@ def main() -> None:
     t0 = time.time()
     res = train(TrainConfig(data=str(world), out=str(run), model="i3d_r18", model_kwargs=kw, loss=a.loss,
                             frames=8, size=a.size, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=a.seed,
-                            inflate_from=str(twin) if twin else None, clip_cache=str(out / "clip-cache"), progress=False))
+                            inflate_from=str(twin) if twin else None, clip_cache=str(out / "clip-cache"), progress=False,
+                            **json.loads(a.train)))
     secs["train"] = time.time() - t0
     t0 = time.time()
     loc = run_localisation(run, world=world)
     secs["localisation"] = time.time() - t0
     summary = loc["summary"]
-    r = {"name": a.name, "kwargs": kw, "synth": json.loads(a.synth), "epochs": a.epochs, "seed": a.seed, "loss": a.loss,
+    r = {"name": a.name, "kwargs": kw, "synth": json.loads(a.synth), "train": json.loads(a.train), "epochs": a.epochs,
+         "seed": a.seed, "loss": a.loss,
          "twin": bool(twin), "metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"},
          "localisation": summary, "seconds": secs}
     (run / "probe.json").write_text(json.dumps(r, indent=1))

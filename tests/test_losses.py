@@ -221,3 +221,28 @@ def test_memory_is_linear_in_classes(name: str) -> None:
     loss = LOSSES[name](x, t)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_map_overlap_measures_where_co_occurring_classes_read() -> None:
+    from train.losses import map_overlap
+
+    same = torch.zeros(1, 3, 4)
+    same[0, :2, 1] = 5.0  # classes 0 and 1 peak at the same position
+    apart = torch.zeros(1, 3, 4)
+    apart[0, 0, 0] = apart[0, 1, 3] = 50.0  # at different positions, sharply
+    both = torch.tensor([[1.0, 1.0, 0.0]])
+    assert map_overlap(same, both, r=5.0).item() == pytest.approx(1.0)
+    assert map_overlap(apart, both, r=5.0).item() == pytest.approx(0.0, abs=1e-6)
+    three = torch.tensor([[1.0, 1.0, 1.0]])  # class 2 is flat: it overlaps both of the others partly
+    mixed = map_overlap(apart, three, r=5.0).item()
+    assert 0.0 < mixed < 1.0
+    maps = torch.randn(2, 3, 4, requires_grad=True)
+    single = map_overlap(maps, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), r=5.0)
+    single.backward()
+    assert single.item() == 0.0 and torch.count_nonzero(maps.grad) == 0  # no clip with two positives
+
+    far = torch.zeros(1, 2, 4)
+    far[0, 0, 0] = far[0, 1, 3] = 1e4  # every other position's weight underflows to 0: sqrt'(0) would be inf
+    far.requires_grad_(True)
+    map_overlap(far, torch.tensor([[1.0, 1.0]]), r=5.0).backward()
+    assert torch.isfinite(far.grad).all()

@@ -148,3 +148,20 @@ def test_distributed_two_processes_end_with_identical_weights(tiny_mmit, tmp_pat
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["world_size"] == 2
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_map_separation_trains_an_lse_head_and_is_refused_elsewhere(tiny_mmit, tmp_path):
+    """`map_separation` adds the overlap of co-occurring classes' pooling weights to the loss and logs its
+    epoch mean; it reads the LSE head's class maps, so a GAP head is refused before any training."""
+    from mmit_interp.vocab import Vocabulary
+    from train.loop import build
+
+    kw = {**SMALL, "model_kwargs": {"width": 8, "head_r": 5.0}}
+    train(TrainConfig(data=str(tiny_mmit), out=str(tmp_path / "sep"), epochs=2, map_separation=1.0, **kw))
+    lines = [json.loads(x) for x in (tmp_path / "sep" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 < x["map_overlap"] <= 1.0 for x in lines)  # 40 % of the tiny clips hold two actions
+    train(TrainConfig(data=str(tiny_mmit), out=str(tmp_path / "plain"), epochs=1, **kw))
+    assert "map_overlap" not in (tmp_path / "plain" / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="head_r"):
+        build(TrainConfig(data=str(tmp_path), out=str(tmp_path), model_kwargs={"width": 8}, map_separation=1.0),
+              Vocabulary(["a", "b"]))

@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
                    help="keep the default NCDHW layout for 3-D convs (NDHWC is ~1.5x faster on CPU)")
     p.add_argument("--clip-cache", metavar="DIR", help="keep decoded clips in DIR: each clip is decoded once for "
                    "all epochs and all runs sharing DIR (same results, faster when decoding is a large share)")
+    p.add_argument("--map-separation", type=float, default=0.0, metavar="W",
+                   help="add W x the overlap of co-occurring classes' pooling weights to the loss (LSE-head "
+                        "video ResNets; docs/training.md)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--evaluate", metavar="RUN", help="only evaluate RUN's best checkpoint (on --split of --data or its own data)")
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                           freeze_trunks=args.freeze_trunks, strict=args.strict, allow_missing=args.allow_missing,
                           max_train_clips=args.max_train_clips, max_val_clips=args.max_val_clips,
                           device=args.device, amp=not args.no_amp, channels_last=not args.no_channels_last,
-                          clip_cache=args.clip_cache, progress=not args.no_progress)
+                          clip_cache=args.clip_cache, map_separation=args.map_separation,
+                          progress=not args.no_progress)
     res = train(cfg, resume=args.resume)
     if res.metrics:
         print(f"{res.run_dir}: {summarize(res.metrics)}")

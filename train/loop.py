@@ -27,11 +27,12 @@ from mmit_interp.atomic import atomic_write_json
 from mmit_interp.checkpoint import load_model, load_state_checked, read_checkpoint, save_checkpoint
 from mmit_interp.clip_cache import ClipCache
 from mmit_interp.dataset import ClipDataset, ClipTransform, collate_clips
+from mmit_interp.hooks import capture_activations
 from mmit_interp.metrics import evaluate, label_prior_baseline
 from mmit_interp.models import VideoResNet, build_model, forward_batch, inflate_from_file, set_conv3d_format
 from mmit_interp.vocab import Vocabulary
 
-from .losses import LOSSES, compute_class_weights
+from .losses import LOSSES, compute_class_weights, map_overlap
 
 log = logging.getLogger("mmit.train")
 
@@ -70,6 +71,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True  # NDHWC for the 3-D convs: ~1.5x faster steps with oneDNN on CPU
     clip_cache: str | None = None  # folder of decoded clips shared by runs (mmit_interp.clip_cache); same results
+    map_separation: float = 0.0  # weight of losses.map_overlap (LSE-head video ResNets); 0 = off
     progress: bool = True
 
     def resolved_weights(self) -> str:
@@ -153,6 +155,9 @@ def build(cfg: TrainConfig, vocab: Vocabulary) -> nn.Module:
             ck = read_checkpoint(path)
             state = {k: v for k, v in ck["state_dict"].items() if not k.startswith("fc.")}
             load_state_checked(parts[part], state, source=path, expected=repr(ck["model"]["name"]))
+    if cfg.map_separation and not (isinstance(model, VideoResNet) and model.head_r > 0):
+        raise ValueError(f"map_separation needs a video ResNet with a log-sum-exp head (model_kwargs head_r > 0), "
+                         f"not {cfg.model!r} with {cfg.model_kwargs}")
     if cfg.freeze_trunks:
         if not parts:
             raise ValueError(f"--freeze-trunks needs a model made of trunks (fusion); {cfg.model!r} has none")
@@ -342,6 +347,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         wait = 0.0
         seen = skipped = 0
         loss_sum = torch.zeros((), device=device)
+        overlap_sum = torch.zeros((), device=device)
         n_steps = 0
         bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0 or not cfg.progress,
                    dynamic_ncols=True)
@@ -358,9 +364,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 bar.update(1)
                 continue
             b = _to(batch, device, cfg.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with capture_activations(model, ["layer4"] if cfg.map_separation else [], detach=False) as acts, \
+                    torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = forward_batch(net, b)
             loss = loss_fn(logits.float(), b["target"], w_dev)
+            if cfg.map_separation:
+                maps = torch.einsum("nkp,ck->ncp", acts["layer4"].float().flatten(2), model.fc.weight.float())
+                overlap = map_overlap(maps, b["target"], model.head_r)
+                overlap_sum += overlap.detach()
+                loss = loss + cfg.map_separation * overlap
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -378,7 +390,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             bar.update(1)
         bar.close()
         elapsed = time.perf_counter() - t0
-        epoch_stats = torch.tensor([loss_sum.item(), n_steps, seen, skipped, wait], dtype=torch.float64)
+        epoch_stats = torch.tensor([loss_sum.item(), n_steps, seen, skipped, wait, overlap_sum.item()],
+                                   dtype=torch.float64)
         if distributed:
             dist.all_reduce(epoch_stats)
             _average_buffers(model, world)
@@ -390,6 +403,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                       "clips_per_s": float(epoch_stats[2]) / elapsed, "data_wait_share": float(epoch_stats[4]) / world / elapsed,
                       "epoch_seconds": elapsed, "skipped_train": int(epoch_stats[3]), "skipped_val": vskip,
                       **{k: v for k, v in metrics.items() if k != "per_class_ap"}}
+            if cfg.map_separation:
+                record["map_overlap"] = float(epoch_stats[5] / max(1, epoch_stats[1]))
+                writer.add_scalar("train/map_overlap", record["map_overlap"], epoch + 1)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             for k in ("hit@1", "hit@5", "map_sample", "map_class", "map_micro"):

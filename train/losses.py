@@ -139,6 +139,21 @@ def wlsep_loss(
     return _batch_mean(per_sample, n_pos)
 
 
+def map_overlap(maps: torch.Tensor, target: torch.Tensor, r: float) -> torch.Tensor:
+    """Mean overlap of where two positive classes of a clip read their evidence: class maps `maps (N, C, P)`
+    over the last map's P positions, `p_c = softmax(r m_c)` (the LSE head's pooling weights), overlap
+    `sum_x sqrt(p_i(x) p_j(x))` (Bhattacharyya: 1 for the same positions, 0 for disjoint ones) over the
+    pairs `i < j` of each clip's positives; 0 (with a zero gradient) when no clip has two positives.
+    Added to the loss (`TrainConfig.map_separation`) it asks co-occurring actions to be found in
+    different places, the only thing clip labels say about where each action is."""
+    q = torch.exp(0.5 * torch.log_softmax(r * maps.float(), dim=2))  # sqrt(p) with a finite gradient at p -> 0
+    g = q @ q.transpose(1, 2)
+    pos = target > 0.5
+    pairs = pos[:, :, None] & pos[:, None, :] & torch.ones_like(g, dtype=torch.bool).triu(1)
+    n = pairs.sum()
+    return (g * pairs).sum() / n.clamp(min=1)
+
+
 LOSSES: dict[str, LossFn] = {"bce": bce_loss, "warp": warp_loss, "lsep": lsep_loss, "wlsep": wlsep_loss}
 
 
