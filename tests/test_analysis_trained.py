@@ -29,6 +29,19 @@ def localisation(world_run):
     return s
 
 
+def test_window_oracles_on_the_world_truth(world_run, localisation):
+    """Exact maps on the world's boxes: a per-frame 8-px window owns nearly every pixel, a whole-clip field
+    caps pointing, and the localisation's ownership chance is the oracle's (same frames, same records)."""
+    from mmit_interp.explain.ceiling import run_ceiling
+
+    world, _ = world_run
+    sharp, whole = run_ceiling(world=world, windows=(8,), fields=(0, None))
+    assert sharp["ownership"] > 0.9 and sharp["pointing"] > 0.95
+    print("window oracles:", sharp, whole)
+    assert whole["pointing"] < sharp["pointing"] - 0.05 and whole["ownership"] < sharp["ownership"]
+    assert sharp["chance"] == pytest.approx(localisation["chance"]["ownership"])
+
+
 def test_cam_pointing_clearly_above_chance(localisation):
     s = localisation
     for method in ("cam", "cam_max", "mcam"):

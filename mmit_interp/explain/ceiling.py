@@ -19,7 +19,6 @@ figure is `localisation.ownership` exactly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..boxes import box_mask
+from ..synth.probes import world_config
 from .localisation import ClipBoxes, pointing
 from .mcam import normalise
 
@@ -37,8 +37,7 @@ SHAPES = ("box", "meets", "gauss")
 def axis_profile(n: int, grid: int, window: float, shape: str = "box") -> np.ndarray:
     """`(grid, n)` weights of the `n` pixels of one frame axis for each grid cell, centred where the
     upsampled maps place the cells: a `window`-pixel box (1 inside, clipped to the frame; `box` and
-    `meets`), or a Gaussian
-    whose standard deviation is `window` pixels (an effective receptive field that fades from the centre)."""
+    `meets`), or a Gaussian whose standard deviation is `window` pixels (`gauss`)."""
     centre = (np.arange(grid) + 0.5) * n / grid
     px = np.arange(n) + 0.5
     if shape in ("box", "meets"):
@@ -160,9 +159,7 @@ def run_ceiling(*, world: str | Path | None = None, boxes_csv: str | Path | None
         raise ValueError(f"window shape {shape!r}: choose one of {', '.join(SHAPES)}")
     clips = boxes_from_truth(world, split) if world is not None else boxes_from_csv(boxes_csv, videos_root)
     clips = clips[:max_clips] if max_clips else clips
-    n_frames = None
-    if world is not None:
-        n_frames = int(json.loads((Path(world) / "world.json").read_text())["config"]["frames"])
+    n_frames = world_config(world).frames if world is not None else None
     return [{"window": w, "field": f, "shape": shape, "grid": grid, "frames": frames, "size": size,
              **ownership_ceiling(clips, frames=frames, size=size, grid=grid, window=w, field=f, shape=shape,
                                  n_frames=n_frames)}
