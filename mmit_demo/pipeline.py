@@ -169,14 +169,16 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
     from mmit_interp.checkpoint import file_sha256
     from mmit_interp.models.fusion import FusionNet
 
-    from .showcase import CHECKPOINT, applies, install_showcase
+    from .showcase import CHECKPOINT, applies, card, install_showcase, world_key
 
     if cfg.showcase and applies(asdict(synth)):  # keyed by the weights: a rebuilt checkpoint reinstalls
         p.run("showcase", {"weights": file_sha256(CHECKPOINT)[:16]},
               lambda: install_showcase(world, runs / "showcase", asdict(synth), workers=cfg.workers,
                                        device=cfg.device, progress=cfg.progress), deps=("world",))
     elif cfg.showcase:
-        p.log("[skip] showcase: the shipped checkpoint was trained on the default preset's world, not this one")
+        p.log(f"[skip] showcase: the shipped checkpoint was trained on the world of key {card()['world_key']}, this "
+              f"one's is {world_key(asdict(synth))} (another preset, or the world's config changed since: rebuild "
+              f"it with python -m mmit_demo.showcase OUT)")
     visual = _visual_runs(cfg, p)
     if visual:
         stages = tuple(_stage(r) for r in visual)
