@@ -7,6 +7,7 @@ class weights and input transforms: a run dir is self-describing (docs/CONTRACTS
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -62,6 +63,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
     return p
+
+
+def run_data(path: str | Path, meta: dict) -> str | None:
+    """The data set a run reads: its run dir's `config.json` `data` (what the run says now: a shipped or
+    moved checkpoint is re-pointed there), else the training config saved in the checkpoint (`meta`)."""
+    cfg = Path(path) / "config.json"
+    if cfg.is_file():
+        data = json.loads(cfg.read_text()).get("data")
+        if data:
+            return str(data)
+    return meta.get("config", {}).get("data")
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -52,6 +52,13 @@ def test_shipped_checkpoint_evaluates_to_its_card(tmp_path, monkeypatch):
     r = install_showcase(tmp_path / "world", tmp_path / "runs" / "showcase", asdict(synth), workers=2, device="cpu")
     for k, v in card()["metrics"].items():
         assert r["metrics"][k] == pytest.approx(v, abs=0.005), k
+    from mmit_interp.analysis.ablation import run_ablation
+    from mmit_interp.checkpoint import load_model, read_checkpoint, run_data
+
+    run = tmp_path / "runs" / "showcase"  # trained in another folder: the analyses read the world it is installed on
+    assert read_checkpoint(CHECKPOINT)["config"]["data"] != str(tmp_path / "world")
+    assert run_data(run, load_model(run)[1]) == str(tmp_path / "world")
+    assert run_ablation(run, ps=(0.0,), seeds=(0,), max_clips=16, record=False)["rows"]
     ev = json.loads((tmp_path / "runs" / "showcase" / "eval.json").read_text())
     assert ev["checkpoint"] == "best.pt" and ev["showcase"] == str(CHECKPOINT)
     from fastapi.testclient import TestClient

@@ -165,3 +165,16 @@ def test_map_separation_trains_an_lse_head_and_is_refused_elsewhere(tiny_mmit, t
     with pytest.raises(ValueError, match="head_r"):
         build(TrainConfig(data=str(tmp_path), out=str(tmp_path), model_kwargs={"width": 8}, map_separation=1.0),
               Vocabulary(["a", "b"]))
+
+
+def test_run_data_prefers_the_run_dirs_config(tmp_path):
+    """A run dir's config.json says where its data is now (a shipped checkpoint installed elsewhere); the
+    checkpoint's own training config is the fallback, for a bare checkpoint file."""
+    from mmit_interp.checkpoint import run_data
+
+    meta = {"config": {"data": "/where/it/was/trained"}}
+    assert run_data(tmp_path, meta) == "/where/it/was/trained"
+    (tmp_path / "config.json").write_text(json.dumps({"data": "/installed/world"}))
+    assert run_data(tmp_path, meta) == "/installed/world"
+    assert run_data(tmp_path / "best.pt", meta) == "/where/it/was/trained"
+    assert run_data(tmp_path / "best.pt", {}) is None

@@ -488,11 +488,13 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "val", batch_size: int = 16,
                  workers: int = 2, device: str = "auto", progress: bool = True) -> dict:
     """Evaluate a run dir's best checkpoint on a split of its data set (or another M-MiT folder)."""
-    from mmit_interp.checkpoint import load_model
+    from mmit_interp.checkpoint import load_model, run_data
 
     run_dir = Path(run_dir)
     model, meta = load_model(run_dir)
-    data = data or meta["config"]["data"]
+    data = data or run_data(run_dir, meta)
+    if not data:
+        raise ValueError(f"{run_dir}: the run names no data set; pass data=")
     ann = read_mmit(data, split, vocab=meta["vocab"])
     m = evaluate_model(model, ann, ClipTransform.from_dict(meta["transforms"]),
                        batch_size, workers, pick_device(device), progress)

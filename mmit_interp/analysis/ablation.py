@@ -118,9 +118,10 @@ def validation_batches(run_dir: str | Path, meta: dict, model: nn.Module, *, dat
     from torch.utils.data import DataLoader
 
     from ..annotations import read_mmit
+    from ..checkpoint import run_data
     from ..dataset import ClipDataset, ClipTransform, collate_clips
 
-    root = data or meta.get("config", {}).get("data")
+    root = data or run_data(run_dir, meta)
     if not root:
         raise ValueError(f"{run_dir}: the run's config names no data set; pass data=")
     ann = read_mmit(root, split, vocab=meta["vocab"])
