@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -364,8 +365,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 bar.update(1)
                 continue
             b = _to(batch, device, cfg.channels_last)
-            with capture_activations(model, ["layer4"] if cfg.map_separation else [], detach=False) as acts, \
-                    torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            taps = capture_activations(model, ["layer4"], detach=False) if cfg.map_separation else nullcontext({})
+            with taps as acts, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = forward_batch(net, b)
             loss = loss_fn(logits.float(), b["target"], w_dev)
             if cfg.map_separation:
