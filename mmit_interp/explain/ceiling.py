@@ -26,9 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..boxes import box_mask
 from ..synth.probes import world_config
-from .localisation import ClipBoxes, pointing
+from .localisation import ClipBoxes, frame_masks, pointing
 from .mcam import normalise
 
 SHAPES = ("box", "meets", "gauss")
@@ -90,17 +89,14 @@ def shared_ownership(maps: torch.Tensor, masks: np.ndarray) -> list[tuple[int, f
     return out
 
 
-def clip_masks(clip: ClipBoxes, frames: int, size: int, n_frames: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The clip's boxed actions, their box masks `(S, T, size, size)` and presence `(S, T)` at the
-    `frames` sampled frames a model sees (the evaluation's evenly spread segment centres)."""
+def clip_masks(clip: ClipBoxes, frames: int, size: int, n_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Box masks `(S, T, size, size)` and presence `(S, T)` of the clip's boxed actions at the `frames`
+    sampled frames a model sees (the evaluation's evenly spread segment centres); None without any."""
     from ..video import sample_indices
 
     idx = [int(i) for i in sample_indices(n_frames, frames)]
     actions = [a for a in clip.boxes if any(i in clip.boxes[a] for i in idx)]
-    masks = np.stack([[box_mask(clip.boxes[a].get(i, []), (clip.height, clip.width), (size, size)) for i in idx]
-                      for a in actions]) if actions else np.zeros((0, frames, size, size), bool)
-    present = np.array([[i in clip.boxes[a] for i in idx] for a in actions], bool).reshape(len(actions), frames)
-    return actions, masks, present
+    return frame_masks(clip, actions, idx, size) if actions else None
 
 
 def ceiling_scores(masks: np.ndarray, present: np.ndarray, *, grid: int, window: float, field: int | None,
@@ -126,19 +122,18 @@ def ownership_ceiling(clips: Iterable[ClipBoxes], *, frames: int = 8, size: int 
                       window: float = 43, field: int | None = None, shape: str = "box",
                       n_frames: int | None = None) -> dict[str, Any]:
     """Mean window-oracle `pointing`, `ownership`, `coverage` and ownership `chance` over clips' boxes
-    (None where no record has one), with the record counts (`n_pointing`, `n_ownership`). `window` is in pixels of the `size`-pixel
-    frame the model sees (a box's side or a Gaussian's standard deviation, `shape`); `n_frames` is the
-    clips' length (probed from each video when None)."""
+    (None where no record has one), with the record counts (`n_pointing`, `n_ownership`). `window` is
+    in pixels of the `size`-pixel frame the model sees (a box's side or a Gaussian's standard deviation,
+    `shape`); `n_frames` is the clips' length (probed from each video when None)."""
     if grid < 1 or window <= 0 or (field is not None and field < 0):
-        raise ValueError("grid and window must be >= 1 and field >= 0 (or None for the whole clip)")
+        raise ValueError("grid must be >= 1, window > 0 and field >= 0 (or None for the whole clip)")
     from ..video import probe
 
     acc: dict[str, list[float]] = {"pointing": [], "ownership": [], "coverage": [], "chance": []}
     for clip in clips:
-        _, masks, present = clip_masks(clip, frames, size, n_frames or probe(clip.path).n_frames)
-        if len(masks):
-            for k, v in ceiling_scores(masks, present, grid=grid, window=window, field=field,
-                                                 shape=shape).items():
+        boxed = clip_masks(clip, frames, size, n_frames or probe(clip.path).n_frames)
+        if boxed is not None:
+            for k, v in ceiling_scores(*boxed, grid=grid, window=window, field=field, shape=shape).items():
                 acc[k].extend(v)
     out: dict[str, Any] = {k: (float(np.mean(v)) if v else None) for k, v in acc.items()}
     out.update(n_pointing=len(acc["pointing"]), n_ownership=len(acc["ownership"]))

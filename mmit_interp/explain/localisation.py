@@ -158,6 +158,14 @@ def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | N
     return out
 
 
+def frame_masks(clip: ClipBoxes, actions: list[str], idx: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box masks `(S, T, size, size)` of `actions` at the video frames `idx` on the model's square grid, and
+    whether each action has a box there `(S, T)`."""
+    masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (size, size)) for fi in idx]
+                      for a in actions])
+    return masks, np.array([[fi in clip.boxes[a] for fi in idx] for a in actions])
+
+
 def clip_inputs(model: torch.nn.Module, vocab, clip: ClipBoxes, transform) -> dict[str, Any] | None:
     """One clip's model inputs, its boxed actions (`classes`, `actions`) and box masks per sampled frame."""
     from ..dataset import clip_batch, load_clip
@@ -167,9 +175,7 @@ def clip_inputs(model: torch.nn.Module, vocab, clip: ClipBoxes, transform) -> di
     actions = [a for a in clip.boxes if a in vocab and any(i in clip.boxes[a] for i in idx)]
     if not actions:
         return None
-    masks = np.stack([[box_mask(clip.boxes[a].get(fi, []), (clip.height, clip.width), (transform.size,) * 2)
-                       for fi in idx] for a in actions])
-    present = np.array([[fi in clip.boxes[a] for fi in idx] for a in actions])
+    masks, present = frame_masks(clip, actions, idx, transform.size)
     b = clip_batch(d)
     return {"video": b["video"], "extra": {"audio": b["audio"], "audio_mask": b["has_audio"]}, "actions": actions,
             "classes": [vocab.index(a) for a in actions], "masks": masks, "present": present}
