@@ -183,6 +183,9 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="random-unit control seeds (default 0,1,2)")
     s.add_argument("--action", help="biased action (default: the world's planted one)")
     s.add_argument("--texture", help="texture suspected to drive it (default: the world's planted one)")
+    s.add_argument("--rule", choices=("set", "best"), default="set",
+                   help="which units count as texture units: labelled so on at least one concept set (default), "
+                        "or by their best label over every set; the summary gives both")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     s = sub.add_parser("explanations", help="explanation methods x metrics (localisation, faithfulness, sanity, cost)")
@@ -272,10 +275,16 @@ def _concept_path(a: argparse.Namespace) -> int:
     print(f"concept path of {r['class']!r} for {r['clip']}:")
     for row in r["path"]:
         if row["step"] == 0:
-            print(f"  {row['layer']} unit {row['unit']:4d}  {row['contribution']:+.4f}  {row['label']}")
+            print(f"  {row['layer']} unit {row['unit']:4d}  {row['contribution']:+.4f}  {_path_label(row)}")
             for sub in (x for x in r["path"] if x["step"] == 1 and x["parent"] == row["unit"]):
-                print(f"      <- {sub['layer']} unit {sub['unit']:4d}  {sub['contribution']:+.4f}  {sub['label']}")
+                print(f"      <- {sub['layer']} unit {sub['unit']:4d}  {sub['contribution']:+.4f}  {_path_label(sub)}")
     return 0
+
+
+def _path_label(row: dict) -> str:
+    """A path unit's label, then the other labels other concept sets give it."""
+    also = "".join(f"; {x['label']} on {x['concept_set']} ({x['iou']:.3f})" for x in row.get("also") or [])
+    return row["label"] + also
 
 
 def _localisation(a: argparse.Namespace) -> int:
@@ -313,11 +322,15 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
+def _ci(v: list[float] | None) -> str:
+    return "[95 % interval -]" if v is None else f"[95 % interval {v[0]:.2f}, {v[1]:.2f}]"
+
+
 def _bias(a: argparse.Namespace) -> int:
     from .analysis.bias import run_bias
 
     r = run_bias(a.run, world=a.world, split=a.split, max_clips=a.max_clips, seeds=a.seeds, action=a.action,
-                 texture=a.texture)
+                 texture=a.texture, rule=a.rule)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -326,16 +339,21 @@ def _bias(a: argparse.Namespace) -> int:
           f"{r['n_lure']} lure clips, {r['n_control']} control clips")
     print(f"  score of {r['action']!r}: lure {_fmt(r['score']['lure'])}, control {_fmt(r['score']['control'])}, "
           f"excess {_fmt(r['excess'])}")
-    print(f"  concept paths reaching an interpretable {r['texture']!r} unit: {p['reaching_texture_unit']} of {p['n']} "
-          f"(labelled {r['texture']!r} at any IoU: {p['reaching_texture_label_any_iou']})")
+    print(f"  concept paths reaching an interpretable {r['texture']!r} unit (rule {r['rule']!r}): "
+          f"{p['reaching_texture_unit']} of {p['n']} (best label {r['texture']!r} at any IoU: "
+          f"{p['reaching_texture_label_any_iou']})")
     print(f"  ablating {r['n_units']} {r['texture']!r} unit(s) in {', '.join(r['layers'])} "
           f"({'; '.join(f'{b}: {u}' for b, u in r['texture_units'].items() if u) or 'none labelled'}): "
-          f"excess {_fmt(ab['excess'])}, removed {_fmt(ab['removed'])}")
+          f"excess {_fmt(ab['excess'])}, removed {_fmt(ab['removed'])} {_ci(ab['removed_ci'])}")
     oc = ab["other_classes"]
     if oc:
         print(f"  other classes on control clips: mean |change| {_fmt(oc['mean_abs_change'])}, "
               f"largest {_fmt(oc['max_abs_change'])} ({oc['max_class']})")
     print(f"  random units, seeds {rnd['seeds']}: removed " + ", ".join(map(_fmt, rnd["removed"])))
+    for name, b in r["by_rule"].items():
+        print(f"  rule {name!r}: {b['n_units']} unit(s), paths {b['paths_reaching']} of {p['n']}, removed "
+              f"{_fmt(b['removed'])} {_ci(b['removed_ci'])}, other classes {_fmt(b['other_mean_abs_change'])}, random units "
+              f"{_fmt(b['random_removed_mean'])}")
     for note in r["notes"]:
         print(f"  note: {note}")
     return 0

@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS unit_formulas (
 """
 
 NOT_DISSECTED = "not dissected"
+NO_LABEL = {"label": NOT_DISSECTED, "category": None, "iou": None, "also": []}  # a path unit no dissection covers
 
 
 def _j(obj: Any) -> str:
@@ -339,6 +340,36 @@ class ResultsStore:
                 return best
         return {}
 
+    def unit_labels_by_set(self, layers: Sequence[str], run_id: int | None = None) -> dict[str, dict[int, dict]]:
+        """concept set -> unit -> label row (each set's own best label), from the first of `layers` dissected.
+
+        Network Dissection labels a unit per probe dataset: IoUs of different sets are taken at
+        different activation thresholds on different images, so a unit may rightly carry one label
+        per set (e.g. a texture on still images, an action on action tubes)."""
+        rid = self.run_id(run_id)
+        for layer in layers:
+            out: dict[str, dict[int, dict]] = {}
+            for r in self.conn.execute("SELECT * FROM units WHERE run_id = ? AND layer = ? ORDER BY concept_set, unit",
+                                       (rid, layer)):
+                out.setdefault(r["concept_set"], {})[r["unit"]] = _unit_row(r)
+            if out:
+                return out
+        return {}
+
+    def path_labels(self, layers: Sequence[str], run_id: int | None = None) -> dict[int, dict]:
+        """unit -> the fields a concept path shows: `label`, `category`, `iou` (best over concept sets, as
+        `unit_labels`) and `also`, the interpretable labels other concept sets give it (`{concept_set,
+        label, category, iou}`), so a unit that is `dotted` on stills but `falling` on tubes says both."""
+        best = self.unit_labels(layers, run_id=run_id)
+        by_set = self.unit_labels_by_set(layers, run_id=run_id)
+        out = {}
+        for u, b in best.items():
+            also = [{"concept_set": cs, "label": t[u]["label"], "category": t[u]["category"], "iou": t[u]["iou"]}
+                    for cs, t in by_set.items()
+                    if u in t and t[u]["interpretable"] and t[u]["label"] != b["label"]]
+            out[u] = {"label": b["label"], "category": b["category"], "iou": b["iou"], "also": also}
+        return out
+
     def category_counts(self, layer: str, concept_set: str | None = None, run_id: int | None = None) -> dict[str, int]:
         """Number of interpretable units per category (the block-wise concept-count plot)."""
         rid = self.run_id(run_id)
@@ -509,7 +540,7 @@ class ResultsStore:
 
     def concept_path(self, clip_key: str, class_idx: int, run_id: int | None = None) -> list[dict]:
         """Concept path rows with each unit's current dissection label (or "not dissected"), looked up
-        under the row's `label_layers` (first one dissected wins; best IoU over concept sets)."""
+        under the row's `label_layers` (first one dissected wins; `path_labels`)."""
         rid = self.run_id(run_id)
         rows = [dict(r) for r in self.conn.execute(
             "SELECT step, rank, layer, unit, parent, contribution, label_layers FROM concept_paths WHERE run_id = ? "
@@ -519,10 +550,8 @@ class ResultsStore:
             r["label_layers"] = json.loads(r["label_layers"])
             key = json.dumps(r["label_layers"])
             if key not in labels:
-                labels[key] = self.unit_labels(r["label_layers"], run_id=rid)
-            u = labels[key].get(r["unit"])
-            r.update(label=u["label"] if u else NOT_DISSECTED, category=u["category"] if u else None,
-                     iou=u["iou"] if u else None)
+                labels[key] = self.path_labels(r["label_layers"], run_id=rid)
+            r.update(labels[key].get(r["unit"]) or {**NO_LABEL, "also": []})
         return rows
 
     # ---------------------------------------------------------------- localisation

@@ -267,6 +267,46 @@ def test_bias_zeroed_units_random_control_and_path_hits():
     assert path_hits(rows, "striped", {"layer3.1": [5]}) == (True, False)
 
 
+def test_bias_texture_units_by_rule(tmp_path):
+    from mmit_interp.analysis.bias import labelled_units
+    from mmit_interp.store import ResultsStore
+    from mmit_interp.unit_labels import UnitLabel
+
+    def rec(unit: int, label: str, iou: float, category: str = "texture") -> UnitLabel:
+        return UnitLabel(unit, category, label, 1, iou, iou >= 0.04, 1.5, (), ())
+
+    m = _model()
+    with ResultsStore(tmp_path) as st:
+        st.register_run({"sha256": "s", "path": "/p", "vocab": [f"act{i}" for i in range(C)], "model": {},
+                         "transforms": {}, "config": {}, "metrics": {}})
+        # unit 3: dotted on stills, falling (higher IoU) on tubes; 5: dotted on both; 6: dotted under the bar
+        st.write_units("layer4", "broden", [rec(3, "dotted", 0.046), rec(5, "dotted", 0.06), rec(6, "dotted", 0.03)])
+        st.write_units("layer4", "tubes", [rec(3, "falling", 0.055, "action"), rec(5, "dotted", 0.05),
+                                           rec(6, "red", 0.05, "color")])
+        st.write_units("layer3", "broden", [rec(1, "dotted", 0.05), rec(2, "red", 0.07, "color")])
+        by_set, pool = labelled_units(st, m, "dotted")
+        best, best_pool = labelled_units(st, m, "dotted", rule="best")
+        with pytest.raises(ValueError, match="unknown unit rule 'any'"):
+            labelled_units(st, m, "dotted", rule="any")
+    assert by_set == {"layer3.1": [1], "layer4.1": [3, 5]} and pool == {"layer3.1": [2], "layer4.1": [6]}
+    assert best == {"layer3.1": [1], "layer4.1": [5]} and best_pool == {"layer3.1": [2], "layer4.1": [3, 6]}
+
+
+def test_bias_removed_interval():
+    from mmit_interp.analysis.bias import removed_interval
+
+    # class 1: lure 0.5 / control 0.1 before, every clip's excess halved after; class 0 has no excess
+    l0 = torch.tensor([[0.2, 0.4], [0.2, 0.6]])
+    c0 = torch.tensor([[0.2, 0.1], [0.2, 0.1], [0.2, 0.1]])
+    l1, c1 = l0.clone(), c0.clone()
+    l1[:, 1] = torch.tensor([0.2, 0.4])
+    got = removed_interval((l0, l1), (c0, c1), 1, n=500)
+    assert got is not None and 0.25 < got[0] < got[1] < 0.75 and got == removed_interval((l0, l1), (c0, c1), 1, n=500)
+    assert removed_interval((l0, l0), (c0, c0), 1) == [0.0, 0.0]
+    assert removed_interval((l0, l1), (c0, c1), 0) is None  # no resample with a positive excess
+    assert removed_interval((l0[:0], l1[:0]), (c0, c1), 1) is None
+
+
 def test_bias_ablation_test_figures():
     from mmit_interp.analysis.bias import ablation_test, class_scores, zeroed
 
@@ -292,6 +332,8 @@ def test_bias_ablation_test_figures():
     assert oc["mean_abs_change"] == pytest.approx(float(change.mean())) and oc["max_abs_change"] > 0
     assert oc["max_abs_change"] == pytest.approx(float(change.max())) and oc["max_class"] == names[others[int(change.argmax())]]
     assert len(r["random"]["excess"]) == 2 and r["random"]["excess"][0] != r["random"]["excess"][1]
+    lo, hi = ab["removed_ci"]
+    assert lo < hi and (lo <= ab["removed"] <= hi or r["excess"] <= 0)
     empty = ablation_test(m, {"video": torch.zeros(0)}, control, 2, units, pool, seeds=(0,))
     assert empty["excess"] is None and empty["ablated"]["removed"] is None and empty["random"]["removed_mean"] is None
 

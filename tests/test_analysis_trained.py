@@ -192,11 +192,13 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     world, run = dissected
     assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--seeds", "0,1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert set(r) == {"dataset", "action", "texture", "planted", "n_lure", "n_control", "paths", "layers",
-                      "texture_units", "n_units", "score", "excess", "ablated", "random", "notes"}
+    assert set(r) == {"dataset", "action", "texture", "planted", "n_lure", "n_control", "rule", "paths", "layers",
+                      "texture_units", "n_units", "score", "excess", "ablated", "random", "by_rule", "notes"}
+    assert r["rule"] == "set" and set(r["by_rule"]) == {"set", "best"}
+    assert r["by_rule"]["set"]["texture_units"] == r["texture_units"]
     assert set(r["paths"]) == {"n", "reaching_texture_unit", "share", "reaching_texture_label_any_iou", "top_upper",
                                "top_lower"}
-    assert set(r["ablated"]) == {"score", "excess", "removed", "other_classes"}
+    assert set(r["ablated"]) == {"score", "excess", "removed", "removed_ci", "other_classes"}
     assert set(r["random"]) == {"seeds", "excess", "removed", "removed_mean", "removed_max"}
     assert (r["dataset"], r["action"], r["texture"], r["planted"]) == ("world:val", "spinning", "dotted", True)
     assert r["layers"] == ["layer3.1", "layer4.1"]
@@ -210,4 +212,12 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     assert not s["planted"] and s["n_lure"] == s["paths"]["n"] == 10 and s["n_control"] == 10
     assert s["excess"] == pytest.approx(s["score"]["lure"] - s["score"]["control"])
     assert s["paths"]["reaching_texture_unit"] <= s["paths"]["reaching_texture_label_any_iou"] <= s["paths"]["n"]
+    best = run_bias(run, world=world, texture="striped", max_clips=10, seeds=(0,), rule="best", record=False)
+    assert best["rule"] == "best" and best["by_rule"] == s["by_rule"]  # both rules are always measured
+    for name, b in s["by_rule"].items():  # the top-level figures are the chosen rule's
+        top = s if name == "set" else best
+        assert (b["n_units"], b["paths_reaching"], b["removed"]) == (top["n_units"], top["paths"]["reaching_texture_unit"],
+                                                                     top["ablated"]["removed"])
+    units = {r: b["texture_units"] for r, b in s["by_rule"].items()}
+    assert all(set(us) <= set(units["set"][blk]) for blk, us in units["best"].items())  # a best label is some set's
     assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--action", "nope"]) == 2

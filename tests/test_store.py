@@ -162,6 +162,21 @@ def test_clip_and_concept_path_replace_with_labels(store):
     assert got[0]["label"] == "dotted" and got[0]["iou"] == 0.1 and got[0]["label_layers"] == ["layer4.1", "layer4"]
 
 
+def test_labels_per_concept_set_and_what_a_path_shows(store):
+    # unit 0: dotted on stills, falling (higher IoU) on tubes; unit 1: the same colour on both; unit 2: weak
+    store.write_units("layer4", "broden", [_unit(0, "dotted", 0.046), _unit(1, "red", 0.08, "color"),
+                                           _unit(2, "pink", 0.02, "color")])
+    store.write_units("layer4", "tubes", [_unit(0, "falling", 0.055, "action"), _unit(1, "red", 0.07, "color"),
+                                          _unit(2, "striped", 0.03)])
+    by_set = store.unit_labels_by_set(["layer4.1", "layer4"])
+    assert set(by_set) == {"broden", "tubes"} and by_set["broden"][0]["label"] == "dotted"
+    assert by_set["tubes"][0]["label"] == "falling" and store.unit_labels_by_set(["layer9"]) == {}
+    shown = store.path_labels(["layer4"])
+    assert (shown[0]["label"], shown[0]["iou"]) == ("falling", 0.055)  # best over sets, as unit_labels
+    assert shown[0]["also"] == [{"concept_set": "broden", "label": "dotted", "category": "texture", "iou": 0.046}]
+    assert shown[1]["also"] == [] and shown[2]["also"] == []  # same label; below the threshold
+
+
 def test_failed_write_rolls_back(store):
     good = [_unit(0, "dotted", 0.1)]
     store.write_units("layer4", "broden", good)

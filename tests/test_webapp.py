@@ -469,7 +469,7 @@ def test_analysis_page(client, world):
     assert not d["missing"] and d["figures"] and client.get(d["figures"][0]).headers["content-type"] == "image/png"
 
 
-def test_concept_path_computed_on_request(client, analysed):
+def test_concept_path_computed_on_request(client, world, analysed):
     sha, c = analysed["sha256"], analysed["predictions"][0]["class_idx"]
     url = f"/runs/tiny/clips/{sha}/why/{c}"
     before = client.get("/api" + url).json()
@@ -488,6 +488,22 @@ def test_concept_path_computed_on_request(client, analysed):
     unit_url = f"/runs/tiny/units/{d['path'][0]['unit_layer']}/{d['path'][0]['unit']}"
     assert page.status_code == 200 and unit_url in page.text and client.get(unit_url).status_code == 200
     assert client.post(f"/api/runs/tiny/clips/{'0' * 64}/why/0").status_code == 404
+    # a unit another concept set labels otherwise (e.g. a texture on stills, an action on tubes) says both
+    from mmit_interp.store import ResultsStore
+    from mmit_interp.unit_labels import UnitLabel
+
+    top = d["path"][0]
+    with ResultsStore(world["run"]) as st:
+        for cs, cat, label, iou in (("other-a", "action", "falling", 0.5), ("other-b", "texture", "dotted", 0.3)):
+            st.write_units(top["unit_layer"], cs, [UnitLabel(top["unit"], cat, label, 1, iou, True, 1.0, (), ())])
+        try:
+            again = client.get("/api" + url).json()["path"][0]
+            assert (again["label"], again["iou"]) == ("falling", 0.5)
+            assert {"concept_set": "other-b", "label": "dotted", "category": "texture", "iou": 0.3} in again["also"]
+            assert "; dotted on other-b (IoU 0.300" in client.get(url).text
+        finally:
+            st.conn.execute("DELETE FROM units WHERE concept_set LIKE 'other-_'")
+            st.conn.commit()
 
 
 def test_why_page_shows_the_bias_test_of_the_biased_action(client, world, analysed):
@@ -525,6 +541,19 @@ def test_why_page_shows_the_bias_test_of_the_biased_action(client, world, analys
         assert part in d["sentence"], part
     page = client.get(url).text
     assert 'id="bias-sentence"' in page and "layer3.1: none; layer4.1: 3, 7" in page and "5 of 12" in page
+    assert 'id="bias-rules"' not in page  # a summary from before the unit rules
+    brief = {"n_units": 2, "paths_reaching": 5, "paths_share": 5 / 12, "excess_after": 0.05, "removed": 0.75,
+             "other_mean_abs_change": 0.01, "other_max_abs_change": 0.03, "random_removed_mean": 0.0}
+    ruled = {**summary, "rule": "set", "by_rule": {"set": {**brief, "texture_units": summary["texture_units"]},
+                                                   "best": {**brief, "n_units": 1, "paths_reaching": 2,
+                                                            "removed": 0.25, "texture_units": {"layer4.1": [7]}}}}
+    with ResultsStore(world["run"]) as st:
+        st.write_bias("w:val", "juggling", "dotted", ruled)
+    d = client.get("/api" + url).json()["bias"]
+    assert "Zeroing the 2 units labelled dotted on at least one concept set (layer3.1, layer4.1)" in d["sentence"]
+    rules = re.sub(r"\s+", " ", client.get(url).text.split('id="bias-rules"')[1].split("</table>")[0])
+    assert '<tr class="chosen"><td>its label on at least one concept set</td><td>2</td><td>5 of 12</td><td>0.75</td>' in rules
+    assert "<td>its best label over every concept set</td><td>1</td><td>2 of 12</td><td>0.25</td>" in rules
     assert client.get(f"/api/runs/tiny/clips/{sha}/why/2").json()["bias"] is None
 
 

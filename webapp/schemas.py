@@ -263,6 +263,15 @@ class ClipView(BaseModel):
 ClipState = Annotated[ClipView | NotAnalysed | ClipJob, Field(union_mode="left_to_right")]
 
 
+class OtherLabel(BaseModel):
+    """An interpretable label another concept set gives a path unit (its shown label is the best over sets)."""
+
+    concept_set: str
+    label: str
+    category: str | None
+    iou: float | None
+
+
 class PathUnit(BaseModel):
     """A unit on a concept path, with its dissection label and the units driving it."""
 
@@ -277,6 +286,7 @@ class PathUnit(BaseModel):
     category: str | None
     iou: float | None
     unit_layer: str | None
+    also: list[OtherLabel] = []
     children: list[PathUnit] = []
 
 

@@ -6,13 +6,18 @@ A synthetic world plants a bias (`world.json` -> `bias`: actors doing `action` m
   `action` is not a label and no visible actor has it. The *lure excess* is the mean sigmoid score
   of `action` on lure clips minus that on control clips: the bias the model has learned.
 - The concept path of `action` on each lure clip (`relations.concept_path`): how many paths reach
-  a *texture unit*, a unit whose dissection label (best over concept sets, as the path shows it) is
-  `texture` and which the store marks interpretable (IoU >= dissection's threshold, 0.04 by
-  default); for comparison, how many reach a unit labelled `texture` at any IoU.
+  a *texture unit*, a unit labelled `texture` that the store marks interpretable (IoU >=
+  dissection's threshold, 0.04 by default); for comparison, how many reach a unit whose best label
+  over every set is `texture` at any IoU. Which label counts is the *rule* (`UNIT_RULES`): `set`
+  (default), labelled `texture` on at least one concept set, since Network Dissection labels a unit
+  per probe dataset and IoUs of different sets are taken at different thresholds on different
+  images; or `best`, the best label over every set (what a concept path shows). The summary gives
+  the figures of both.
 - Causal test: the texture units of every dissected residual block are zeroed with forward hooks
   and the scores recomputed: the lure excess after, the share removed `(before - after) / before`,
   and the other classes' scores on control clips (mean absolute change over clips and classes, and
-  the largest per-class mean change), so one sees whether the ablation is specific. Chance level:
+  the largest per-class mean change), so one sees whether the ablation is specific; a 95 % bootstrap
+  interval of the share removed (lure and control clips resampled), as lure sets are small. Chance level:
   as many random dissected non-texture units per block, for a few seeds.
 """
 from __future__ import annotations
@@ -48,17 +53,25 @@ def lure_and_control(clips: Iterable, action: str, texture: str) -> tuple[list, 
     return lure, control
 
 
-def labelled_units(store, model: nn.Module, label: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Per dissected residual block: the interpretable units labelled `label` (best label over concept
-    sets, as concept paths show it), and the other dissected units."""
+UNIT_RULES = ("set", "best")
+
+
+def labelled_units(store, model: nn.Module, label: str, rule: str = "set") -> tuple[dict[str, list[int]],
+                                                                                    dict[str, list[int]]]:
+    """Per dissected residual block: the interpretable units labelled `label`, and the other dissected
+    units. Rule `set`: so labelled on at least one concept set (each set's own best label); `best`:
+    the best label over every set is `label` (what concept paths show)."""
+    if rule not in UNIT_RULES:
+        raise ValueError(f"unknown unit rule {rule!r}: expected one of {', '.join(UNIT_RULES)}")
     blocks = residual_blocks(model)
     dissected = {resolve_block(model, d["layer"]) for d in store.layers()
                  if any(b == d["layer"] or b.startswith(d["layer"] + ".") for b in blocks)}  # stage or block
     tex, rest = {}, {}
     for b in (b for b in blocks if b in dissected):
-        labels = store.unit_labels(stage_aliases(model, b))
-        tex[b] = sorted(u for u, r in labels.items() if r["label"] == label and r["interpretable"])
-        rest[b] = sorted(u for u in labels if u not in tex[b])
+        aliases = stage_aliases(model, b)
+        tables = [store.unit_labels(aliases)] if rule == "best" else list(store.unit_labels_by_set(aliases).values())
+        tex[b] = sorted({u for t in tables for u, r in t.items() if r["label"] == label and r["interpretable"]})
+        rest[b] = sorted({u for t in tables for u in t} - set(tex[b]))
     return tex, rest
 
 
@@ -111,6 +124,26 @@ def _removed(before: float | None, after: float | None) -> float | None:
     return (before - after) / before if before is not None and after is not None and before > 0 else None
 
 
+def removed_interval(lure: tuple[torch.Tensor, torch.Tensor], control: tuple[torch.Tensor, torch.Tensor],
+                     c: int, n: int = 2000, seed: int = 0) -> list[float] | None:
+    """95 % bootstrap interval of the share of the lure excess removed: lure and control clips are
+    resampled (with replacement, each group on its own), each pair given as (scores before, after);
+    resamples without a positive excess are left out. None when a group is empty or no resample has one."""
+    (l0, l1), (c0, c1) = lure, control
+    if not l0.shape[0] or not c0.shape[0]:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    il = torch.randint(l0.shape[0], (n, l0.shape[0]), generator=g)
+    ic = torch.randint(c0.shape[0], (n, c0.shape[0]), generator=g)
+    before = l0[:, c][il].mean(1) - c0[:, c][ic].mean(1)
+    after = l1[:, c][il].mean(1) - c1[:, c][ic].mean(1)
+    ok = before > 0
+    if not ok.any():
+        return None
+    q = torch.quantile(((before - after) / before)[ok].double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return [float(q[0]), float(q[1])]
+
+
 def random_like(units: Mapping[str, Sequence[int]], pool: Mapping[str, Sequence[int]], seed: int) -> dict[str, list[int]]:
     """As many units of `pool` per block as `units` has there, drawn by `seed` (the chance-level control)."""
     return {b: [pool[b][i] for i in drop_order(len(pool[b]), seed)[: len(us)].tolist()] for b, us in units.items()}
@@ -146,7 +179,8 @@ def ablation_test(model: nn.Module, lure: Mapping[str, torch.Tensor], control: M
     return {"score": {"lure": _class_mean(l0, class_idx), "control": _class_mean(c0, class_idx)},
             "excess": before,
             "ablated": {"score": {"lure": _class_mean(l1, class_idx), "control": _class_mean(c1, class_idx)},
-                        "excess": after, "removed": _removed(before, after), "other_classes": other},
+                        "excess": after, "removed": _removed(before, after),
+                        "removed_ci": removed_interval((l0, l1), (c0, c1), class_idx), "other_classes": other},
             "random": rand}
 
 
@@ -171,17 +205,29 @@ def _notes(s: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _rule_brief(units: Mapping[str, Sequence[int]], reached: int, n_paths: int, res: Mapping[str, Any]) -> dict[str, Any]:
+    """One unit rule's figures, side by side with the other rule's in a summary's `by_rule`."""
+    ab, oc = res["ablated"], res["ablated"]["other_classes"]
+    return {"texture_units": dict(units), "n_units": sum(map(len, units.values())), "paths_reaching": reached,
+            "paths_share": reached / n_paths if n_paths else None, "excess_after": ab["excess"],
+            "removed": ab["removed"], "removed_ci": ab["removed_ci"], "other_mean_abs_change": oc.get("mean_abs_change"),
+            "other_max_abs_change": oc.get("max_abs_change"), "random_removed_mean": res["random"]["removed_mean"]}
+
+
 def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_clips: int | None = None,
              seeds: Sequence[int] = (0, 1, 2), action: str | None = None, texture: str | None = None,
-             top_upper: int = 5, top_lower: int = 3, record: bool = True) -> dict[str, Any]:
+             top_upper: int = 5, top_lower: int = 3, rule: str = "set", record: bool = True) -> dict[str, Any]:
     """The planted-bias test of a run on a synthetic world (default pair: the world's planted one),
-    recorded in the run's store under the world's `name:split`; a JSON-able summary."""
+    recorded in the run's store under the world's `name:split`; a JSON-able summary. Its top-level
+    figures take the texture units by `rule`; `by_rule` gives every rule's (`UNIT_RULES`)."""
     from ..checkpoint import load_model
     from ..dataset import ClipTransform
     from .relations import concept_path, label_rows
     from ..store import open_run_store
     from ..synth.truth import load_truth
 
+    if rule not in UNIT_RULES:
+        raise ValueError(f"unknown unit rule {rule!r}: expected one of {', '.join(UNIT_RULES)}")
     world = Path(world)
     planted = planted_pair(world)
     action, texture = action or planted[0], texture or planted[1]
@@ -199,22 +245,32 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
     lure_x, control_x = (load_clips([world / "videos" / t.path for t in ts], tf, hears) for ts in (lure, control))
     st, rid = open_run_store(run_dir, meta)
     with st:
-        units, pool = labelled_units(st, model, texture)
-        if not units:
+        by_rule = {r: labelled_units(st, model, texture, r) for r in UNIT_RULES}
+        if not by_rule[rule][0]:
             raise ValueError(f"{run_dir}: no dissected residual block in the results store; run "
                              f"`mmit-dissect {run_dir} --layers layer3 layer4 --concept-set BRODEN_DIR --store` first")
-        hits = [path_hits(label_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower), st),
-                          texture, units) for v in lure_x["video"]]
-        res = ablation_test(model, lure_x, control_x, c, units, pool, seeds=seeds, names=vocab.names)
+        paths = [label_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower), st)
+                 for v in lure_x["video"]]
+        tests: dict[str, dict] = {}
+        for r in (rule,) + tuple(x for x in UNIT_RULES if x != rule):  # the chosen rule first; equal sets run once
+            units, pool = by_rule[r]
+            same = next((tests[q] for q in tests if by_rule[q][0] == units), None)
+            tests[r] = same or ablation_test(model, lure_x, control_x, c, units, pool, seeds=seeds, names=vocab.names)
+        units = by_rule[rule][0]
+        hits = [path_hits(rows, texture, units) for rows in paths]
         n_paths = len(hits)
         summary = {"dataset": f"{world.name}:{split}", "action": action, "texture": texture,
                    "planted": (action, texture) == planted, "n_lure": len(lure), "n_control": len(control),
+                   "rule": rule,
                    "paths": {"n": n_paths, "reaching_texture_unit": sum(h[0] for h in hits),
                              "share": sum(h[0] for h in hits) / n_paths if n_paths else None,
                              "reaching_texture_label_any_iou": sum(h[1] for h in hits),
                              "top_upper": top_upper, "top_lower": top_lower},
                    "layers": list(units), "texture_units": units, "n_units": sum(map(len, units.values())),
-                   **res}
+                   **tests[rule],
+                   "by_rule": {r: _rule_brief(by_rule[r][0], sum(path_hits(rows, texture, by_rule[r][0])[0]
+                                                                 for rows in paths), n_paths, tests[r])
+                               for r in UNIT_RULES}}
         summary["notes"] = _notes(summary)
         if record:
             st.write_bias(summary["dataset"], action, texture, summary, run_id=rid)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..store import NOT_DISSECTED
+from ..store import NO_LABEL
 from .trunk import resolve_block, stage_aliases
 
 
@@ -95,12 +95,11 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
 
 
 def label_rows(rows: list[dict], store) -> list[dict]:
-    """Add each unit's dissection `label`/`category`/`iou` from a results store (or "not dissected")."""
-    tables = {k: store.unit_labels(list(k)) for k in {tuple(r["label_layers"]) for r in rows}}
+    """Add each unit's dissection `label`/`category`/`iou` and `also` (other sets' labels) from a results
+    store (or "not dissected"; `ResultsStore.path_labels`)."""
+    tables = {k: store.path_labels(list(k)) for k in {tuple(r["label_layers"]) for r in rows}}
     for r in rows:
-        u = tables[tuple(r["label_layers"])].get(r["unit"])
-        r.update(label=u["label"] if u else NOT_DISSECTED, category=u["category"] if u else None,
-                 iou=u["iou"] if u else None)
+        r.update(tables[tuple(r["label_layers"])].get(r["unit"]) or {**NO_LABEL, "also": []})
     return rows
 
 
