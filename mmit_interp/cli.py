@@ -186,6 +186,8 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--rule", choices=("set", "best"), default="set",
                    help="which units count as texture units: labelled so on at least one concept set (default), "
                         "or by their best label over every set; the summary gives both")
+    s.add_argument("--no-twins", action="store_true",
+                   help="skip the counterfactual test on texture twins of the control clips")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     s = sub.add_parser("explanations", help="explanation methods x metrics (localisation, faithfulness, sanity, cost)")
@@ -330,7 +332,7 @@ def _bias(a: argparse.Namespace) -> int:
     from .analysis.bias import run_bias
 
     r = run_bias(a.run, world=a.world, split=a.split, max_clips=a.max_clips, seeds=a.seeds, action=a.action,
-                 texture=a.texture, rule=a.rule)
+                 texture=a.texture, rule=a.rule, counterfactual=not a.no_twins)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -350,10 +352,19 @@ def _bias(a: argparse.Namespace) -> int:
         print(f"  other classes on control clips: mean |change| {_fmt(oc['mean_abs_change'])}, "
               f"largest {_fmt(oc['max_abs_change'])} ({oc['max_class']})")
     print(f"  random units, seeds {rnd['seeds']}: removed " + ", ".join(map(_fmt, rnd["removed"])))
+    cf = r.get("counterfactual")
+    if cf is not None:
+        print(f"  texture twins ({cf['n_pairs']} control clips, one actor dressed in {r['texture']!r}): "
+              f"{r['action']!r} {_fmt(cf['score']['original'])} -> {_fmt(cf['score']['twin'])}, excess "
+              f"{_fmt(cf['excess'])} {_ci(cf['excess_ci'])}; ablating the units: removed "
+              f"{_fmt(cf['ablated']['removed'])} {_ci(cf['ablated']['removed_ci'])}, random units "
+              + ", ".join(map(_fmt, cf["random"]["removed"])))
     for name, b in r["by_rule"].items():
         print(f"  rule {name!r}: {b['n_units']} unit(s), paths {b['paths_reaching']} of {p['n']}, removed "
               f"{_fmt(b['removed'])} {_ci(b['removed_ci'])}, other classes {_fmt(b['other_mean_abs_change'])}, random units "
-              f"{_fmt(b['random_removed_mean'])}")
+              f"{_fmt(b['random_removed_mean'])}" + (f"; twins: removed {_fmt(b['cf_removed'])} {_ci(b['cf_removed_ci'])}, "
+                                                     f"random units {_fmt(b['cf_random_removed_mean'])}"
+                                                     if "cf_removed" in b else ""))
     for note in r["notes"]:
         print(f"  note: {note}")
     return 0

@@ -293,7 +293,7 @@ def test_bias_texture_units_by_rule(tmp_path):
 
 
 def test_bias_removed_interval():
-    from mmit_interp.analysis.bias import removed_interval
+    from mmit_interp.analysis.bias import excess_interval, removed_interval
 
     # class 1: lure 0.5 / control 0.1 before, every clip's excess halved after; class 0 has no excess
     l0 = torch.tensor([[0.2, 0.4], [0.2, 0.6]])
@@ -305,6 +305,14 @@ def test_bias_removed_interval():
     assert removed_interval((l0, l0), (c0, c0), 1) == [0.0, 0.0]
     assert removed_interval((l0, l1), (c0, c1), 0) is None  # no resample with a positive excess
     assert removed_interval((l0[:0], l1[:0]), (c0, c1), 1) is None
+    # paired: twin i against original i, resampled together; an exact per-pair effect leaves no spread
+    o0 = torch.tensor([[0.0, 0.1], [0.0, 0.3], [0.0, 0.2]])
+    t0, t1 = o0 + torch.tensor([0.0, 0.2]), o0 + torch.tensor([0.0, 0.05])
+    assert removed_interval((t0, t1), (o0, o0), 1, paired=True) == pytest.approx([0.75, 0.75])
+    assert removed_interval((t0, t1), (o0, o0), 1)[0] < 0.75 - 0.1  # unpaired, the clips' spread shows
+    assert excess_interval(t0, o0, 1, paired=True) == pytest.approx([0.2, 0.2])
+    with pytest.raises(ValueError, match="as long"):
+        removed_interval((t0, t1), (o0[:2], o0[:2]), 1, paired=True)
 
 
 def test_bias_ablation_test_figures():

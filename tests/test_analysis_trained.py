@@ -193,7 +193,8 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--seeds", "0,1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert set(r) == {"dataset", "action", "texture", "planted", "n_lure", "n_control", "rule", "paths", "layers",
-                      "texture_units", "n_units", "score", "excess", "ablated", "random", "by_rule", "notes"}
+                      "texture_units", "n_units", "score", "excess", "excess_ci", "ablated", "random",
+                      "counterfactual", "by_rule", "notes"}
     assert r["rule"] == "set" and set(r["by_rule"]) == {"set", "best"}
     assert r["by_rule"]["set"]["texture_units"] == r["texture_units"]
     assert set(r["paths"]) == {"n", "reaching_texture_unit", "share", "reaching_texture_label_any_iou", "top_upper",
@@ -205,14 +206,33 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     # measured on this world: no lure clip (bias_leak 0) and no dotted unit, so nothing is defined but the control
     assert r["n_lure"] == 0 and r["excess"] is None and r["n_units"] == 0 and len(r["notes"]) == 2
     assert r["n_control"] > 0 and r["score"]["control"] is not None
+    # texture twins: every control clip that shows an actor, its first visible actor dressed in dots
+    from pathlib import Path
+
+    from mmit_interp.analysis.bias import twin_specs
+    from mmit_interp.synth import load_truth
+
+    cf = r["counterfactual"]
+    pairs = twin_specs(world, "spinning", "dotted")
+    control = {Path(t.path).stem for t in load_truth(world) if t.split == "val" and "spinning" not in t.labels
+               and not any(a.visible and a.texture == "dotted" for a in t.actors) and any(a.visible for a in t.actors)}
+    assert cf["n_pairs"] == len(pairs) == len(control) > 0 and {s.name for s, _ in pairs} == control
+    assert all(s.actors[i].visible and s.actors[i].texture != "dotted" for s, i in pairs)
+    assert cf["excess"] == pytest.approx(cf["score"]["twin"] - cf["score"]["original"])
+    lo, hi = cf["excess_ci"]
+    assert lo <= cf["excess"] <= hi
+    assert cf["ablated"]["excess"] == cf["excess"]  # no dotted unit: nothing zeroed
+    assert "cf_removed" in r["by_rule"]["set"] and len(cf["random"]["removed"]) == 2
     with ResultsStore(run) as st:
         assert st.bias("spinning")[0]["summary"] == r
-    s = run_bias(run, world=world, texture="striped", max_clips=10, seeds=(0,), record=False)
+    s = run_bias(run, world=world, texture="striped", max_clips=10, seeds=(0,), counterfactual=False, record=False)
+    assert s["counterfactual"] is None and "cf_removed" not in s["by_rule"]["set"]
     print("spinning <- striped:", s)
     assert not s["planted"] and s["n_lure"] == s["paths"]["n"] == 10 and s["n_control"] == 10
     assert s["excess"] == pytest.approx(s["score"]["lure"] - s["score"]["control"])
     assert s["paths"]["reaching_texture_unit"] <= s["paths"]["reaching_texture_label_any_iou"] <= s["paths"]["n"]
-    best = run_bias(run, world=world, texture="striped", max_clips=10, seeds=(0,), rule="best", record=False)
+    best = run_bias(run, world=world, texture="striped", max_clips=10, seeds=(0,), rule="best", counterfactual=False,
+                    record=False)
     assert best["rule"] == "best" and best["by_rule"] == s["by_rule"]  # both rules are always measured
     for name, b in s["by_rule"].items():  # the top-level figures are the chosen rule's
         top = s if name == "set" else best

@@ -12,8 +12,8 @@ from mmit_interp.analysis.motion import MotionStats, motion_scores, probe_batche
 from mmit_interp.dataset import ClipTransform
 from mmit_interp.models.base import ModelBase
 from mmit_interp.synth import SynthConfig, generate_world
-from mmit_interp.synth.probes import (derangement, freeze_each, probe_specs, render_pair, shuffle, swap_appearance,
-                                      world_config)
+from mmit_interp.synth.probes import (derangement, freeze_each, probe_specs, render_pair, render_texture_pair,
+                                      shuffle, swap_appearance, with_texture, world_config)
 from mmit_interp.synth.render import render_clip
 
 TINY = dict(seed=5, train_clips=0, val_clips=14, images=0, action_frames=0, size=32, frames=8, workers=1)
@@ -77,6 +77,28 @@ def test_swap_changes_every_look_and_keeps_the_motion(world):
         orig, other = render_pair(spec, config, seed=1)
         assert orig.shape == other.shape and (orig != other).any()
         np.testing.assert_array_equal(orig, render_clip(spec, config).frames)  # deterministic from spec.seed
+
+
+def test_texture_twin_changes_only_the_dressed_actor(world):
+    config = world_config(world)
+    for spec in probe_specs(config, "val", 6):
+        actor = next(i for i, a in enumerate(spec.actors) if a.visible and a.texture != "dotted")
+        twin = with_texture(spec, actor, "dotted")
+        assert twin.actors[actor].texture == "dotted" and spec.actors[actor].texture != "dotted"
+        assert [a for i, a in enumerate(twin.actors) if i != actor] == [a for i, a in enumerate(spec.actors) if i != actor]
+        orig, dressed = render_texture_pair(spec, config, actor, "dotted")
+        ref = render_clip(spec, config)
+        np.testing.assert_array_equal(orig, ref.frames)
+        changed = (orig != dressed).any(-1)
+        assert changed.any()
+        # pixel noise aside (the same stream, so equal), only pixels the dressed actor owns may differ
+        visible = [i for i, a in enumerate(spec.actors) if a.visible]
+        assert not (changed & (ref.owner != visible.index(actor))).any()
+    spec = probe_specs(config, "val", 1)[0]
+    with pytest.raises(ValueError, match="unknown texture 'tartan'"):
+        with_texture(spec, 0, "tartan")
+    with pytest.raises(ValueError, match="not a visible actor"):
+        with_texture(spec, len(spec.actors), "dotted")
 
 
 def test_freeze_and_shuffle():

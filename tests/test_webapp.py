@@ -544,16 +544,28 @@ def test_why_page_shows_the_bias_test_of_the_biased_action(client, world, analys
     assert 'id="bias-rules"' not in page  # a summary from before the unit rules
     brief = {"n_units": 2, "paths_reaching": 5, "paths_share": 5 / 12, "excess_after": 0.05, "removed": 0.75,
              "other_mean_abs_change": 0.01, "other_max_abs_change": 0.03, "random_removed_mean": 0.0}
-    ruled = {**summary, "rule": "set", "by_rule": {"set": {**brief, "texture_units": summary["texture_units"]},
-                                                   "best": {**brief, "n_units": 1, "paths_reaching": 2,
-                                                            "removed": 0.25, "texture_units": {"layer4.1": [7]}}}}
+    twins = {"n_pairs": 40, "score": {"twin": 0.15, "original": 0.1}, "excess": 0.05, "excess_ci": [0.03, 0.07],
+             "ablated": {"score": {"lure": 0.11, "control": 0.1}, "excess": 0.01, "removed": 0.8,
+                         "removed_ci": [0.7, 0.9], "other_classes": {}},
+             "random": {"seeds": [0], "excess": [0.05], "removed": [0.0], "removed_mean": 0.0, "removed_max": 0.0}}
+    ruled = {**summary, "rule": "set", "counterfactual": twins,
+             "by_rule": {"set": {**brief, "texture_units": summary["texture_units"], "cf_removed": 0.8,
+                                 "cf_removed_ci": [0.7, 0.9], "cf_random_removed_mean": 0.0},
+                         "best": {**brief, "n_units": 1, "paths_reaching": 2, "removed": 0.25,
+                                  "texture_units": {"layer4.1": [7]}}}}
     with ResultsStore(world["run"]) as st:
         st.write_bias("w:val", "juggling", "dotted", ruled)
     d = client.get("/api" + url).json()["bias"]
     assert "Zeroing the 2 units labelled dotted on at least one concept set (layer3.1, layer4.1)" in d["sentence"]
+    assert ("On 40 texture twins (a control clip with one actor dressed in dotted, nothing else changed) the juggling "
+            "score rises by +0.050; zeroing the same units removes 80% of that rise, random units 0%.") in d["sentence"]
     rules = re.sub(r"\s+", " ", client.get(url).text.split('id="bias-rules"')[1].split("</table>")[0])
     assert '<tr class="chosen"><td>its label on at least one concept set</td><td>2</td><td>5 of 12</td><td>0.75</td>' in rules
+    assert "<td>0.00</td><td>0.80 (0.70 to 0.90)</td></tr>" in rules
     assert "<td>its best label over every concept set</td><td>1</td><td>2 of 12</td><td>0.25</td>" in rules
+    assert "<td>—</td></tr>" in rules  # no twin figure for that rule
+    page = client.get(url).text
+    assert 'id="bias-twins"' in page and "0.100 → 0.150: excess 0.050 (95 % interval 0.030 to 0.070)" in page
     assert client.get(f"/api/runs/tiny/clips/{sha}/why/2").json()["bias"] is None
 
 

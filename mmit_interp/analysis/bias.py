@@ -19,6 +19,12 @@ A synthetic world plants a bias (`world.json` -> `bias`: actors doing `action` m
   the largest per-class mean change), so one sees whether the ablation is specific; a 95 % bootstrap
   interval of the share removed (lure and control clips resampled), as lure sets are small. Chance level:
   as many random dissected non-texture units per block, for a few seeds.
+- Counterfactual (texture twins): lure and control clips differ in more than the texture (which
+  actions, how many actors), and lure sets are small. So each control clip showing an actor is
+  rendered again with its first visible actor wearing `texture`, everything else identical
+  (`synth.probes.render_texture_pair`); the *twin excess* is the mean change of `action`'s score,
+  and the same ablation (units, other classes, random units) runs on these pairs, with intervals
+  that resample pairs.
 """
 from __future__ import annotations
 
@@ -75,6 +81,45 @@ def labelled_units(store, model: nn.Module, label: str, rule: str = "set") -> tu
     return tex, rest
 
 
+def twin_specs(world: str | Path, action: str, texture: str, split: str = "val",
+               max_clips: int | None = None) -> list[tuple[Any, int]]:
+    """The counterfactual pairs of a synthetic world: `(spec, actor)` for each clip of `split` without
+    `action` and without a visible `texture` actor (the control clips) that shows an actor; `actor` is
+    its first visible one, which the twin dresses in `texture`."""
+    from ..synth.probes import probe_specs, world_config
+
+    out = []
+    for spec in probe_specs(world_config(world), split):
+        if action in spec.labels or any(a.visible and a.texture == texture for a in spec.actors):
+            continue
+        out.append((spec, next(i for i, a in enumerate(spec.actors) if a.visible)))
+    return out[:max_clips]
+
+
+def load_twins(world: str | Path, pairs: Sequence[tuple[Any, int]], texture: str, transform,
+               audio: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Stacked model inputs of the pairs' clips and of their texture twins, both rendered without the
+    H.264 round trip (`probes.render_texture_pair`), so they differ in the dressed actor's pixels only;
+    a hearing model gets each clip's decoded sound track on both sides (a texture makes no sound)."""
+    from ..synth.probes import model_input, render_texture_pair, world_config
+
+    world = Path(world)
+    config = world_config(world)
+    orig, twin = [], []
+    for spec, actor in pairs:
+        a, b = render_texture_pair(spec, config, actor, texture)
+        orig.append(model_input(a, transform))
+        twin.append(model_input(b, transform))
+    if not orig:
+        return {"video": torch.zeros(0)}, {"video": torch.zeros(0)}
+    xo, xt = {"video": torch.stack(orig)}, {"video": torch.stack(twin)}
+    if audio:
+        sound = load_clips([world / "videos" / spec.path for spec, _ in pairs], transform, True)
+        for x in (xo, xt):
+            x.update(audio=sound["audio"], has_audio=sound["has_audio"])
+    return xo, xt
+
+
 @contextmanager
 def zeroed(model: nn.Module, units: Mapping[str, Sequence[int]]) -> Iterator[None]:
     """Within the block, the given units of each residual block's output are 0 (forward hooks)."""
@@ -124,24 +169,44 @@ def _removed(before: float | None, after: float | None) -> float | None:
     return (before - after) / before if before is not None and after is not None and before > 0 else None
 
 
+def _resample(n_lure: int, n_control: int, n: int, seed: int, paired: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bootstrap indices `(n, n_lure)` and `(n, n_control)`; paired groups (`n_lure == n_control`, row i of
+    one the twin of row i of the other) share theirs."""
+    if paired and n_lure != n_control:
+        raise ValueError(f"paired groups must be as long: {n_lure} vs {n_control}")
+    g = torch.Generator().manual_seed(seed)
+    il = torch.randint(n_lure, (n, n_lure), generator=g)
+    return il, il if paired else torch.randint(n_control, (n, n_control), generator=g)
+
+
+def _interval(v: torch.Tensor) -> list[float]:
+    q = torch.quantile(v.double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return [float(q[0]), float(q[1])]
+
+
+def excess_interval(lure: torch.Tensor, control: torch.Tensor, c: int, n: int = 2000, seed: int = 0,
+                    paired: bool = False) -> list[float] | None:
+    """95 % bootstrap interval of the excess `mean(lure[:, c]) - mean(control[:, c])` (None if a group is empty)."""
+    if not lure.shape[0] or not control.shape[0]:
+        return None
+    il, ic = _resample(lure.shape[0], control.shape[0], n, seed, paired)
+    return _interval(lure[:, c][il].mean(1) - control[:, c][ic].mean(1))
+
+
 def removed_interval(lure: tuple[torch.Tensor, torch.Tensor], control: tuple[torch.Tensor, torch.Tensor],
-                     c: int, n: int = 2000, seed: int = 0) -> list[float] | None:
+                     c: int, n: int = 2000, seed: int = 0, paired: bool = False) -> list[float] | None:
     """95 % bootstrap interval of the share of the lure excess removed: lure and control clips are
-    resampled (with replacement, each group on its own), each pair given as (scores before, after);
-    resamples without a positive excess are left out. None when a group is empty or no resample has one."""
+    resampled with replacement (each group on its own, or together when `paired`), each group given as
+    (scores before, after); resamples without a positive excess are left out. None when a group is
+    empty or no resample has one."""
     (l0, l1), (c0, c1) = lure, control
     if not l0.shape[0] or not c0.shape[0]:
         return None
-    g = torch.Generator().manual_seed(seed)
-    il = torch.randint(l0.shape[0], (n, l0.shape[0]), generator=g)
-    ic = torch.randint(c0.shape[0], (n, c0.shape[0]), generator=g)
+    il, ic = _resample(l0.shape[0], c0.shape[0], n, seed, paired)
     before = l0[:, c][il].mean(1) - c0[:, c][ic].mean(1)
     after = l1[:, c][il].mean(1) - c1[:, c][ic].mean(1)
     ok = before > 0
-    if not ok.any():
-        return None
-    q = torch.quantile(((before - after) / before)[ok].double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return [float(q[0]), float(q[1])]
+    return _interval(((before - after) / before)[ok]) if ok.any() else None
 
 
 def random_like(units: Mapping[str, Sequence[int]], pool: Mapping[str, Sequence[int]], seed: int) -> dict[str, list[int]]:
@@ -151,12 +216,20 @@ def random_like(units: Mapping[str, Sequence[int]], pool: Mapping[str, Sequence[
 
 def ablation_test(model: nn.Module, lure: Mapping[str, torch.Tensor], control: Mapping[str, torch.Tensor],
                   class_idx: int, units: Mapping[str, Sequence[int]], pool: Mapping[str, Sequence[int]], *,
-                  seeds: Sequence[int] = (0, 1, 2), names: Sequence[str] | None = None) -> dict[str, Any]:
+                  seeds: Sequence[int] = (0, 1, 2), names: Sequence[str] | None = None,
+                  paired: bool = False, memo: dict | None = None) -> dict[str, Any]:
     """Lure excess of `class_idx` before and after zeroing `units`, its specificity on the other
-    classes (control clips), and the excess removed by as many random units of `pool` per block, per seed."""
+    classes (control clips), and the excess removed by as many random units of `pool` per block, per seed.
+    `paired`: lure clip i is the twin of control clip i (the intervals resample pairs). `memo`: a dict
+    kept across calls on the same clips, so a unit set (the unablated model first) is scored once."""
+    memo = {} if memo is None else memo
+
     def measure(ablate: Mapping[str, Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        with zeroed(model, ablate):
-            return class_scores(model, lure), class_scores(model, control)
+        key = tuple(sorted((b, tuple(sorted(us))) for b, us in ablate.items() if len(us)))
+        if key not in memo:
+            with zeroed(model, ablate):
+                memo[key] = class_scores(model, lure), class_scores(model, control)
+        return memo[key]
 
     l0, c0 = measure({})
     l1, c1 = measure(units)
@@ -177,10 +250,11 @@ def ablation_test(model: nn.Module, lure: Mapping[str, torch.Tensor], control: M
     got = [r for r in rand["removed"] if r is not None]
     rand.update(removed_mean=float(np.mean(got)) if got else None, removed_max=max(got) if got else None)
     return {"score": {"lure": _class_mean(l0, class_idx), "control": _class_mean(c0, class_idx)},
-            "excess": before,
+            "excess": before, "excess_ci": excess_interval(l0, c0, class_idx, paired=paired),
             "ablated": {"score": {"lure": _class_mean(l1, class_idx), "control": _class_mean(c1, class_idx)},
                         "excess": after, "removed": _removed(before, after),
-                        "removed_ci": removed_interval((l0, l1), (c0, c1), class_idx), "other_classes": other},
+                        "removed_ci": removed_interval((l0, l1), (c0, c1), class_idx, paired=paired),
+                        "other_classes": other},
             "random": rand}
 
 
@@ -202,24 +276,43 @@ def _notes(s: Mapping[str, Any]) -> list[str]:
                    "nothing to ablate")
     if s["excess"] is not None and s["excess"] <= 0:
         out.append(f"no lure excess to remove: {s['action']!r} does not score higher on lure clips")
+    cf = s.get("counterfactual")
+    if cf is not None and not cf["n_pairs"]:
+        out.append(f"no texture twin: no {s['dataset']} control clip shows an actor")
+    elif cf is not None and cf["excess"] is not None and cf["excess"] <= 0:
+        out.append(f"no twin excess to remove: dressing an actor in {s['texture']!r} does not raise {s['action']!r}")
     return out
 
 
-def _rule_brief(units: Mapping[str, Sequence[int]], reached: int, n_paths: int, res: Mapping[str, Any]) -> dict[str, Any]:
+def _counterfactual(res: Mapping[str, Any], n_pairs: int) -> dict[str, Any]:
+    """The twin test's figures under the summary's names: `score` of the twins and of the originals."""
+    return {"n_pairs": n_pairs, "score": {"twin": res["score"]["lure"], "original": res["score"]["control"]},
+            **{k: v for k, v in res.items() if k != "score"}}
+
+
+def _rule_brief(units: Mapping[str, Sequence[int]], reached: int, n_paths: int, res: Mapping[str, Any],
+                cf: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One unit rule's figures, side by side with the other rule's in a summary's `by_rule`."""
     ab, oc = res["ablated"], res["ablated"]["other_classes"]
-    return {"texture_units": dict(units), "n_units": sum(map(len, units.values())), "paths_reaching": reached,
-            "paths_share": reached / n_paths if n_paths else None, "excess_after": ab["excess"],
-            "removed": ab["removed"], "removed_ci": ab["removed_ci"], "other_mean_abs_change": oc.get("mean_abs_change"),
-            "other_max_abs_change": oc.get("max_abs_change"), "random_removed_mean": res["random"]["removed_mean"]}
+    out = {"texture_units": dict(units), "n_units": sum(map(len, units.values())), "paths_reaching": reached,
+           "paths_share": reached / n_paths if n_paths else None, "excess_after": ab["excess"],
+           "removed": ab["removed"], "removed_ci": ab["removed_ci"], "other_mean_abs_change": oc.get("mean_abs_change"),
+           "other_max_abs_change": oc.get("max_abs_change"), "random_removed_mean": res["random"]["removed_mean"]}
+    if cf is not None:
+        out.update(cf_removed=cf["ablated"]["removed"], cf_removed_ci=cf["ablated"]["removed_ci"],
+                   cf_random_removed_mean=cf["random"]["removed_mean"])
+    return out
 
 
 def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_clips: int | None = None,
              seeds: Sequence[int] = (0, 1, 2), action: str | None = None, texture: str | None = None,
-             top_upper: int = 5, top_lower: int = 3, rule: str = "set", record: bool = True) -> dict[str, Any]:
+             top_upper: int = 5, top_lower: int = 3, rule: str = "set", counterfactual: bool = True,
+             record: bool = True) -> dict[str, Any]:
     """The planted-bias test of a run on a synthetic world (default pair: the world's planted one),
     recorded in the run's store under the world's `name:split`; a JSON-able summary. Its top-level
-    figures take the texture units by `rule`; `by_rule` gives every rule's (`UNIT_RULES`)."""
+    figures take the texture units by `rule`; `by_rule` gives every rule's (`UNIT_RULES`). With
+    `counterfactual`, the same test on texture twins of the control clips (`twin_specs`): the excess
+    is then the mean change of `action`'s score when one actor of an otherwise identical clip wears `texture`."""
     from ..checkpoint import load_model
     from ..dataset import ClipTransform
     from .relations import concept_path, label_rows
@@ -251,11 +344,22 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
                              f"`mmit-dissect {run_dir} --layers layer3 layer4 --concept-set BRODEN_DIR --store` first")
         paths = [label_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower), st)
                  for v in lure_x["video"]]
+        twins = None
+        if counterfactual:
+            pairs = twin_specs(world, action, texture, split, max_clips)
+            twins = load_twins(world, pairs, texture, tf, hears)
         tests: dict[str, dict] = {}
+        cf: dict[str, dict] = {}
+        memo: dict = {}
+        cf_memo: dict = {}
         for r in (rule,) + tuple(x for x in UNIT_RULES if x != rule):  # the chosen rule first; equal sets run once
             units, pool = by_rule[r]
-            same = next((tests[q] for q in tests if by_rule[q][0] == units), None)
-            tests[r] = same or ablation_test(model, lure_x, control_x, c, units, pool, seeds=seeds, names=vocab.names)
+            same = next((q for q in tests if by_rule[q][0] == units), None)
+            tests[r] = tests[same] if same else ablation_test(model, lure_x, control_x, c, units, pool, seeds=seeds,
+                                                              names=vocab.names, memo=memo)
+            if twins is not None:
+                cf[r] = cf[same] if same else ablation_test(model, twins[1], twins[0], c, units, pool, seeds=seeds,
+                                                            names=vocab.names, paired=True, memo=cf_memo)
         units = by_rule[rule][0]
         hits = [path_hits(rows, texture, units) for rows in paths]
         n_paths = len(hits)
@@ -268,8 +372,9 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
                              "top_upper": top_upper, "top_lower": top_lower},
                    "layers": list(units), "texture_units": units, "n_units": sum(map(len, units.values())),
                    **tests[rule],
+                   "counterfactual": _counterfactual(cf[rule], len(twins[0]["video"])) if twins is not None else None,
                    "by_rule": {r: _rule_brief(by_rule[r][0], sum(path_hits(rows, texture, by_rule[r][0])[0]
-                                                                 for rows in paths), n_paths, tests[r])
+                                                                 for rows in paths), n_paths, tests[r], cf.get(r))
                                for r in UNIT_RULES}}
         summary["notes"] = _notes(summary)
         if record:

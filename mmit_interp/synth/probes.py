@@ -7,6 +7,8 @@ same motion with another appearance, rendered exactly (motion vs appearance per 
   and with it every motion, radius, depth order, the scene, distractors, occluder and noise stay as
   they were: `render_pair` checks that every box is equal. (The scene cannot be swapped this way: the
   background draws a scene-dependent number of values from the stream and would shift every later draw.)
+- *texture twin*: the same spec and seed with one visible actor wearing another texture
+  (`with_texture`, `render_texture_pair`): the planted-bias test's counterfactual (analysis/bias.py).
 - *frozen* and *shuffled* act on model input `(N, 3, T, H, W)`, after frame sampling and resizing:
   `freeze_each` gives, per clip, the T clips made of one of its frames repeated; `shuffle` reorders the
   frames by one fixed permutation without fixed points (`derangement`).
@@ -70,6 +72,27 @@ def render_pair(spec: ClipSpec, config: SynthConfig, seed: int = 0) -> tuple[np.
     if a.boxes != b.boxes:
         raise RuntimeError(f"{spec.name}: the appearance swap changed the actors' boxes; the swap no longer "
                            "keeps the motion (the renderer draws appearance from the clip's random stream)")
+    return a.frames, b.frames
+
+
+def with_texture(spec: ClipSpec, actor: int, texture: str) -> ClipSpec:
+    """The spec with its `actor`-th actor (index into `spec.actors`, a visible one) wearing `texture`."""
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown texture {texture!r}: expected one of {', '.join(TEXTURES)}")
+    if not 0 <= actor < len(spec.actors) or not spec.actors[actor].visible:
+        raise ValueError(f"{spec.name}: actor {actor} is not a visible actor of the clip")
+    actors = list(spec.actors)
+    actors[actor] = dataclasses.replace(actors[actor], texture=texture)
+    return dataclasses.replace(spec, actors=actors)
+
+
+def render_texture_pair(spec: ClipSpec, config: SynthConfig, actor: int, texture: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frames `(T, H, W, 3) uint8` of the clip and of its twin whose `actor` wears `texture` (`with_texture`);
+    raises if the twin moved any box, as `render_pair` does."""
+    a, b = render_clip(spec, config), render_clip(with_texture(spec, actor, texture), config)
+    if a.boxes != b.boxes:
+        raise RuntimeError(f"{spec.name}: the texture twin changed the actors' boxes; the renderer draws "
+                           "appearance from the clip's random stream")
     return a.frames, b.frames
 
 

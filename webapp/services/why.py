@@ -80,6 +80,11 @@ def bias_sentence(s: dict) -> str:
     if oc:
         text += (f" The other classes' scores move by {oc['mean_abs_change']:.3f} on average "
                  f"(at most {oc['max_abs_change']:.3f}, {oc['max_class']}).")
+    cf = s.get("counterfactual")
+    if cf and cf["n_pairs"] and cf["excess"] is not None:
+        text += (f" On {cf['n_pairs']} texture twins (a control clip with one actor dressed in {tex}, nothing "
+                 f"else changed) the {act} score rises by {cf['excess']:+.3f}; zeroing the same units removes "
+                 f"{_pct(cf['ablated']['removed'])} of that rise, random units {_pct(cf['random']['removed_mean'])}.")
     return text
 
 
