@@ -334,11 +334,13 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     def bias() -> dict:
         from mmit_interp.analysis.bias import run_bias
 
-        return run_bias(main, world=world, rule="set")  # paths reaching texture units, the excess their ablation removes
+        # paths reaching texture units, the lure and texture-twin excess their ablation removes
+        return run_bias(main, world=world, rule="set", counterfactual=True)
 
     # the store's labels come from every dissection that ran, the tubes' included
     labels_from = ("dissect",) + (("dissect-video",) if "dissect-video" in p.results else ())
-    p.run("bias", {"analysis": "mmit_interp.analysis.bias", "rule": "set"}, bias, deps=main_dep + labels_from)
+    p.run("bias", {"analysis": "mmit_interp.analysis.bias", "rule": "set", "twins": True}, bias,
+          deps=main_dep + labels_from)
 
     def figures() -> dict:
         from mmit_interp.analysis.figures import run_figures
