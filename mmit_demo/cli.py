@@ -20,8 +20,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="folder for the world, runs, analyses and report")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="size of everything")
     p.add_argument("--seed", type=int, default=0)
-    for k in ("train-clips", "val-clips", "images", "action-frames", "epochs", "width", "cam-clips", "stills",
-              "pretrain-epochs"):
+    for k in ("train-clips", "val-clips", "images", "action-frames", "epochs", "loss-epochs", "width", "cam-clips",
+              "stills", "pretrain-epochs"):
         p.add_argument(f"--{k}", type=int, help="override the preset")
     p.add_argument("--audio-width", type=float, help="SoundNet width multiplier (override the preset)")
     p.add_argument("--losses", default=",".join(LOSSES), help="visual models to train, one per loss")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = DemoConfig(out=args.out, preset=args.preset, seed=args.seed, train_clips=args.train_clips,
                      val_clips=args.val_clips, images=args.images, action_frames=args.action_frames,
-                     epochs=args.epochs, width=args.width, audio_width=args.audio_width, cam_clips=args.cam_clips,
+                     epochs=args.epochs, loss_epochs=args.loss_epochs, width=args.width, audio_width=args.audio_width, cam_clips=args.cam_clips,
                      stills=args.stills, pretrain_epochs=args.pretrain_epochs, losses=_csv(args.losses),
                      workers=args.workers, device=args.device, skip=_csv(args.skip),
                      force=_csv(args.force), progress=not args.quiet, showcase=not args.no_showcase)
