@@ -94,7 +94,6 @@ CREATE TABLE IF NOT EXISTS unit_formulas (
 """
 
 NOT_DISSECTED = "not dissected"
-NO_LABEL = {"label": NOT_DISSECTED, "category": None, "iou": None, "also": []}  # a path unit no dissection covers
 
 
 def _j(obj: Any) -> str:
@@ -370,6 +369,17 @@ class ResultsStore:
             out[u] = {"label": b["label"], "category": b["category"], "iou": b["iou"], "also": also}
         return out
 
+    def label_path_rows(self, rows: list[dict], run_id: int | None = None) -> list[dict]:
+        """Add to concept path rows (each with `unit` and `label_layers`) the `path_labels` fields of their
+        unit, looked up once per `label_layers`; a unit no dissection covers is "not dissected"."""
+        tables: dict[tuple, dict[int, dict]] = {}
+        for r in rows:
+            key = tuple(r["label_layers"])
+            if key not in tables:
+                tables[key] = self.path_labels(list(key), run_id=run_id)
+            r.update(tables[key].get(r["unit"]) or {"label": NOT_DISSECTED, "category": None, "iou": None, "also": []})
+        return rows
+
     def category_counts(self, layer: str, concept_set: str | None = None, run_id: int | None = None) -> dict[str, int]:
         """Number of interpretable units per category (the block-wise concept-count plot)."""
         rid = self.run_id(run_id)
@@ -545,14 +555,9 @@ class ResultsStore:
         rows = [dict(r) for r in self.conn.execute(
             "SELECT step, rank, layer, unit, parent, contribution, label_layers FROM concept_paths WHERE run_id = ? "
             "AND clip_key = ? AND class_idx = ? ORDER BY step, parent, rank", (rid, clip_key, int(class_idx)))]
-        labels: dict[str, dict[int, dict]] = {}
         for r in rows:
             r["label_layers"] = json.loads(r["label_layers"])
-            key = json.dumps(r["label_layers"])
-            if key not in labels:
-                labels[key] = self.path_labels(r["label_layers"], run_id=rid)
-            r.update(labels[key].get(r["unit"]) or {**NO_LABEL, "also": []})
-        return rows
+        return self.label_path_rows(rows, run_id=rid)
 
     # ---------------------------------------------------------------- localisation
     def write_localisation(self, dataset: str, rows: Iterable[Mapping[str, Any]], *, run_id: int | None = None) -> None:

@@ -315,7 +315,7 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
     is then the mean change of `action`'s score when one actor of an otherwise identical clip wears `texture`."""
     from ..checkpoint import load_model
     from ..dataset import ClipTransform
-    from .relations import concept_path, label_rows
+    from .relations import concept_path
     from ..store import open_run_store
     from ..synth.truth import load_truth
 
@@ -342,7 +342,7 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
         if not by_rule[rule][0]:
             raise ValueError(f"{run_dir}: no dissected residual block in the results store; run "
                              f"`mmit-dissect {run_dir} --layers layer3 layer4 --concept-set BRODEN_DIR --store` first")
-        paths = [label_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower), st)
+        paths = [st.label_path_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower))
                  for v in lure_x["video"]]
         twins = None
         if counterfactual:
@@ -361,8 +361,8 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
                 cf[r] = cf[same] if same else ablation_test(model, twins[1], twins[0], c, units, pool, seeds=seeds,
                                                             names=vocab.names, paired=True, memo=cf_memo)
         units = by_rule[rule][0]
-        hits = [path_hits(rows, texture, units) for rows in paths]
-        n_paths = len(hits)
+        hits_by = {r: [path_hits(rows, texture, by_rule[r][0]) for rows in paths] for r in UNIT_RULES}
+        hits, n_paths = hits_by[rule], len(paths)
         summary = {"dataset": f"{world.name}:{split}", "action": action, "texture": texture,
                    "planted": (action, texture) == planted, "n_lure": len(lure), "n_control": len(control),
                    "rule": rule,
@@ -373,8 +373,8 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
                    "layers": list(units), "texture_units": units, "n_units": sum(map(len, units.values())),
                    **tests[rule],
                    "counterfactual": _counterfactual(cf[rule], len(twins[0]["video"])) if twins is not None else None,
-                   "by_rule": {r: _rule_brief(by_rule[r][0], sum(path_hits(rows, texture, by_rule[r][0])[0]
-                                                                 for rows in paths), n_paths, tests[r], cf.get(r))
+                   "by_rule": {r: _rule_brief(by_rule[r][0], sum(h[0] for h in hits_by[r]), n_paths, tests[r],
+                                              cf.get(r))
                                for r in UNIT_RULES}}
         summary["notes"] = _notes(summary)
         if record:

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..store import NO_LABEL
 from .trunk import resolve_block, stage_aliases
 
 
@@ -94,15 +93,6 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
     return rows
 
 
-def label_rows(rows: list[dict], store) -> list[dict]:
-    """Add each unit's dissection `label`/`category`/`iou` and `also` (other sets' labels) from a results
-    store (or "not dissected"; `ResultsStore.path_labels`)."""
-    tables = {k: store.path_labels(list(k)) for k in {tuple(r["label_layers"]) for r in rows}}
-    for r in rows:
-        r.update(tables[tuple(r["label_layers"])].get(r["unit"]) or {**NO_LABEL, "also": []})
-    return rows
-
-
 def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | str | None = None, *,
                       key: str | None = None, top_upper: int = 5, top_lower: int = 3,
                       record: bool = True) -> dict[str, Any]:
@@ -133,7 +123,7 @@ def clip_concept_path(run_dir: str | Path, clip_path: str | Path, class_: int | 
                 class_ = int(forward_batch(model, clip_batch(clip))[0].argmax())
         c = class_ if isinstance(class_, int) else vocab.index(class_)
         rows = concept_path(model, clip["video"][None], c, top_upper=top_upper, top_lower=top_lower)
-        label_rows(rows, st)
+        st.label_path_rows(rows)
         if record:
             if stored is None:
                 analyze_clip(run_dir, clip_path, key=key)
