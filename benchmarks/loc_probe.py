@@ -1,7 +1,7 @@
 """One localisation probe of issue 12: a demo-sized world, the visual model's 2-D twin, a training
 run and `mmit-analyze localisation`, with one thing changed (model kwargs, world knobs, epochs).
 
-    python benchmarks/loc_probe.py OUT NAME [--kwargs JSON] [--synth JSON] [--train JSON] [--epochs N] [--seed S]
+    python benchmarks/loc_probe.py OUT NAME [--model M] [--kwargs JSON] [--synth JSON] [--train JSON] [--epochs N] [--seed S]
                                    [--size PX] [--scratch]
 
 Worlds and twins are cached under OUT by what they depend on, so probes that change only the
@@ -26,7 +26,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("name")
-    p.add_argument("--kwargs", default="{}", help="i3d_r18 keyword arguments on top of the demo's")
+    p.add_argument("--model", default="i3d_r18", help="a registered video model (benchmarks/track_attention.py adds one)")
+    p.add_argument("--kwargs", default="{}", help="model keyword arguments on top of the demo's")
     p.add_argument("--synth", default="{}", help="SynthConfig fields on top of the demo world's")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0, help="training seed (the world and the twin keep theirs)")
@@ -60,16 +61,19 @@ def main() -> None:
         stills = out / f"stills-{_key(asdict(stills_cfg))}"
         if not (stills / "world.json").is_file():
             generate_world(stills, stills_cfg, force=True, progress=False)
-        twin = out / f"twin-{_key({'s': asdict(stills_cfg), 'kw': kw, 'e': a.pretrain_epochs, **({'size': a.size} if a.size != 64 else {})})}.pth"
+        twin_key = {"s": asdict(stills_cfg), "kw": kw, "e": a.pretrain_epochs, **({"size": a.size} if a.size != 64 else {}),
+                    **({"model": a.model} if a.model != "i3d_r18" else {})}
+        twin = out / f"twin-{_key(twin_key)}.pth"
         t0 = time.time()
         if not twin.is_file():
-            pretrain_stills(PretrainConfig(concepts=str(stills / "broden"), out=str(twin), model_kwargs=kw, size=a.size,
+            pretrain_stills(PretrainConfig(concepts=str(stills / "broden"), out=str(twin), model=a.model,
+                                           model_kwargs=kw, size=a.size,
                                            epochs=a.pretrain_epochs, categories=PRETRAIN_CATEGORIES,
                                            progress=False))
         secs["twin"] = time.time() - t0
     run = out / a.name
     t0 = time.time()
-    res = train(TrainConfig(data=str(world), out=str(run), model="i3d_r18", model_kwargs=kw, loss=a.loss,
+    res = train(TrainConfig(data=str(world), out=str(run), model=a.model, model_kwargs=kw, loss=a.loss,
                             frames=8, size=a.size, batch_size=8, epochs=a.epochs, lr=a.lr, warmup_epochs=0.2, seed=a.seed,
                             inflate_from=str(twin) if twin else None, clip_cache=str(out / "clip-cache"), progress=False,
                             **json.loads(a.train)))
@@ -78,7 +82,7 @@ def main() -> None:
     loc = run_localisation(run, world=world)
     secs["localisation"] = time.time() - t0
     summary = loc["summary"]
-    r = {"name": a.name, "kwargs": kw, "synth": json.loads(a.synth), "train": json.loads(a.train), "epochs": a.epochs,
+    r = {"name": a.name, "model": a.model, "kwargs": kw, "synth": json.loads(a.synth), "train": json.loads(a.train), "epochs": a.epochs,
          "seed": a.seed, "loss": a.loss,
          "twin": bool(twin), "metrics": {k: v for k, v in res.metrics.items() if k != "per_class_ap"},
          "localisation": summary, "seconds": secs}
