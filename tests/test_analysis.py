@@ -18,7 +18,7 @@ from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
 from mmit_interp.analysis.relations import concept_path, relation_tables
 from mmit_interp.analysis.selectivity import block_selectivity, block_shape, input_like, network_selectivity, selectivity_from_probs
-from mmit_interp.analysis.trunk import logits_from, resolve_block, stage_aliases
+from mmit_interp.analysis.trunk import logits_from, resolve_block, run_until, stage_aliases
 
 C = 6
 
@@ -161,6 +161,26 @@ def test_concept_path_shares_of_an_lse_head_are_exact():
     concentration = float(-(w * w.log()).sum() - math.log(w.numel())) / 4.0
     total = sum(r["contribution"] for r in rows if r["step"] == 0) + m.fc.bias[1].item() + concentration
     assert total == pytest.approx(logit, abs=1e-4) and concentration < 0
+
+
+
+def test_a_trunk_that_works_after_its_last_block_is_refused_not_misread():
+    """Block splits and concept paths rebuild the head's map from `blocks()`; a trunk whose `forward_features`
+    does more after its last block (benchmarks/track_attention.py's attention) is an error naming the contract."""
+    m = _model(layer4_stride=1).eval()
+    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(7))
+    assert run_until(m, "layer3", {"video": x}).feats.shape[0] == 2  # a plain trunk passes
+
+    class After(type(m)):
+        def forward_features(self, v):
+            return super().forward_features(v) * 2.0
+
+    m2 = _model(layer4_stride=1).eval()
+    m2.__class__ = After
+    with pytest.raises(ValueError, match="do not give its last map"):
+        run_until(m2, "layer3", {"video": x})
+    with pytest.raises(ValueError, match="do not give its last map"):
+        concept_path(m2, x[:1], 0)
 
 
 # ---------------------------------------------------------------- localisation

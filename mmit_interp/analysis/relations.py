@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .trunk import resolve_block, stage_aliases
+from .trunk import check_chain, resolve_block, stage_aliases
 
 
 def relation_tables(logits: torch.Tensor, baseline: torch.Tensor, top: int = 10
@@ -62,6 +62,7 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
         raise ValueError(f"upper block {up!r} must be the last block ({names[-1]!r}) that feeds the linear head")
     if names.index(lo) >= names.index(up):
         raise ValueError(f"lower block {lo!r} must come before {up!r}")
+    check_chain(model, video)
     mods = dict(trunk.blocks())
     with torch.no_grad():
         x = video

@@ -7,10 +7,13 @@ model's pooled audio) is computed once with the prefix (`ctx`) and handed to `mo
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+_CHAINS_CHECKED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 
 
 def trunk_prefix(model: nn.Module) -> str:
@@ -42,6 +45,25 @@ def stage_aliases(model: nn.Module, name: str) -> list[str]:
     return [block, stage] if resolve_block(model, stage) == block else [block]
 
 
+def check_chain(model: nn.Module, x: torch.Tensor) -> None:
+    """Raise unless running the trunk's `blocks()` in order on input `x` gives its last map (`forward_features`):
+    block splits (ablation, selectivity) and concept paths rebuild the map the head reads from the blocks, so a
+    trunk that does more after its last block would get wrong figures, not an error. Checked once per trunk."""
+    trunk = model.trunk()
+    if trunk in _CHAINS_CHECKED:
+        return
+    with torch.no_grad():
+        y = x
+        for _, m in trunk.blocks():
+            y = m(y)
+        ref = trunk.forward_features(x)
+    if y.shape != ref.shape or not torch.allclose(y, ref, rtol=1e-4, atol=1e-5):
+        raise ValueError(f"{type(trunk).__name__}: its blocks() run in order do not give its last map (forward_features"
+                         f" {tuple(ref.shape)}); block splits and concept paths need the map the head reads to be the"
+                         " last block's output (docs/CONTRACTS.md)")
+    _CHAINS_CHECKED.add(trunk)
+
+
 @dataclass
 class Prefix:
     """Block output `feats (N, K, ...)` of a batch and the head's context needed to finish it (fusion audio)."""
@@ -55,6 +77,7 @@ def run_until(model: nn.Module, name: str, batch: dict[str, torch.Tensor]) -> Pr
     trunk = model.trunk()
     x = batch[trunk.inputs[0]]
     name = resolve_block(model, name)
+    check_chain(model, x)
     for n, m in trunk.blocks():
         x = m(x)
         if n == name:
