@@ -103,7 +103,13 @@ def attention_mass(run: str | Path, world: str | Path, max_clips: int = 80) -> d
     tf = ClipTransform.from_dict(meta["transforms"])
     seen: list[torch.Tensor] = []
     plain = model.attend.attention
-    model.attend.attention = lambda f, guide=None: seen.append(plain(f, guide)[0][0]) or plain(f, guide)
+
+    def spy(f: torch.Tensor, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        a, v = plain(f, guide)
+        seen.append(a[0])
+        return a, v
+
+    model.attend.attention = spy
     mass, area = np.zeros(3), np.zeros(3)
     for clip in boxes_from_truth(world)[:max_clips]:
         inp = clip_inputs(model, meta["vocab"], clip, tf)

@@ -163,7 +163,6 @@ def test_concept_path_shares_of_an_lse_head_are_exact():
     assert total == pytest.approx(logit, abs=1e-4) and concentration < 0
 
 
-
 def test_a_trunk_that_works_after_its_last_block_is_refused_not_misread():
     """Block splits and concept paths rebuild the head's map from `blocks()`; a trunk whose `forward_features`
     does more after its last block (benchmarks/track_attention.py's attention) is an error naming the contract."""
