@@ -1,4 +1,4 @@
-"""Probes 38-46 of issue 12 (docs/synth.md, "Gathering each actor's motion along its track"): a trunk with a
+"""Probes 38-47 of issue 12 (docs/synth.md, "Gathering each actor's motion along its track"): a trunk with a
 3-frame temporal field whose last map gathers, by attention, the features of the positions that belong to the
 same actor in every frame, so that a map can know an actor's whole motion and still sit on its place in each
 frame. Runs `loc_probe.py` with the model `i3d_r18_attend`, registered here: not in the library yet, whose

@@ -1,4 +1,4 @@
-"""The track-attention probe model (benchmarks/track_attention.py, probes 38-46 of docs/synth.md): its
+"""The track-attention probe model (benchmarks/track_attention.py, probes 38-47 of docs/synth.md): its
 colour-guided attention stays on the cells of its own colour, and the model runs on clips and stills."""
 from __future__ import annotations
 
