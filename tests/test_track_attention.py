@@ -37,3 +37,20 @@ def test_attended_model_runs_on_clips_and_stills():
     assert net(torch.rand(2, 3, 8, 32, 32)).shape == (2, 5)
     assert net(torch.rand(1, 3, 1, 32, 32)).shape == (1, 5)  # the still-image twin it is pretrained as
     assert net.forward_features(torch.rand(1, 3, 8, 32, 32)).shape == (1, 32, 8, 4, 4)
+
+
+def test_map_separation_refuses_a_trunk_whose_last_block_is_not_the_heads_map(tmp_path):
+    """The separation penalty hooks the trunk's last block, so a model that changes the map after it (this one)
+    is refused before training instead of penalising a map the head does not read."""
+    import pytest
+
+    from mmit_interp.vocab import Vocabulary
+    from train.loop import TrainConfig, build
+
+    kw = {"width": 4, "layer3_stride": 1, "layer4_stride": 1, "spatial_kernels": [3, 1, 1, 1], "head_r": 5.0,
+          "attention_locality": 12.0}
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path), model="i3d_r18_attend", model_kwargs=kw,
+                      map_separation=1.0, frames=4, size=32)
+    with pytest.raises(ValueError, match="blocks"):
+        build(cfg, Vocabulary(["a", "b"]))
+    build(TrainConfig(**{**cfg.__dict__, "map_separation": 0.0}), Vocabulary(["a", "b"]))

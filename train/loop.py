@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from mmit_interp.analysis.trunk import check_chain
 from mmit_interp.annotations import AnnotationSet, read_mmit
 from mmit_interp.atomic import atomic_write_json
 from mmit_interp.checkpoint import load_model, load_state_checked, read_checkpoint, save_checkpoint
@@ -156,9 +157,11 @@ def build(cfg: TrainConfig, vocab: Vocabulary) -> nn.Module:
             ck = read_checkpoint(path)
             state = {k: v for k, v in ck["state_dict"].items() if not k.startswith("fc.")}
             load_state_checked(parts[part], state, source=path, expected=repr(ck["model"]["name"]))
-    if cfg.map_separation and not (isinstance(model, VideoResNet) and model.head_r > 0):
-        raise ValueError(f"map_separation needs a video ResNet with a log-sum-exp head (model_kwargs head_r > 0), "
-                         f"not {cfg.model!r} with {cfg.model_kwargs}")
+    if cfg.map_separation:
+        if not (isinstance(model, VideoResNet) and model.head_r > 0):
+            raise ValueError(f"map_separation needs a video ResNet with a log-sum-exp head (model_kwargs head_r > 0), "
+                             f"not {cfg.model!r} with {cfg.model_kwargs}")
+        check_chain(model, torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size))  # the penalty hooks the last block
     if cfg.freeze_trunks:
         if not parts:
             raise ValueError(f"--freeze-trunks needs a model made of trunks (fusion); {cfg.model!r} has none")
@@ -311,6 +314,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         best_epoch = int(ts.get("best_epoch", 0))
         _set_rng_state(ts["rng"][rank] if rank < len(ts["rng"]) else ts["rng"][0], device)
     net: nn.Module = model
+    last_block = model.trunk().blocks()[-1][0] if cfg.map_separation else ""  # its output is the map the head reads
     if distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -365,12 +369,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 bar.update(1)
                 continue
             b = _to(batch, device, cfg.channels_last)
-            taps = capture_activations(model, ["layer4"], detach=False) if cfg.map_separation else nullcontext({})
+            taps = capture_activations(model, [last_block], detach=False) if cfg.map_separation else nullcontext({})
             with taps as acts, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = forward_batch(net, b)
             loss = loss_fn(logits.float(), b["target"], w_dev)
             if cfg.map_separation:
-                maps = torch.einsum("nkp,ck->ncp", acts["layer4"].float().flatten(2), model.fc.weight.float())
+                maps = torch.einsum("nkp,ck->ncp", acts[last_block].float().flatten(2), model.fc.weight.float())
                 overlap = map_overlap(maps, b["target"], model.head_r)
                 overlap_sum += overlap.detach()
                 loss = loss + cfg.map_separation * overlap
