@@ -26,7 +26,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("name")
-    p.add_argument("--model", default="i3d_r18", help="a registered video model (benchmarks/track_attention.py adds one)")
+    p.add_argument("--model", default="i3d_r18", help="a registered video model (e.g. i3d_r18_attend, benchmarks/track_attention.py)")
     p.add_argument("--kwargs", default="{}", help="model keyword arguments on top of the demo's")
     p.add_argument("--synth", default="{}", help="SynthConfig fields on top of the demo world's")
     p.add_argument("--epochs", type=int, default=6)
@@ -41,6 +41,7 @@ def main() -> None:
 
     from mmit_demo.pipeline import PRETRAIN_CATEGORIES, DemoConfig, demo_stills, demo_synth
     from mmit_interp.explain.localisation import run_localisation
+    from mmit_interp.models import build_model
     from mmit_interp.synth import generate_world
     from train.loop import TrainConfig, train
     from train.pretrain import PretrainConfig, pretrain_stills
@@ -61,7 +62,9 @@ def main() -> None:
         stills = out / f"stills-{_key(asdict(stills_cfg))}"
         if not (stills / "world.json").is_file():
             generate_world(stills, stills_cfg, force=True, progress=False)
-        twin_key = {"s": asdict(stills_cfg), "kw": kw, "e": a.pretrain_epochs, **({"size": a.size} if a.size != 64 else {}),
+        arch = [(k, list(v.shape)) for k, v in build_model(a.model, 1, **kw).state_dict().items()]  # a changed model gets its own twin
+        twin_key = {"s": asdict(stills_cfg), "kw": kw, "e": a.pretrain_epochs, "arch": arch,
+                    **({"size": a.size} if a.size != 64 else {}),
                     **({"model": a.model} if a.model != "i3d_r18" else {})}
         twin = out / f"twin-{_key(twin_key)}.pth"
         t0 = time.time()

@@ -27,30 +27,34 @@ DEFAULT_PS = tuple(round(p, 2) for p in np.linspace(0, 1, 11))
 
 @dataclass
 class FeatureCache:
-    """Block outputs `feats (N, K, ...)` of a validation set, fusion audio context and targets `(N, C)`."""
+    """Block outputs `feats (N, K, ...)` of a validation set, fusion audio context, targets `(N, C)` and the
+    trunk's guide for the later blocks (`None` unless the trunk has a `GuidedBlock`)."""
 
     block: str
     feats: torch.Tensor
     ctx: torch.Tensor | None
     targets: np.ndarray
+    guide: torch.Tensor | None = None
 
 
 @torch.no_grad()
 def cache_features(model: nn.Module, batches: Iterable[dict], block: str) -> FeatureCache:
     """Run every batch (dataset batch dicts with `target`) through the trunk up to `block`, once."""
     block = resolve_block(model, block)
-    feats, ctxs, targets = [], [], []
+    feats, ctxs, guides, targets = [], [], [], []
     for b in batches:
         if "target" not in b:
             continue
         p = run_until(model, block, b)
         feats.append(p.feats)
         ctxs.append(p.ctx)
+        guides.append(p.guide)
         targets.append(b["target"].numpy())
     if not feats:
         raise ValueError("no decodable clip to evaluate on")
     ctx = None if ctxs[0] is None else torch.cat(ctxs)
-    return FeatureCache(block, torch.cat(feats), ctx, np.concatenate(targets))
+    guide = None if guides[0] is None else torch.cat(guides)
+    return FeatureCache(block, torch.cat(feats), ctx, np.concatenate(targets), guide)
 
 
 def drop_order(n_units: int, seed: int) -> torch.Tensor:
@@ -73,7 +77,8 @@ def ablated_logits(model: nn.Module, cache: FeatureCache, keep: torch.Tensor, ba
     out = []
     for i in range(0, cache.feats.shape[0], batch_size):
         ctx = None if cache.ctx is None else cache.ctx[i: i + batch_size]
-        out.append(logits_from(model, cache.block, cache.feats[i: i + batch_size] * scale, ctx))
+        guide = None if cache.guide is None else cache.guide[i: i + batch_size]
+        out.append(logits_from(model, cache.block, cache.feats[i: i + batch_size] * scale, ctx, guide))
     return torch.cat(out)
 
 

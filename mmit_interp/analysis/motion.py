@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.base import call_block
 from .trunk import resolve_block, stage_aliases, trunk_prefix
 
 DEFAULT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
@@ -133,9 +134,10 @@ def block_outputs(model: nn.Module, video: torch.Tensor, blocks: Sequence[str]) 
     """Outputs of the trunk's named `blocks()` for a video batch `(N, 3, T, H, W)`; stops after the last one."""
     want = set(blocks)
     out: dict[str, torch.Tensor] = {}
-    x = video
-    for name, m in model.trunk().blocks():
-        x = m(x)
+    trunk = model.trunk()
+    x, guide = video, trunk.guide(video)
+    for name, m in trunk.blocks():
+        x = call_block(m, x, guide)
         if name in want:
             out[name] = x
             if len(out) == len(want):

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.base import call_block
 from .trunk import check_chain, resolve_block, stage_aliases
 
 
@@ -65,13 +66,13 @@ def concept_path(model: nn.Module, video: torch.Tensor, class_idx: int, *, upper
     check_chain(model, video)
     mods = dict(trunk.blocks())
     with torch.no_grad():
-        x = video
+        x, guide = video, trunk.guide(video)
         for n in names[: names.index(lo) + 1]:
-            x = mods[n](x)
+            x = call_block(mods[n], x, guide)
     f3 = x.detach().requires_grad_(True)
     x = f3
     for n in names[names.index(lo) + 1:]:
-        x = mods[n](x)
+        x = call_block(mods[n], x, guide)
     # how the head reads the positions: GAP's mean, or an LSE head's softmax weights (held fixed, so the
     # shares stay exact up to that head's constant concentration term, see `GapLinearNet.pool_weights`)
     w = model.pool_weights(x.detach(), class_idx)[0]

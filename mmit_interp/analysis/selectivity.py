@@ -55,7 +55,8 @@ def block_shape(model: nn.Module, block: str, example: dict[str, torch.Tensor]) 
 
 @torch.no_grad()
 def solo_unit_logits(model: nn.Module, block: str, shape: Sequence[int], chunk: int = 256) -> torch.Tensor:
-    """Logits `(K + 1, C)`: row i with only unit i's map = 1 everywhere, last row with every unit 0."""
+    """Logits `(K + 1, C)`: row i with only unit i's map = 1 everywhere, last row with every unit 0. No clip stands
+    behind these maps, so a later `GuidedBlock` runs without its guide (it says what it does then)."""
     k, rest = shape[0], tuple(shape[1:])
     out = []
     for i in range(0, k + 1, chunk):

@@ -2,7 +2,8 @@
 
 The split is inside `model.trunk()` (a fusion model's visual trunk); the head's context (a fusion
 model's pooled audio) is computed once with the prefix (`ctx`) and handed to `model.head` again in
-`logits_from`, exactly as the model's forward does. Block names are those of the trunk's `blocks()`
+`logits_from`, exactly as the model's forward does. So is the trunk's guide (`ModelBase.guide`: what a
+`GuidedBlock` reads besides its input, e.g. the cells' input colours), which the later blocks need. Block names are those of the trunk's `blocks()`
 (`stem`, `layer1.0`, ...); a stage name (`layer4`) means its last block, the same tensor.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..models.base import call_block
 
 _CHAINS_CHECKED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 
@@ -42,7 +45,7 @@ def stage_aliases(model: nn.Module, name: str) -> list[str]:
     """Names under which a block's output may have been dissected: the block and, if it ends a stage, the stage."""
     block = resolve_block(model, name)
     stage = block.split(".")[0]
-    return [block, stage] if resolve_block(model, stage) == block else [block]
+    return [block, stage] if stage != block and resolve_block(model, stage) == block else [block]
 
 
 def check_chain(model: nn.Module, x: torch.Tensor) -> None:
@@ -53,9 +56,9 @@ def check_chain(model: nn.Module, x: torch.Tensor) -> None:
     if trunk in _CHAINS_CHECKED:
         return
     with torch.no_grad():
-        y = x
+        y, guide = x, trunk.guide(x)
         for _, m in trunk.blocks():
-            y = m(y)
+            y = call_block(m, y, guide)
         ref = trunk.forward_features(x)
     if y.shape != ref.shape or not torch.allclose(y, ref, rtol=1e-4, atol=1e-5):
         raise ValueError(f"{type(trunk).__name__}: its blocks() run in order do not give its last map (forward_features"
@@ -66,10 +69,12 @@ def check_chain(model: nn.Module, x: torch.Tensor) -> None:
 
 @dataclass
 class Prefix:
-    """Block output `feats (N, K, ...)` of a batch and the head's context needed to finish it (fusion audio)."""
+    """Block output `feats (N, K, ...)` of a batch, the head's context needed to finish it (fusion audio) and
+    the trunk's guide for its later blocks (`None` for a trunk without `GuidedBlock`s)."""
 
     feats: torch.Tensor
     ctx: torch.Tensor | None
+    guide: torch.Tensor | None = None
 
 
 def run_until(model: nn.Module, name: str, batch: dict[str, torch.Tensor]) -> Prefix:
@@ -78,13 +83,16 @@ def run_until(model: nn.Module, name: str, batch: dict[str, torch.Tensor]) -> Pr
     x = batch[trunk.inputs[0]]
     name = resolve_block(model, name)
     check_chain(model, x)
+    guide = trunk.guide(x)
     for n, m in trunk.blocks():
-        x = m(x)
+        x = call_block(m, x, guide)
         if n == name:
             break
-    return Prefix(x, model.context(batch))
+    return Prefix(x, model.context(batch), guide)
 
 
-def logits_from(model: nn.Module, name: str, feats: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits from block `name`'s output: the later blocks and the head (with the context; none: silence)."""
-    return model.head(model.trunk().features_from(resolve_block(model, name), feats), ctx)
+def logits_from(model: nn.Module, name: str, feats: torch.Tensor, ctx: torch.Tensor | None = None,
+                guide: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits from block `name`'s output: the later blocks (with the trunk's guide; none: a `GuidedBlock` sees
+    no clip) and the head (with the context; none: silence)."""
+    return model.head(model.trunk().features_from(resolve_block(model, name), feats, guide), ctx)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from .adapters import PerFrame2D, TorchvisionVideo, timm_frames, torchvision_frames, torchvision_video
-from .base import ModelBase, forward_batch, gap_weights
+from .attention import AttendedResNet, TrackAttention, i3d_r18_attend
+from .base import GuidedBlock, ModelBase, call_block, forward_batch, gap_weights
 from .fusion import FusionNet
 from .inflate import inflate_from_file, inflate_state_dict
 from .resnet3d import VideoResNet, i3d_r18, i3d_r50, resnet3d50
@@ -24,6 +25,7 @@ def fusion(*, num_classes: int, visual: str = "i3d_r18", audio: str = "soundnet"
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "i3d_r18": i3d_r18,
+    "i3d_r18_attend": i3d_r18_attend,
     "i3d_r50": i3d_r50,
     "resnet3d50": resnet3d50,
     "soundnet": soundnet,
@@ -61,4 +63,4 @@ def set_conv3d_format(model: nn.Module, channels_last: bool) -> nn.Module:
 __all__ = ["MODELS", "build_model", "list_models", "forward_batch", "ModelBase", "gap_weights", "VideoResNet",
            "SoundNet", "FusionNet", "i3d_r18", "i3d_r50", "resnet3d50", "soundnet", "fusion", "inflate_state_dict", "inflate_from_file",
            "set_conv3d_format", "TorchvisionVideo", "PerFrame2D", "torchvision_video", "torchvision_frames",
-           "timm_frames"]
+           "timm_frames", "i3d_r18_attend", "AttendedResNet", "TrackAttention", "GuidedBlock", "call_block"]

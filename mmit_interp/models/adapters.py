@@ -170,8 +170,9 @@ class AdapterNet(ModelBase):
             x = m(x)
         return x
 
-    def features_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Last features from `x`, the output of block `name`: runs every later block."""
+    def features_from(self, name: str, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Last features from `x`, the output of block `name`: runs every later block (a wrapped model has no
+        `GuidedBlock`, so `guide` is `None`)."""
         names = [n for n, _ in self._blocks]
         if name not in names:
             raise KeyError(f"no block {name!r}; blocks are {', '.join(names)}")

@@ -6,6 +6,10 @@ analyses split and whose last map the CAMs draw (`trunk()`), and a head that tur
 the trunk's map (a fusion model's pooled audio; `None` for one trunk). `cam_weight()` is the head's
 weight on the trunk's pooled features and `pool_weights()` how the head reads the map's positions.
 A new model family subclasses `ModelBase` (or `GapLinearNet`) in its own module and registers a builder.
+
+A block may also read a *guide* that the trunk computes once from its input (`trunk.guide(x)`, e.g. each
+last-map cell's input colour): such a block subclasses `GuidedBlock` and is called `m(y, guide)`. Whoever
+runs blocks by hand (block splits, concept paths) runs them through `call_block` and carries the guide.
 """
 from __future__ import annotations
 
@@ -22,6 +26,10 @@ class ModelBase(nn.Module):
     def trunk(self) -> nn.Module:
         """The module whose `blocks()` are split and whose last features the CAMs weigh."""
         raise NotImplementedError
+
+    def guide(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What the trunk's `GuidedBlock`s read besides their input, from the trunk's input `x` (`None`: no such block)."""
+        return None
 
     def context(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """What the head needs besides the trunk's features (`None`: nothing)."""
@@ -59,3 +67,17 @@ def gap_weights(f: torch.Tensor) -> torch.Tensor:
 def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits of any registered model (or its DDP wrapper) for a batch: its `forward` on the `inputs` it names."""
     return model(*(batch.get(k) for k in getattr(model, "module", model).inputs))
+
+
+class GuidedBlock(nn.Module):
+    """A block that reads, besides the previous block's output `y`, the trunk's guide: `forward(y, guide)`.
+    `guide` is `None` where no clip stands behind `y` (selectivity's solo-unit maps); the block must then
+    still give a defined output (and say in its docstring what it does)."""
+
+    def forward(self, y: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def call_block(block: nn.Module, y: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+    """One block's output: `block(y)`, or `block(y, guide)` for a `GuidedBlock`."""
+    return block(y, guide) if isinstance(block, GuidedBlock) else block(y)

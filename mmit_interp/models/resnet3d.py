@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import ModelBase, gap_weights
+from .base import ModelBase, call_block, gap_weights
 
 
 class TimeSymmetricConv3d(nn.Conv3d):
@@ -138,14 +138,15 @@ class GapLinearNet(ModelBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def features_from(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Last features from `x`, the output of block `name`: runs every later block."""
+    def features_from(self, name: str, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Last features from `x`, the output of block `name`: runs every later block (with the trunk's guide
+        for a `GuidedBlock`, see `ModelBase.guide`)."""
         blocks = self.blocks()
         names = [n for n, _ in blocks]
         if name not in names:
             raise KeyError(f"no block {name!r}; blocks are {', '.join(names)}")
         for _, m in blocks[names.index(name) + 1:]:
-            x = m(x)
+            x = call_block(m, x, guide)
         return x
 
 
