@@ -1,6 +1,7 @@
-"""Probes 38-47 of issue 12 (docs/synth.md, "Gathering each actor's motion along its track"): `loc_probe.py`
-with the model `i3d_r18_attend` (`mmit_interp.models.attention`: a trunk with a 3-frame temporal field whose
-last map gathers, by attention, the features of the positions that belong to the same actor in every frame).
+"""Probes 38-52 of issue 12 (docs/synth.md, "Gathering each actor's motion along its track" and the next
+section): `loc_probe.py` with the model `i3d_r18_attend` (`mmit_interp.models.attention`: a trunk with a
+3-frame temporal field whose last map gathers, by attention, the features of the positions that belong to
+the same actor in every frame).
 
     python benchmarks/track_attention.py OUT NAME [loc_probe options] --kwargs '{"attention_dim": 32, ...}'
     python benchmarks/track_attention.py mass RUN WORLD [MAX_CLIPS]   # where the attention looks

@@ -3,8 +3,9 @@
 The split is inside `model.trunk()` (a fusion model's visual trunk); the head's context (a fusion
 model's pooled audio) is computed once with the prefix (`ctx`) and handed to `model.head` again in
 `logits_from`, exactly as the model's forward does. So is the trunk's guide (`ModelBase.guide`: what a
-`GuidedBlock` reads besides its input, e.g. the cells' input colours), which the later blocks need. Block names are those of the trunk's `blocks()`
-(`stem`, `layer1.0`, ...); a stage name (`layer4`) means its last block, the same tensor.
+`GuidedBlock` reads besides its input, e.g. the cells' input colours), which the later blocks need.
+Block names are those of the trunk's `blocks()` (`stem`, `layer1.0`, ...); a stage name (`layer4`)
+means its last block, the same tensor.
 """
 from __future__ import annotations
 
