@@ -103,7 +103,7 @@ def i3d_r18_attend(*, num_classes: int, attention_dim: int = 32, attention_local
     `attention_locality` the prior's initial weight (0: none), `attention_guided` keys on the cells' colours."""
     net = i3d_r18(num_classes=num_classes, **kwargs)
     net.__class__ = AttendedResNet  # the same modules and parameters; the subclass only adds `attend` after them
-    strides = [kwargs.get(k, 2) for k in ("layer3_stride", "layer4_stride")]
-    net.stride = (4 if kwargs.get("stem_pool", True) else 2) * 2 * strides[0] * strides[1]
+    strided = [net.conv1, net.maxpool] + [getattr(net, f"layer{s}")[0].conv1 for s in range(1, 5)]
+    net.stride = math.prod(getattr(m, "stride", (1,))[-1] for m in strided)  # read off the built trunk
     net.attend = TrackAttention(net.feature_dim, attention_dim, attention_locality, attention_guided)
     return net
