@@ -256,6 +256,27 @@ def test_ownership_scores_which_action_is_where():
     assert ("mcam", "ownership", -1, -1) not in rows and ("chance", "pointing", -1, -1) not in rows
 
 
+def test_box_ownership_tells_edges_from_the_wrong_actor():
+    """Maps blurred across the boundary of two side-by-side boxes lose pixel ownership at the edge but keep
+    each box (box ownership 1); a map that prefers the other actor loses the box too."""
+    from mmit_interp.explain.localisation import box_ownership
+
+    masks = np.zeros((2, 4, 8), bool)
+    masks[0, :, :4], masks[1, :, 4:] = True, True
+    ramp = np.linspace(0.0, 1.0, 8)[None].repeat(4, 0)  # class 1 rises left to right, class 0 falls
+    blurred = np.stack([1.0 - ramp + 0.2, ramp])  # class 0 wins the left 5 columns, one more than its box
+    owner = blurred.argmax(0)
+    assert [acc for _, acc, _ in ownership(owner, masks)] == [1.0, pytest.approx(3 / 4)]
+    assert box_ownership(blurred, masks) == [(0, 1.0), (1, 1.0)]
+    assert box_ownership(blurred[::-1].copy(), masks) == [(0, 0.0), (1, 0.0)]
+    masks[1, :, 3] = True  # a column in both boxes is nobody's exclusive pixel
+    assert box_ownership(blurred, masks) == [(0, 1.0), (1, 1.0)]
+    recs = [{"method": "cam", "class_idx": 3, "frame": 0, "box_ownership": 1.0},
+            {"method": "cam", "class_idx": 4, "frame": 0, "box_ownership": 0.0}]
+    rows = {(r["method"], r["score"], r["class_idx"], r["frame"]): r for r in aggregate(recs)}
+    assert rows[("cam", "box_ownership", -1, -1)]["value"] == 0.5 and rows[("cam", "box_ownership", 3, -1)]["value"] == 1.0
+
+
 # ---------------------------------------------------------------- planted-bias test
 def test_bias_zeroed_units_random_control_and_path_hits():
     from mmit_interp.analysis.bias import class_scores, path_hits, random_like, zeroed

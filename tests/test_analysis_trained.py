@@ -49,6 +49,7 @@ def test_cam_pointing_clearly_above_chance(localisation):
         # the box of a frame lies on the action's path, so a hit on the box is a hit on the path
         assert s[method]["pointing_path"] >= s[method]["pointing"], method
     assert s["chance"]["pointing_path"] > s["chance"]["pointing"]
+    assert s["chance"]["ownership"] < s["cam"]["box_ownership"] <= 1.0  # which actor, per box
 
 
 def test_mcam_pointing_at_least_max_of_cams(localisation):

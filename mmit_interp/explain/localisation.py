@@ -26,7 +26,10 @@ the methods that assign pixels to classes): over the pixels inside exactly one c
 *ownership* = share of the pixels the method assigns to some class that it assigns to that class
 (undefined, so not recorded, when it assigns none), *coverage* = share it assigns at all (always 1
 for `cam_max`; mCAM's suppression leaves pixels to nobody); chance ownership = 1 / the number of
-scored classes in the clip (a random owner).
+scored classes in the clip (a random owner). *box_ownership* (`cam` records) asks the same per box
+instead of per pixel: 1 if the class's own normalised CAM has the highest mean over its exclusive box
+pixels of the clip's scored classes' CAMs (its chance is ownership's). Ownership below box ownership
+is lost at the box's edges (the last map's resolution), not to the wrong actor.
 Results are averaged per class (frame -1), per sampled-frame index (class -1) and overall.
 """
 from __future__ import annotations
@@ -158,6 +161,13 @@ def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | N
     return out
 
 
+def box_ownership(maps: np.ndarray, masks: np.ndarray) -> list[tuple[int, float]]:
+    """`(j, 1.0 or 0.0)` per class j with pixels inside its box only, for one frame's normalised class maps
+    `(S, H, W)` and box masks `(S, H, W)`: whether class j's map has the highest mean over those pixels."""
+    only = masks & (masks.sum(0) == 1)
+    return [(j, float(int(maps[:, only[j]].mean(1).argmax()) == j)) for j in range(masks.shape[0]) if only[j].any()]
+
+
 def frame_masks(clip: ClipBoxes, actions: list[str], idx: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Box masks `(S, T, size, size)` of `actions` at the video frames `idx` on the model's square grid, and
     whether each action has a box there `(S, T)`."""
@@ -216,6 +226,8 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
                 out.append(r)
         if not several:  # ownership needs two actions in the frame
             continue
+        for j, hit in box_ownership(maps[METHODS[0]][:, t], masks[:, t]):
+            out.append({"method": METHODS[0], "class_idx": classes[j], "frame": t, "box_ownership": hit})
         for meth, own in owners.items():
             for j, acc, cov in ownership(own[t], masks[:, t]):
                 r = {"method": meth, "class_idx": classes[j], "frame": t, "coverage": cov,
@@ -225,7 +237,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
 
 
 SCORES = ("pointing", "pointing_other", "pointing_path", "pointing_prev", "pointing_next", "energy", "ownership",
-          "coverage")
+          "box_ownership", "coverage")
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
