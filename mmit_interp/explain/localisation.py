@@ -29,7 +29,7 @@ for `cam_max`; mCAM's suppression leaves pixels to nobody); chance ownership = 1
 scored classes in the clip (a random owner). *box_ownership* (`cam` records) asks the same per box
 instead of per pixel: 1 if the class's own normalised CAM has the highest mean over its exclusive box
 pixels of the clip's scored classes' CAMs (its chance is ownership's). Ownership below box ownership
-is lost at the box's edges (the last map's resolution), not to the wrong actor.
+is lost near the box's edges, where other actors' maps reach, not to the wrong actor.
 Results are averaged per class (frame -1), per sampled-frame index (class -1) and overall.
 """
 from __future__ import annotations
