@@ -10,6 +10,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 from mmit_interp.atomic import atomic_write_json
 
@@ -203,9 +204,16 @@ def run_demo(cfg: DemoConfig) -> Pipeline:
     return p
 
 
-DISSECT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
-VIDEO_LAYERS = ("layer3", "layer4")  # tube dissection and compositional formulas (issue 16)
 FORMULAS = {"length": 3, "beam": 5}
+
+
+def trunk_stages(run: Path) -> tuple[str, ...]:
+    """The stages of a run's trunk that the demo dissects (`layer1` .. `layer4`, plus `attend` for a track
+    model); the last two also on the action tubes (issue 16), the last one ablated."""
+    from mmit_interp.analysis.trunk import stages
+    from mmit_interp.checkpoint import cached_model
+
+    return tuple(stages(cached_model(run)[0]))
 
 
 def _stage(run: str) -> str:
@@ -240,6 +248,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     concepts = out / "concepts"
     visual = _visual_runs(cfg, p)
     main_dep = ("main", _stage(main_name))
+    dissected = trunk_stages(main)
 
     def make_concepts() -> dict:
         from broden_actions.actions import build_action_regions, merge_concept_sets
@@ -262,7 +271,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
         model, meta = load_model(main)
         sets = [world / "broden", concepts / "actions", concepts / "broden+actions"]
         transform = InputTransform.from_checkpoint(meta["transforms"])
-        results = run_dissection(model, list(DISSECT_LAYERS), [str(s) for s in sets], transform=transform,
+        results = run_dissection(model, list(dissected), [str(s) for s in sets], transform=transform,
                                  batch_size=32, workers=cfg.workers, progress=cfg.progress,
                                  checkpoint_hash=meta["sha256"][:16], cache_dir=out / "cache" / "dissect")
         dest = main / "dissect"
@@ -277,7 +286,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
                     st.write_units(layer, Path(cs).name, recs)
         return {"counts": summary}
 
-    p.run("dissect", {"layers": DISSECT_LAYERS}, dissect_main, deps=("concepts",) + main_dep)
+    p.run("dissect", {"layers": dissected}, dissect_main, deps=("concepts",) + main_dep)
 
     tubes = out / "tubes"  # beside concepts/, which its stage replaces as a whole
 
@@ -291,23 +300,23 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     p.run("tubes", {"render": True}, make_tubes, deps=("world",))
 
     def dissect_video() -> dict:
-        return video_dissection(main, tubes, concepts / "broden+actions", cache=out / "cache" / "dissect",
-                                workers=cfg.workers, progress=cfg.progress)
+        return video_dissection(main, tubes, concepts / "broden+actions", layers=dissected[-2:],
+                                cache=out / "cache" / "dissect", workers=cfg.workers, progress=cfg.progress)
 
-    p.run("dissect-video", {"layers": VIDEO_LAYERS, "formulas": FORMULAS}, dissect_video,
+    p.run("dissect-video", {"layers": dissected[-2:], "formulas": FORMULAS}, dissect_video,
           deps=("dissect", "tubes") + main_dep)
 
     def motion() -> dict:
         from mmit_interp.analysis.motion import run_motion
 
-        return _brief(run_motion(main, world=world, layers=("stem",) + DISSECT_LAYERS, clips=128))
+        return _brief(run_motion(main, world=world, layers=("stem",) + dissected, clips=128))
 
-    p.run("motion", {"clips": 128, "layers": ("stem",) + DISSECT_LAYERS}, motion, deps=main_dep)
+    p.run("motion", {"clips": 128, "layers": ("stem",) + dissected}, motion, deps=main_dep)
 
     def ablate() -> dict:
         from mmit_interp.analysis.ablation import run_ablation
 
-        return {r: _brief(run_ablation(runs / r, block="layer4", seeds=(0, 1, 2))) for r in visual}
+        return {r: _brief(run_ablation(runs / r, block=trunk_stages(runs / r)[-1], seeds=(0, 1, 2))) for r in visual}
 
     p.run("ablation", {"runs": visual, "seeds": 3}, ablate, deps=tuple(_stage(r) for r in visual))
 
@@ -355,9 +364,9 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     p.run("report", {"sections": 2}, lambda: write_report(out, p), deps=("table1",))
 
 
-def video_dissection(run: Path, tubes: Path, still: Path, *, cache: Path | None = None, workers: int = 2,
-                     progress: bool = False) -> dict:
-    """Dissection for video on the main run (issue 16): `VIDEO_LAYERS` on the action tubes with every time
+def video_dissection(run: Path, tubes: Path, still: Path, *, layers: Sequence[str] = ("layer3", "layer4"),
+                     cache: Path | None = None, workers: int = 2, progress: bool = False) -> dict:
+    """Dissection for video on the main run (issue 16): `layers` on the action tubes with every time
     step against its own frame, then compositional formulas on the tubes and on the `still` set; all
     written beside the still dissection (`<run>/dissect/tubes/...`, `formulas.{csv,json}`) and into the
     run's store, so the unit pages show the tube labels, formulas and clip galleries."""
@@ -372,8 +381,8 @@ def video_dissection(run: Path, tubes: Path, still: Path, *, cache: Path | None 
     ckpt = meta["sha256"][:16]
     common = dict(transform=transform, batch_size=32, workers=workers, progress=progress, checkpoint_hash=ckpt,
                   cache_dir=cache)
-    tube_res = run_dissection(model, list(VIDEO_LAYERS), [str(tubes)], time="frames", **common)
-    still_res = run_dissection(model, list(VIDEO_LAYERS), [str(still)], **common)
+    tube_res = run_dissection(model, list(layers), [str(tubes)], time="frames", **common)
+    still_res = run_dissection(model, list(layers), [str(still)], **common)
     formulas = run_formulas(model, {**tube_res, **still_res}, transform=transform, batch_size=32, workers=workers,
                             progress=progress, cache_dir=cache, **FORMULAS)
     dest = run / "dissect"

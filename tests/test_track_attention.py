@@ -9,7 +9,7 @@ import torch
 from mmit_interp.analysis.ablation import FeatureCache, ablated_logits
 from mmit_interp.analysis.relations import concept_path, path_blocks
 from mmit_interp.analysis.selectivity import block_selectivity
-from mmit_interp.analysis.trunk import check_chain, logits_from, run_until
+from mmit_interp.analysis.trunk import check_chain, logits_from, run_until, stages
 from mmit_interp.models import VideoResNet, build_model
 from mmit_interp.models.attention import TrackAttention
 
@@ -55,6 +55,9 @@ def test_attended_model_runs_on_clips_and_stills():
     assert net.forward_features(torch.rand(1, 3, 8, 32, 32)).shape == (1, 32, 8, 4, 4)
     assert net.guide(torch.rand(1, 3, 8, 32, 32)).shape == (1, 3, 8, 4, 4)
     assert [n for n, _ in net.blocks()][-2:] == ["layer4.1", "attend"]
+    # the stages a whole-trunk analysis (the demo's dissection, its ablation) covers: `attend` last
+    assert stages(net) == ["layer1", "layer2", "layer3", "layer4", "attend"]
+    assert stages(build_model("i3d_r18", 5, width=4)) == ["layer1", "layer2", "layer3", "layer4"]
     assert build_model("i3d_r18_attend", 5, **{**KW, "attention_guided": False}).guide(torch.rand(1, 3, 8, 32, 32)) is None
 
 

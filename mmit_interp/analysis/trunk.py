@@ -42,6 +42,12 @@ def residual_blocks(model: nn.Module) -> list[str]:
     return [n for n, _ in model.trunk().blocks() if n != "stem"]
 
 
+def stages(model: nn.Module) -> list[str]:
+    """The trunk's stages after the stem, in execution order (`layer1` .. `layer4`, then `attend` for a track
+    model): what a whole-trunk analysis dissects, and the last one the map the head reads."""
+    return list(dict.fromkeys(n.split(".")[0] for n in residual_blocks(model)))
+
+
 def stage_aliases(model: nn.Module, name: str) -> list[str]:
     """Names under which a block's output may have been dissected: the block and, if it ends a stage, the stage."""
     block = resolve_block(model, name)
