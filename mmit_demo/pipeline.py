@@ -364,8 +364,8 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     p.run("report", {"sections": 2}, lambda: write_report(out, p), deps=("table1",))
 
 
-def video_dissection(run: Path, tubes: Path, still: Path, *, layers: Sequence[str] = ("layer3", "layer4"),
-                     cache: Path | None = None, workers: int = 2, progress: bool = False) -> dict:
+def video_dissection(run: Path, tubes: Path, still: Path, *, layers: Sequence[str], cache: Path | None = None,
+                     workers: int = 2, progress: bool = False) -> dict:
     """Dissection for video on the main run (issue 16): `layers` on the action tubes with every time
     step against its own frame, then compositional formulas on the tubes and on the `still` set; all
     written beside the still dissection (`<run>/dissect/tubes/...`, `formulas.{csv,json}`) and into the

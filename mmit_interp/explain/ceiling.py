@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..synth.probes import world_config
-from .localisation import ClipBoxes, frame_masks, pointing
+from .localisation import ClipBoxes, exclusive, frame_masks, pointing
 from .mcam import normalise
 
 SHAPES = ("box", "meets", "gauss")
@@ -79,7 +79,7 @@ def shared_ownership(maps: torch.Tensor, masks: np.ndarray) -> list[tuple[int, f
     at_max = (maps == peak[None]) & (peak[None] > 0)
     credit = (at_max.float() / at_max.sum(0).clamp(min=1)).numpy()
     owned_px = (peak > 0).numpy()
-    only = masks & (masks.sum(0) == 1)
+    only = exclusive(masks)
     out = []
     for j in range(masks.shape[0]):
         px = only[j]

@@ -147,11 +147,16 @@ def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigm
             "mcam": torch.where(mc.owner[None] == s, mc.intensity[None], 0.0).numpy()}
 
 
+def exclusive(masks: np.ndarray) -> np.ndarray:
+    """Each class's pixels inside its own box and no other `(S, H, W)`, from one frame's box masks `(S, H, W)`."""
+    return masks & (masks.sum(0) == 1)
+
+
 def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | None, float]]:
     """`(j, ownership, coverage)` per class j with pixels inside its box only, for one frame's owner map
     `(H, W)` (index into the classes, -1 = nobody) and box masks `(S, H, W)`; ownership is None where
     the method assigns none of those pixels."""
-    only = masks & (masks.sum(0) == 1)
+    only = exclusive(masks)
     out = []
     for j in range(masks.shape[0]):
         o = owner[only[j]]
@@ -164,7 +169,7 @@ def ownership(owner: np.ndarray, masks: np.ndarray) -> list[tuple[int, float | N
 def box_ownership(maps: np.ndarray, masks: np.ndarray) -> list[tuple[int, float]]:
     """`(j, 1.0 or 0.0)` per class j with pixels inside its box only, for one frame's normalised class maps
     `(S, H, W)` and box masks `(S, H, W)`: whether class j's map has the highest mean over those pixels."""
-    only = masks & (masks.sum(0) == 1)
+    only = exclusive(masks)
     return [(j, float(int(maps[:, only[j]].mean(1).argmax()) == j)) for j in range(masks.shape[0]) if only[j].any()]
 
 
