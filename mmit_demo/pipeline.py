@@ -209,7 +209,7 @@ FORMULAS = {"length": 3, "beam": 5}
 
 def trunk_stages(run: Path) -> tuple[str, ...]:
     """The stages of a run's trunk that the demo dissects (`layer1` .. `layer4`, plus `attend` for a track
-    model); the last two also on the action tubes (issue 16), the last one ablated."""
+    model); the last two also on the action tubes (issue 16)."""
     from mmit_interp.analysis.trunk import stages
     from mmit_interp.checkpoint import cached_model
 
@@ -316,7 +316,7 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     def ablate() -> dict:
         from mmit_interp.analysis.ablation import run_ablation
 
-        return {r: _brief(run_ablation(runs / r, block=trunk_stages(runs / r)[-1], seeds=(0, 1, 2))) for r in visual}
+        return {r: _brief(run_ablation(runs / r, seeds=(0, 1, 2))) for r in visual}  # each run's last stage
 
     p.run("ablation", {"runs": visual, "seeds": 3}, ablate, deps=tuple(_stage(r) for r in visual))
 

@@ -123,7 +123,8 @@ def analyze_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ablation", help="zero a random fraction p of a block's units, re-evaluate (Fig. 9)")
     s.add_argument("--run", help=_RUN_HELP)
     add_source_args(s)
-    s.add_argument("--block", default="layer4", help="block or stage (stage = its last block); default layer4")
+    s.add_argument("--block", help="block or stage (stage = its last block); default: the trunk's last stage "
+                   "(layer4; attend for a track model)")
     s.add_argument("--data", help="data set folder (default: the run's training data)")
     s.add_argument("--split", default="val")
     s.add_argument("--ps", type=_floats, default=None, help="comma-separated fractions (default 0,0.1,...,1)")

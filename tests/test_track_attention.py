@@ -137,3 +137,5 @@ def test_trains_with_the_separation_penalty_on_the_attended_map_and_is_analysed(
     assert res["baseline"]["map_sample"] == pytest.approx(own["map_sample"], abs=1e-6)
     assert res["baseline"]["map_micro"] == pytest.approx(own["map_micro"], abs=1e-6)
     assert concept_path(model, torch.rand(1, 3, 4, 32, 32), 0)[0]["layer"] == "attend"
+    # by default the ablation zeroes units of the map the head reads
+    assert run_ablation(run, ps=(0.0,), seeds=(0,), max_clips=8, record=False)["block"] == "attend"

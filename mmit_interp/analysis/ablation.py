@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..metrics import evaluate
-from .trunk import logits_from, resolve_block, run_until
+from .trunk import logits_from, resolve_block, run_until, stages
 
 METRICS = ("hit@1", "hit@5", "map_sample", "map_class", "map_micro")
 DEFAULT_PS = tuple(round(p, 2) for p in np.linspace(0, 1, 11))
@@ -137,14 +137,16 @@ def validation_batches(run_dir: str | Path, meta: dict, model: nn.Module, *, dat
     return DataLoader(ds, batch_size=batch_size, num_workers=0, collate_fn=collate_clips)
 
 
-def run_ablation(run_dir: str | Path, *, block: str = "layer4", data: str | None = None, split: str = "val",
+def run_ablation(run_dir: str | Path, *, block: str | None = None, data: str | None = None, split: str = "val",
                  ps: Sequence[float] = DEFAULT_PS, seeds: Sequence[int] = (0, 1, 2), max_clips: int | None = None,
                  record: bool = True) -> dict[str, Any]:
-    """Ablation sweep of a run dir's block on its validation split, recorded in the run's store."""
+    """Ablation sweep of a run dir's block (default: the trunk's last stage, the map the head reads:
+    `layer4`, or `attend` for a track model) on its validation split, recorded in the run's store."""
     from ..checkpoint import load_model
     from ..store import open_run_store
 
     model, meta = load_model(run_dir)
+    block = block or stages(model)[-1]
     cache = cache_features(model, validation_batches(run_dir, meta, model, data=data, split=split,
                                                      max_clips=max_clips), block)
     res = ablation_sweep(model, cache, ps=ps, seeds=seeds)
