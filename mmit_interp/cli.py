@@ -187,6 +187,9 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--rule", choices=("set", "best"), default="set",
                    help="which units count as texture units: labelled so on at least one concept set (default), "
                         "or by their best label over every set; the summary gives both")
+    s.add_argument("--blocks", nargs="+", default=["path"],
+                   help="blocks whose texture units are zeroed: 'path' (default), the concept path's two blocks; "
+                        "'all', every dissected residual block; or block/stage names (layer3 layer4)")
     s.add_argument("--no-twins", action="store_true",
                    help="skip the counterfactual test on texture twins of the control clips")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -333,7 +336,8 @@ def _bias(a: argparse.Namespace) -> int:
     from .analysis.bias import run_bias
 
     r = run_bias(a.run, world=a.world, split=a.split, max_clips=a.max_clips, seeds=a.seeds, action=a.action,
-                 texture=a.texture, rule=a.rule, counterfactual=not a.no_twins)
+                 texture=a.texture, rule=a.rule, blocks=a.blocks[0] if a.blocks in (["path"], ["all"]) else a.blocks,
+                 counterfactual=not a.no_twins)
     if a.json:
         print(json.dumps(r, indent=1))
         return 0

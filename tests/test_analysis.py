@@ -328,8 +328,26 @@ def test_bias_texture_units_by_rule(tmp_path):
         best, best_pool = labelled_units(st, m, "dotted", rule="best")
         with pytest.raises(ValueError, match="unknown unit rule 'any'"):
             labelled_units(st, m, "dotted", rule="any")
+        only4 = labelled_units(st, m, "dotted", blocks=["layer4"])
+        layer2 = labelled_units(st, m, "dotted", blocks=["layer2"])  # chosen, but not dissected
     assert by_set == {"layer3.1": [1], "layer4.1": [3, 5]} and pool == {"layer3.1": [2], "layer4.1": [6]}
     assert best == {"layer3.1": [1], "layer4.1": [5]} and best_pool == {"layer3.1": [2], "layer4.1": [3, 6]}
+    assert only4 == ({"layer4.1": [3, 5]}, {"layer4.1": [6]}) and layer2 == ({}, {})
+
+
+def test_bias_ablation_blocks():
+    from mmit_interp.analysis.bias import ablation_blocks
+
+    m = _model()
+    track = build_model("i3d_r18_attend", C, width=8, attention_dim=8).eval()
+    assert ablation_blocks(m) == ["layer3.1", "layer4.1"]  # the concept path's blocks, in execution order
+    assert ablation_blocks(track) == ["layer4.1", "attend"]
+    assert ablation_blocks(m, "all") == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert ablation_blocks(m, ["layer4", "layer1.0", "layer1"]) == ["layer1.0", "layer1.1", "layer4.1"]
+    with pytest.raises(ValueError, match="unknown block set 'layer4'"):
+        ablation_blocks(m, "layer4")  # a name goes in a list: a bare string is a set's name
+    with pytest.raises(KeyError, match="no block or stage 'layer9'"):
+        ablation_blocks(m, ["layer9"])
 
 
 def test_bias_removed_interval():

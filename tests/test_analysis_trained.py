@@ -193,7 +193,7 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     world, run = dissected
     assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--seeds", "0,1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert set(r) == {"dataset", "action", "texture", "planted", "n_lure", "n_control", "rule", "paths", "layers",
+    assert set(r) == {"dataset", "action", "texture", "planted", "n_lure", "n_control", "rule", "blocks", "paths", "layers",
                       "texture_units", "n_units", "score", "excess", "excess_ci", "ablated", "random",
                       "counterfactual", "by_rule", "notes"}
     assert r["rule"] == "set" and set(r["by_rule"]) == {"set", "best"}
@@ -203,7 +203,7 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     assert set(r["ablated"]) == {"score", "excess", "removed", "removed_ci", "other_classes"}
     assert set(r["random"]) == {"seeds", "excess", "removed", "removed_mean", "removed_max"}
     assert (r["dataset"], r["action"], r["texture"], r["planted"]) == ("world:val", "spinning", "dotted", True)
-    assert r["layers"] == ["layer3.1", "layer4.1"]
+    assert r["blocks"] == "path" and r["layers"] == ["layer3.1", "layer4.1"]  # the concept path's blocks
     # measured on this world: no lure clip (bias_leak 0) and no dotted unit, so nothing is defined but the control
     assert r["n_lure"] == 0 and r["excess"] is None and r["n_units"] == 0 and len(r["notes"]) == 2
     assert r["n_control"] > 0 and r["score"]["control"] is not None
@@ -242,3 +242,9 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     units = {r: b["texture_units"] for r, b in s["by_rule"].items()}
     assert all(set(us) <= set(units["set"][blk]) for blk, us in units["best"].items())  # a best label is some set's
     assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--action", "nope"]) == 2
+    only4 = run_bias(run, world=world, texture="striped", max_clips=4, seeds=(0,), blocks=["layer4"],
+                     counterfactual=False, record=False)
+    assert only4["blocks"] == ["layer4"] and only4["layers"] == ["layer4.1"]
+    with pytest.raises(ValueError, match=r"none of the blocks layer1\.1 is dissected.*--layers layer1 "):
+        run_bias(run, world=world, max_clips=2, blocks=["layer1"], counterfactual=False, record=False)
+    assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--blocks", "layer9"]) == 2

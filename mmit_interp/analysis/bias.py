@@ -13,12 +13,16 @@ A synthetic world plants a bias (`world.json` -> `bias`: actors doing `action` m
   per probe dataset and IoUs of different sets are taken at different thresholds on different
   images; or `best`, the best label over every set (what a concept path shows). The summary gives
   the figures of both.
-- Causal test: the texture units of every dissected residual block are zeroed with forward hooks
-  and the scores recomputed: the lure excess after, the share removed `(before - after) / before`,
-  and the other classes' scores on control clips (mean absolute change over clips and classes, and
-  the largest per-class mean change), so one sees whether the ablation is specific; a 95 % bootstrap
-  interval of the share removed (lure and control clips resampled), as lure sets are small. Chance level:
-  as many random dissected non-texture units per block, for a few seeds.
+- Causal test: the texture units of the concept path's two blocks (`relations.path_blocks`; `blocks`
+  picks others, `"all"` every dissected residual block) are zeroed with forward hooks and the scores
+  recomputed. The path's blocks by default, because the test asks whether the units the path reaches
+  carry the bias, and because a unit of a narrow early stage (8 channels in the demo's layer1) is an
+  eighth of everything later blocks see, so zeroing it moves every class, not the bias. Figures: the
+  lure excess after, the share removed `(before - after) / before`, and the other classes' scores on
+  control clips (mean absolute change over clips and classes, and the largest per-class mean change),
+  so one sees whether the ablation is specific; a 95 % bootstrap interval of the share removed (lure
+  and control clips resampled), as lure sets are small. Chance level: as many random dissected
+  non-texture units per block, for a few seeds.
 - Counterfactual (texture twins): lure and control clips differ in more than the texture (which
   actions, how many actors), and lure sets are small. So each control clip showing an actor is
   rendered again with its first visible actor wearing `texture`, everything else identical
@@ -62,18 +66,36 @@ def lure_and_control(clips: Iterable, action: str, texture: str) -> tuple[list, 
 UNIT_RULES = ("set", "best")
 
 
-def labelled_units(store, model: nn.Module, label: str, rule: str = "set") -> tuple[dict[str, list[int]],
-                                                                                    dict[str, list[int]]]:
-    """Per dissected residual block: the interpretable units labelled `label`, and the other dissected
-    units. Rule `set`: so labelled on at least one concept set (each set's own best label); `best`:
-    the best label over every set is `label` (what concept paths show)."""
+def ablation_blocks(model: nn.Module, blocks: str | Sequence[str] = "path") -> list[str]:
+    """The residual blocks whose texture units the bias test zeroes, in execution order: `"path"`, the
+    concept path's two blocks (`relations.path_blocks`); `"all"`, every residual block; or block or
+    stage names (a stage means its last block)."""
+    from .relations import path_blocks
+
+    order = residual_blocks(model)
+    if blocks == "path":
+        chosen = set(path_blocks(model))
+    elif blocks == "all":
+        chosen = set(order)
+    elif isinstance(blocks, str):
+        raise ValueError(f"unknown block set {blocks!r}: expected 'path', 'all' or a list of block names")
+    else:
+        chosen = {resolve_block(model, b) for b in blocks}
+    return [b for b in order if b in chosen]
+
+
+def labelled_units(store, model: nn.Module, label: str, rule: str = "set",
+                   blocks: str | Sequence[str] = "all") -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Per dissected residual block among `blocks` (`ablation_blocks`): the interpretable units labelled
+    `label`, and the other dissected units. Rule `set`: so labelled on at least one concept set (each
+    set's own best label); `best`: the best label over every set is `label` (what concept paths show)."""
     if rule not in UNIT_RULES:
         raise ValueError(f"unknown unit rule {rule!r}: expected one of {', '.join(UNIT_RULES)}")
-    blocks = residual_blocks(model)
+    names = residual_blocks(model)
     dissected = {resolve_block(model, d["layer"]) for d in store.layers()
-                 if any(b == d["layer"] or b.startswith(d["layer"] + ".") for b in blocks)}  # stage or block
+                 if any(b == d["layer"] or b.startswith(d["layer"] + ".") for b in names)}  # stage or block
     tex, rest = {}, {}
-    for b in (b for b in blocks if b in dissected):
+    for b in (b for b in ablation_blocks(model, blocks) if b in dissected):
         aliases = stage_aliases(model, b)
         tables = [store.unit_labels(aliases)] if rule == "best" else list(store.unit_labels_by_set(aliases).values())
         tex[b] = sorted({u for t in tables for u, r in t.items() if r["label"] == label and r["interpretable"]})
@@ -306,11 +328,12 @@ def _rule_brief(units: Mapping[str, Sequence[int]], reached: int, n_paths: int, 
 
 def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_clips: int | None = None,
              seeds: Sequence[int] = (0, 1, 2), action: str | None = None, texture: str | None = None,
-             top_upper: int = 5, top_lower: int = 3, rule: str = "set", counterfactual: bool = True,
-             record: bool = True) -> dict[str, Any]:
+             top_upper: int = 5, top_lower: int = 3, rule: str = "set", blocks: str | Sequence[str] = "path",
+             counterfactual: bool = True, record: bool = True) -> dict[str, Any]:
     """The planted-bias test of a run on a synthetic world (default pair: the world's planted one),
     recorded in the run's store under the world's `name:split`; a JSON-able summary. Its top-level
-    figures take the texture units by `rule`; `by_rule` gives every rule's (`UNIT_RULES`). With
+    figures take the texture units of `blocks` (`ablation_blocks`: the concept path's by default) by
+    `rule`; `by_rule` gives every rule's (`UNIT_RULES`). With
     `counterfactual`, the same test on texture twins of the control clips (`twin_specs`): the excess
     is then the mean change of `action`'s score when one actor of an otherwise identical clip wears `texture`."""
     from ..checkpoint import load_model
@@ -338,10 +361,13 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
     lure_x, control_x = (load_clips([world / "videos" / t.path for t in ts], tf, hears) for ts in (lure, control))
     st, rid = open_run_store(run_dir, meta)
     with st:
-        by_rule = {r: labelled_units(st, model, texture, r) for r in UNIT_RULES}
+        chosen = ablation_blocks(model, blocks)
+        by_rule = {r: labelled_units(st, model, texture, r, chosen) for r in UNIT_RULES}
         if not by_rule[rule][0]:
-            raise ValueError(f"{run_dir}: no dissected residual block in the results store; run "
-                             f"`mmit-dissect {run_dir} --layers layer3 layer4 --concept-set BRODEN_DIR --store` first")
+            stage_names = list(dict.fromkeys(b.split(".")[0] for b in chosen))
+            raise ValueError(f"{run_dir}: none of the blocks {', '.join(chosen)} is dissected in the results store; "
+                             f"run `mmit-dissect {run_dir} --layers {' '.join(stage_names)} --concept-set BRODEN_DIR "
+                             "--store` first")
         paths = [st.label_path_rows(concept_path(model, v[None], c, top_upper=top_upper, top_lower=top_lower))
                  for v in lure_x["video"]]
         twins = None
@@ -365,7 +391,7 @@ def run_bias(run_dir: str | Path, *, world: str | Path, split: str = "val", max_
         hits, n_paths = hits_by[rule], len(paths)
         summary = {"dataset": f"{world.name}:{split}", "action": action, "texture": texture,
                    "planted": (action, texture) == planted, "n_lure": len(lure), "n_control": len(control),
-                   "rule": rule,
+                   "rule": rule, "blocks": blocks if isinstance(blocks, str) else list(blocks),
                    "paths": {"n": n_paths, "reaching_texture_unit": sum(h[0] for h in hits),
                              "share": sum(h[0] for h in hits) / n_paths if n_paths else None,
                              "reaching_texture_label_any_iou": sum(h[1] for h in hits),

@@ -74,7 +74,8 @@ def bias_sentence(s: dict) -> str:
     ab, rnd, oc = s["ablated"], s["random"], s["ablated"]["other_classes"]
     labelled = {"set": f"labelled {tex} on at least one concept set",
                 "best": f"whose best label over every concept set is {tex}"}.get(s.get("rule"), f"labelled {tex}")
-    text += (f"Zeroing the {s['n_units']} units {labelled} ({', '.join(s['layers'])}) leaves "
+    where = "in the concept path's blocks, " if s.get("blocks") == "path" else ""
+    text += (f"Zeroing the {s['n_units']} units {labelled} ({where}{', '.join(s['layers'])}) leaves "
              f"{ab['excess']:+.3f}, {_pct(ab['removed'])} of the excess removed; as many random units remove "
              f"{_pct(rnd['removed_mean'])} on average (at most {_pct(rnd['removed_max'])}).")
     if oc:
