@@ -1,15 +1,16 @@
 """The showcase main run (issue 12): a shipped checkpoint of the recipe whose CAMs follow the actors.
 
-The demo's 2-core budget trains each visual model for 6 epochs. The recipe that localises (`i3d_r18`
-with 1x1 spatial kernels after layer1 and an 8x8 last map, so each last-map position sees a 43-px
-window over the whole clip, and a log-sum-exp pooled class-map head, r = 5; docs/synth.md
-"Localisation probes") needs 20 epochs to classify well and to route the planted bias through
-`dotted` units, which the budget cannot pay for. So its BCE run is trained once by
-`python -m mmit_demo.showcase OUT` (from scratch: world, still set, 2-D twin, 20 epochs) and kept in
-`mmit_demo/showcase/` (0.3 MB) with a card of its provenance and validation numbers. The demo
-installs it as the run `showcase` when its world is the one the checkpoint was trained on (the card
-stores that world's config key), re-evaluates it, and refuses numbers that differ from the card's,
-so a changed world or a changed pipeline cannot pass the shipped weights off as something else.
+The demo's 2-core budget trains each visual model for 4-5 epochs. The recipe that localises and whose
+planted bias runs through `dotted` units is the track model `i3d_r18_attend` (`models/attention.py`: a
+trunk with 1x1 spatial kernels after layer1, an 8x8 last map that sees 3 frames, then an attention over
+every (t, y, x) position keyed by each cell's input colour, so each position gathers its own actor's
+motion along its track; a class-map head pooled by log-sum-exp, r = 5; docs/synth.md, probes 38-56).
+It needs 90 epochs (~33 min on 2 cores), which the budget cannot pay for. So its BCE run is trained once
+by `python -m mmit_demo.showcase OUT` (from scratch: world, still set, 2-D twin, 90 epochs) and kept in
+`mmit_demo/showcase/` (0.2 MB) with a card of its provenance and validation numbers. The demo installs
+it as the run `showcase` when its world is the one the checkpoint was trained on (the card stores that
+world's config key), re-evaluates it, and refuses numbers that differ from the card's, so a changed
+world or a changed pipeline cannot pass the shipped weights off as something else.
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ from typing import Any
 from mmit_interp.atomic import atomic_write_json
 
 SHOWCASE = Path(__file__).parent / "showcase"
-CHECKPOINT = SHOWCASE / "bce_bag43_lse.pt"
+CHECKPOINT = SHOWCASE / "bce_track_attend.pt"
 CARD = SHOWCASE / "showcase.json"
 HISTORY = SHOWCASE / "metrics.jsonl"  # its training curves, for the dashboard's run page
 METRICS = ("hit@1", "hit@5", "map_sample", "map_class", "map_micro")
 TOLERANCE = 0.005  # evaluation on another machine may differ in the last float bits, not more
 RECIPE: dict[str, Any] = dict(
-    model="i3d_r18", model_kwargs={"width": 8, "layer3_stride": 1, "layer4_stride": 1, "spatial_kernels": [3, 1, 1, 1],
-                                   "head_r": 5.0},
-    loss="bce", epochs=20, frames=8, size=64, batch_size=8, lr=3e-3, warmup_epochs=0.2, seed=0)
+    model="i3d_r18_attend",
+    model_kwargs={"width": 8, "layer3_stride": 1, "layer4_stride": 1, "spatial_kernels": [3, 1, 1, 1],
+                  "temporal_kernels": [1, 1, 1, 1], "head_r": 5.0, "attention_dim": 32, "attention_locality": 12.0,
+                  "attention_guided": True},
+    loss="bce", epochs=90, frames=8, size=64, batch_size=8, lr=3e-3, warmup_epochs=0.2, seed=0)
 
 
 class ShowcaseMismatch(ValueError):
@@ -113,7 +116,7 @@ def rebuild_showcase(out: str | Path, *, write: bool = True, workers: int = 2, d
     generate_world(out / "stills", stills, force=True, progress=progress)
     twin = out / "pretrain" / "still2d.pth"
     pretrain_stills(PretrainConfig(concepts=str(out / "stills" / "broden"), out=str(twin),
-                                   model_kwargs=RECIPE["model_kwargs"], size=RECIPE["size"], epochs=cfg.pretrain_epochs,
+                                   model=RECIPE["model"], model_kwargs=RECIPE["model_kwargs"], size=RECIPE["size"], epochs=cfg.pretrain_epochs,
                                    categories=PRETRAIN_CATEGORIES, device=device, progress=progress))
     res = train(TrainConfig(data=str(out / "world"), out=str(out / "run"), inflate_from=str(twin), workers=workers,
                             device=device, progress=progress, **RECIPE))
