@@ -116,8 +116,9 @@ def rebuild_showcase(out: str | Path, *, write: bool = True, workers: int = 2, d
     generate_world(out / "stills", stills, force=True, progress=progress)
     twin = out / "pretrain" / "still2d.pth"
     pretrain_stills(PretrainConfig(concepts=str(out / "stills" / "broden"), out=str(twin),
-                                   model=RECIPE["model"], model_kwargs=RECIPE["model_kwargs"], size=RECIPE["size"], epochs=cfg.pretrain_epochs,
-                                   categories=PRETRAIN_CATEGORIES, device=device, progress=progress))
+                                   model=RECIPE["model"], model_kwargs=RECIPE["model_kwargs"], size=RECIPE["size"],
+                                   epochs=cfg.pretrain_epochs, categories=PRETRAIN_CATEGORIES, device=device,
+                                   progress=progress))
     res = train(TrainConfig(data=str(out / "world"), out=str(out / "run"), inflate_from=str(twin), workers=workers,
                             device=device, progress=progress, **RECIPE))
     ev = json.loads((out / "run" / "eval.json").read_text())

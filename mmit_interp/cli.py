@@ -349,7 +349,9 @@ def _bias(a: argparse.Namespace) -> int:
     print(f"  concept paths reaching an interpretable {r['texture']!r} unit (rule {r['rule']!r}): "
           f"{p['reaching_texture_unit']} of {p['n']} (best label {r['texture']!r} at any IoU: "
           f"{p['reaching_texture_label_any_iou']})")
-    print(f"  ablating {r['n_units']} {r['texture']!r} unit(s) in {', '.join(r['layers'])} "
+    blocks = "the concept path's blocks" if r["blocks"] == "path" else "every dissected block" if r["blocks"] == "all" \
+        else "the blocks asked for"
+    print(f"  ablating {r['n_units']} {r['texture']!r} unit(s) of {blocks}, {', '.join(r['layers'])} "
           f"({'; '.join(f'{b}: {u}' for b, u in r['texture_units'].items() if u) or 'none labelled'}): "
           f"excess {_fmt(ab['excess'])}, removed {_fmt(ab['removed'])} {_ci(ab['removed_ci'])}")
     oc = ab["other_classes"]

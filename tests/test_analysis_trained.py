@@ -248,3 +248,7 @@ def test_bias_run_cli_json_and_store(dissected, capsys):
     with pytest.raises(ValueError, match=r"none of the blocks layer1\.1 is dissected.*--layers layer1 "):
         run_bias(run, world=world, max_clips=2, blocks=["layer1"], counterfactual=False, record=False)
     assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--blocks", "layer9"]) == 2
+    capsys.readouterr()
+    assert analyze_main(["bias", "--run", str(run), "--world", str(world), "--texture", "striped", "--max-clips", "4",
+                         "--seeds", "0", "--no-twins", "--blocks", "layer4"]) == 0
+    assert "unit(s) of the blocks asked for, layer4.1" in capsys.readouterr().out
