@@ -325,6 +325,16 @@ def test_symlink_out_of_the_run_is_404(client, world):
 
 
 # ------------------------------------------------------------------ units
+def test_layers_in_trunk_order():
+    from webapp.services.units import trunk_order
+
+    blocks = ["stem", "layer1.0", "layer1.1", "layer4.0", "layer4.1", "attend"]
+    assert trunk_order(["attend", "layer1", "layer4", "layer4.0", "stem", "attend"], blocks) == \
+        ["stem", "layer1", "layer4.0", "layer4", "attend"]
+    assert trunk_order(["layer4", "conv9", "attend", "bogus"], blocks) == ["layer4", "attend", "bogus", "conv9"]
+    assert trunk_order(["layer4", "attend"], []) == ["attend", "layer4"]  # no loadable model: alphabetical
+
+
 def test_units_table_header_filter_search_sort(client):
     r = client.get("/runs/tiny/units/layer4?concept_set=broden")
     assert r.status_code == 200 and "units interpretable" in r.text and 'id="units-table"' in r.text
@@ -342,7 +352,10 @@ def test_units_table_header_filter_search_sort(client):
     found = client.get("/api/runs/tiny/units/layer4", params={"q": "polka"}).json()["units"]
     assert found and all("polka" in u["label"] for u in found)
     assert set(d["categories"]) == {"object", "texture", "color", "scene"}
-    assert client.get("/api/runs/tiny/units").json()["layer"] in ("layer3", "layer4")
+    first = client.get("/api/runs/tiny/units").json()
+    assert first["layer"] == "layer4" and [d["layer"] for d in first["layers"]][-1] == "layer4"  # the head's map
+    counts = {d["concept_set"]: d["n_interpretable"] for d in first["layers"] if d["layer"] == "layer4"}
+    assert counts[first["concept_set"]] == max(counts.values())  # the set that explains most units first
     assert client.get("/runs/tiny/units/layer9").status_code == 404
 
 

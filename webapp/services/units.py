@@ -41,11 +41,15 @@ def layer_units(run: ServedRun, links: Links, layer: str | None = None, concept_
         layers = store.layers() if store else []
         if not layers:
             return undissected
+        rank = {name: i for i, name in enumerate(trunk_order([d["layer"] for d in layers], model_blocks(run.dir)))}
+        layers.sort(key=lambda d: (rank[d["layer"]], d["concept_set"]))
         layer = layer or layers[-1]["layer"]
-        sets = [d["concept_set"] for d in layers if d["layer"] == layer]
-        if not sets:
+        here = [d for d in layers if d["layer"] == layer]
+        if not here:
             raise HTTPException(404, f"layer {layer!r} of run {run.name!r} was not dissected")
-        concept_set = concept_set if concept_set in sets else sets[0]
+        sets = [d["concept_set"] for d in here]
+        if concept_set not in sets:  # the concept set that explains most of the layer's units
+            concept_set = max(here, key=lambda d: d["n_interpretable"] or 0)["concept_set"]
         every = store.units(layer, concept_set, order_by=sort if sort in STORE_SORTS else "iou")
         motion = store.unit_motion(layer)
         formulas = unit_formulas(store, layer, concept_set)
@@ -86,6 +90,27 @@ def gallery_paths(run: Path, concept_set: str, layer: str, unit: int, extra: Any
     """A unit's top-image strips: dissection's `dissect/<set>/<layer>/gallery/unit_<u>.jpg`, and any image the record names."""
     own = run / "dissect" / concept_set / layer / "gallery" / f"unit_{unit:04d}.jpg"
     return [str(own)] + images_in(extra)
+
+
+def model_blocks(run: Path) -> list[str]:
+    """The run's trunk blocks in execution order (stem to the block the head reads), or [] when the run has no
+    loadable model."""
+    from mmit_interp.checkpoint import CheckpointError, cached_model
+
+    try:
+        return [n for n, _ in cached_model(run)[0].trunk().blocks()]
+    except (CheckpointError, AttributeError):
+        return []
+
+
+def trunk_order(layers: list[str], blocks: list[str]) -> list[str]:
+    """Dissected layer names (blocks, or stages standing for their last block) in the trunk's execution order,
+    so a layer list reads stem to head (`attend` after `layer4`); names of no block follow, alphabetically."""
+    def position(name: str) -> int:
+        inside = [i for i, b in enumerate(blocks) if b == name or b.startswith(name + ".")]
+        return inside[-1] if inside else len(blocks)
+
+    return sorted(dict.fromkeys(layers), key=lambda name: (position(name), name))
 
 
 def analysis_block(run: Path, layer: str) -> str | None:
