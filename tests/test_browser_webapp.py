@@ -221,8 +221,16 @@ def test_demo_run_pages(browser):
     runs = demo_runs()
     if not runs:
         pytest.skip("no demo run built (make demo)")
+    from mmit_interp.store import ResultsStore
+
+    def n_dissected(run: Path) -> int:
+        if not (run / "results.sqlite").is_file():
+            return 0
+        with ResultsStore(run) as st:
+            return len(st.layers())
+
     names = name_runs(tuple(runs))
-    name = next((n for n, p in names.items() if (p / "results.sqlite").is_file()), next(iter(names)))
+    name = max(names, key=lambda n: n_dissected(names[n]))  # the main run: the one the demo dissects and analyses
     with LiveServer(create_app(Settings(runs=tuple(runs), run_names=names))) as s:
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
@@ -244,6 +252,8 @@ def test_demo_run_pages(browser):
             if pg.locator("#compute-path").count():
                 pg.click("#compute-path")
             pg.wait_for_selector("#concept-path li", timeout=120_000)
+            top = pg.locator("#concept-path > li").first.inner_text().split(" unit ")[0]
+            assert f"the units of {top} (the block the head reads)" in pg.inner_text("#path-note")
             shot(pg, "demo_why")
         assert pg.goto(s.url + f"/runs/{name}/units").status == 200
         shot(pg, "demo_units", full=False)

@@ -500,6 +500,7 @@ def test_concept_path_computed_on_request(client, world, analysed):
     page = client.get(url)
     unit_url = f"/runs/tiny/units/{d['path'][0]['unit_layer']}/{d['path'][0]['unit']}"
     assert page.status_code == 200 and unit_url in page.text and client.get(unit_url).status_code == 200
+    assert "the units of layer4.1 (the block the head reads) that drive the class, then the units of layer3.1" in page.text
     assert client.post(f"/api/runs/tiny/clips/{'0' * 64}/why/0").status_code == 404
     # a unit another concept set labels otherwise (e.g. a texture on stills, an action on tubes) says both
     from mmit_interp.store import ResultsStore

@@ -107,7 +107,7 @@ def submit_concept_path(run: ServedRun, sha: str, class_idx: int, jobs: JobQueue
     clip = clip_file(run.dir, sha)
 
     def work(progress: Progress) -> dict:
-        """Trace the block-4 units driving the class and the block-3 units driving those."""
+        """Trace the last block's units driving the class and the previous stage's units driving those."""
         progress(0.1, "tracing the units that drive this class")
         r = service(run.dir, clip, class_idx, key=store_key(sha))
         return {"clip_key": r.get("clip_key"), "class_idx": r.get("class_idx"), "rows": len(r.get("path", []))}

@@ -299,7 +299,7 @@ class BiasView(BaseModel):
 
 
 class WhyView(BaseModel):
-    """Concept path of (clip, class): block-4 units driving it and the block-3 units driving those."""
+    """Concept path of (clip, class): the last block's units driving it and the previous stage's units driving those."""
 
     name: str
     sha256: str

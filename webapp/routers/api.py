@@ -106,7 +106,7 @@ def frames_zip(sha: KnownClip, run: RunDep) -> Response:
 
 @router.get("/runs/{run}/clips/{sha}/why/{class_idx}", response_model=schemas.WhyView)
 def why(class_idx: int, sha: KnownClip, run: RunDep, jobs: JobsDep, links: LinksDep) -> Json:
-    """Concept path of (clip, class): block-4 units driving it and the block-3 units driving those."""
+    """Concept path of (clip, class): the last block's units driving it and the previous stage's units driving those."""
     return why_views.why_state(run, sha, class_idx, jobs, links)
 
 

@@ -66,7 +66,7 @@ def clip_method_form(method: KnownMethod, sha: KnownClip, run: RunDep, jobs: Job
 @router.get("/runs/{run}/clips/{sha}/why/{class_idx}")
 def why_page(request: Request, class_idx: int, sha: KnownClip, run: RunDep, jobs: JobsDep,
              links: LinksDep) -> HTMLResponse:
-    """Concept path: the block-4 units driving the class, and the block-3 units driving those."""
+    """Concept path: the last block's units driving the class, and the previous stage's units driving those."""
     return templates.TemplateResponse(request, "why.html", why.why_state(run, sha, class_idx, jobs, links))
 
 
