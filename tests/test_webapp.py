@@ -147,6 +147,7 @@ def test_bare_run_says_which_commands_are_missing(client, world):
         r = client.get(page)
         assert r.status_code == 200 and "Not computed yet" in r.text and "mmit-" in r.text
     assert client.get("/api/runs/bare/units").json()["missing"][0]["command"].startswith("mmit-dissect")
+    assert "--layers layer3 layer4 " in client.get("/api/runs/bare/units").json()["missing"][0]["command"]
 
 
 def test_unknown_run_404_html_and_json(client):

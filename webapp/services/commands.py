@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .readers import model_blocks
+
 COMMANDS = {
     "eval": "mmit-train --evaluate {run}",
     "metrics": "mmit-train --data DATA --out {run}",
-    "dissect": "mmit-dissect {run} --layers layer3 layer4 --concept-set BRODEN_DIR [BRODEN_WITH_ACTIONS_DIR] --store",
+    "dissect": "mmit-dissect {run} --layers {layers} --concept-set BRODEN_DIR [BRODEN_WITH_ACTIONS_DIR] --store",
     "ablation": "mmit-analyze ablation --run {run}",
     "selectivity": "mmit-analyze selectivity --run {run}",
     "motion": "mmit-analyze motion --run {run} --world {world}",
@@ -26,7 +28,16 @@ def missing(what: str, piece: str, run: Path, **fill: object) -> dict[str, str]:
     twice: `shell` with this server's paths for the pages, `command` with placeholders (`RUN_DIR`, and a
     path-valued fill's name in capitals) for the JSON API, which shows no server path."""
     fill = {"world": "WORLD_DIR", **fill}
+    if piece == "dissect" and "layers" not in fill:
+        fill["layers"] = " ".join(path_stages(run))
     public = {k: k.upper() if isinstance(v, Path) or (isinstance(v, str) and Path(v).is_absolute()) else v
               for k, v in fill.items()}
     return {"what": what, "command": COMMANDS[piece].format(run="RUN_DIR", **public),
             "shell": COMMANDS[piece].format(run=run, **fill)}
+
+
+def path_stages(run: Path) -> list[str]:
+    """The stages a concept path and the bias test read: the last two of the run's trunk (`layer3 layer4` on a
+    ResNet, `layer4 attend` on a track model); `layer3 layer4` when the run has no loadable model."""
+    stages = list(dict.fromkeys(b.split(".")[0] for b in model_blocks(run) if b != "stem"))
+    return stages[-2:] if len(stages) >= 2 else ["layer3", "layer4"]

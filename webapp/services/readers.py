@@ -76,3 +76,14 @@ def images_in(extra: Any) -> list[str]:
     if isinstance(extra, (list, tuple)):
         return [p for v in extra for p in images_in(v)]
     return []
+
+
+def model_blocks(run: Path) -> list[str]:
+    """The run's trunk blocks in execution order (stem to the block the head reads), or [] when the run has no
+    loadable model (the model is loaded once per checkpoint, `checkpoint.cached_model`)."""
+    from mmit_interp.checkpoint import CheckpointError, cached_model
+
+    try:
+        return [n for n, _ in cached_model(run)[0].trunk().blocks()]
+    except (CheckpointError, AttributeError):
+        return []

@@ -13,8 +13,8 @@ from mmit_interp.store import ResultsStore
 
 from ..links import Links
 from ..settings import ServedRun
-from .commands import COMMANDS, missing
-from .readers import finite, images_in, open_store
+from .commands import missing
+from .readers import finite, images_in, model_blocks, open_store
 
 UNIT_SORTS = ("iou", "label", "unit", "category", "motion", "formula")
 STORE_SORTS = ("iou", "label", "unit", "category")
@@ -90,17 +90,6 @@ def gallery_paths(run: Path, concept_set: str, layer: str, unit: int, extra: Any
     """A unit's top-image strips: dissection's `dissect/<set>/<layer>/gallery/unit_<u>.jpg`, and any image the record names."""
     own = run / "dissect" / concept_set / layer / "gallery" / f"unit_{unit:04d}.jpg"
     return [str(own)] + images_in(extra)
-
-
-def model_blocks(run: Path) -> list[str]:
-    """The run's trunk blocks in execution order (stem to the block the head reads), or [] when the run has no
-    loadable model."""
-    from mmit_interp.checkpoint import CheckpointError, cached_model
-
-    try:
-        return [n for n, _ in cached_model(run)[0].trunk().blocks()]
-    except (CheckpointError, AttributeError):
-        return []
 
 
 def trunk_order(layers: list[str], blocks: list[str]) -> list[str]:
@@ -209,7 +198,7 @@ def unit_clips(run: ServedRun, layer: str, unit: int, concept_set: str) -> Path:
     src = clip_source_path(run.dir, concept_set, layer)
     if not src.is_file():
         raise HTTPException(404, f"layer {layer!r} of run {run.name!r} has no clip gallery on {concept_set!r}; "
-                                 f"dissect it (video models): {COMMANDS['dissect'].format(run=run.dir)}")
+                                 f"dissect it (video models): {missing('', 'dissect', run.dir, layers=layer)['shell']}")
     try:
         source = ClipSource.read(src)
     except ValueError as e:
@@ -223,7 +212,7 @@ def unit_clips(run: ServedRun, layer: str, unit: int, concept_set: str) -> Path:
         model, meta = _gallery_model(run.dir)
         if source.checkpoint and meta.get("sha256", "")[:16] != source.checkpoint:
             raise HTTPException(409, f"run {run.name!r}'s checkpoint changed since {layer} was dissected; dissect it "
-                                     f"again: {COMMANDS['dissect'].format(run=run.dir)}")
+                                     f"again: {missing('', 'dissect', run.dir, layers=layer)['shell']}")
         try:  # a concept set changed, moved or unreadable since dissection
             paths = render_clip_gallery(model, source, source.dataset(), src.parent, units=[unit])
         except (ValueError, OSError, ClipDecodeError) as e:
