@@ -141,13 +141,14 @@ def analyze_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("relations", help="unit -> classes or class -> units of a block")
     s.add_argument("--run", help=_RUN_HELP)
     add_source_args(s)
-    s.add_argument("--block", default="layer4")
+    s.add_argument("--block", help="block or stage (stage = its last block); default: the trunk's last stage "
+                   "(layer4; attend for a track model)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--unit", type=int)
     g.add_argument("--class", dest="class_", help="class name or index")
     s.add_argument("--top", type=int, default=10)
 
-    s = sub.add_parser("concept-path", help="block-4 units driving a class for a clip, block-3 units driving those")
+    s = sub.add_parser("concept-path", help="the last block's units driving a class for a clip, the previous stage's units driving those")
     s.add_argument("clip")
     s.add_argument("--run", help=_RUN_HELP)
     add_source_args(s)
@@ -256,10 +257,11 @@ def _relations(a: argparse.Namespace) -> int:
     from .checkpoint import cached_model
     from .analysis.relations import relation_tables
     from .analysis.selectivity import block_selectivity, input_like
+    from .analysis.trunk import stages
 
     model, meta = cached_model(a.run)
     vocab = meta["vocab"]
-    r = block_selectivity(model, a.block, input_like(model, meta["transforms"]))
+    r = block_selectivity(model, a.block or stages(model)[-1], input_like(model, meta["transforms"]))
     u2c, c2u = relation_tables(r["logits"], r["baseline_logits"], top=a.top)
     if a.unit is not None:
         print(f"{r['block']} unit {a.unit} -> classes (logit rise when only this unit is on):")

@@ -470,7 +470,8 @@ def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
     assert "layer4.1" in capsys.readouterr().out
     assert analyze_main(["relations", "--run", str(tiny_run), "--unit", "0", "--top", "3"]) == 0
     assert analyze_main(["concept-path", str(tiny_run / "clip.mp4"), "--run", str(tiny_run), "--class", "act2"]) == 0
-    assert "not dissected" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "layer4.1 unit 0 -> classes" in out and "not dissected" in out  # relations: the last stage by default
     from mmit_interp.store import ResultsStore
     with ResultsStore(tiny_run) as st:
         st.write_ablation("layer4.1", [{"metric": "map_sample", "p": p, "seed": 0, "value": 1 - p, "rel": 1 - p}
