@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .readers import model_blocks
+from .readers import run_model
 
 COMMANDS = {
     "eval": "mmit-train --evaluate {run}",
@@ -37,7 +37,12 @@ def missing(what: str, piece: str, run: Path, **fill: object) -> dict[str, str]:
 
 
 def path_stages(run: Path) -> list[str]:
-    """The stages a concept path and the bias test read: the last two of the run's trunk (`layer3 layer4` on a
-    ResNet, `layer4 attend` on a track model); `layer3 layer4` when the run has no loadable model."""
-    stages = list(dict.fromkeys(b.split(".")[0] for b in model_blocks(run) if b != "stem"))
-    return stages[-2:] if len(stages) >= 2 else ["layer3", "layer4"]
+    """The stages of the blocks a concept path and the bias test read (`relations.path_blocks`: `layer3 layer4`
+    on a ResNet, `layer4 attend` on a track model); `layer3 layer4` when the run has no loadable model."""
+    from mmit_interp.analysis.relations import path_blocks
+
+    model = run_model(run)
+    if model is None:
+        return ["layer3", "layer4"]
+    upper, lower = path_blocks(model)
+    return list(dict.fromkeys(b.split(".")[0] for b in (lower, upper)))

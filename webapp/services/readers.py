@@ -78,12 +78,18 @@ def images_in(extra: Any) -> list[str]:
     return []
 
 
-def model_blocks(run: Path) -> list[str]:
-    """The run's trunk blocks in execution order (stem to the block the head reads), or [] when the run has no
-    loadable model (the model is loaded once per checkpoint, `checkpoint.cached_model`)."""
+def run_model(run: Path) -> Any:
+    """The run's model (`checkpoint.cached_model`: loaded once per checkpoint), or None when it has none that loads."""
     from mmit_interp.checkpoint import CheckpointError, cached_model
 
     try:
-        return [n for n, _ in cached_model(run)[0].trunk().blocks()]
-    except (CheckpointError, AttributeError):
-        return []
+        return cached_model(run)[0]
+    except CheckpointError:
+        return None
+
+
+def model_blocks(run: Path) -> list[str]:
+    """The run's trunk blocks in execution order (stem to the block the head reads), or [] when the run has no
+    loadable model."""
+    model = run_model(run)
+    return [] if model is None else [n for n, _ in model.trunk().blocks()]

@@ -14,7 +14,7 @@ from mmit_interp.store import ResultsStore
 from ..links import Links
 from ..settings import ServedRun
 from .commands import missing
-from .readers import finite, images_in, model_blocks, open_store
+from .readers import finite, images_in, model_blocks, open_store, run_model
 
 UNIT_SORTS = ("iou", "label", "unit", "category", "motion", "formula")
 STORE_SORTS = ("iou", "label", "unit", "category")
@@ -105,14 +105,12 @@ def trunk_order(layers: list[str], blocks: list[str]) -> list[str]:
 def analysis_block(run: Path, layer: str) -> str | None:
     """The analysis block whose output a dissected layer is (`trunk.resolve_block` on the run's model:
     `layer4` -> its last block), or None when the run has no loadable model or no such block."""
-    from mmit_interp.checkpoint import CheckpointError
-    from mmit_interp.checkpoint import cached_model
     from mmit_interp.analysis.trunk import resolve_block
 
+    model = run_model(run)
     try:
-        model, _ = cached_model(run)
-        return resolve_block(model, layer)
-    except (CheckpointError, KeyError, AttributeError):
+        return None if model is None else resolve_block(model, layer)
+    except KeyError:
         return None
 
 
