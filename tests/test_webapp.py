@@ -327,13 +327,14 @@ def test_symlink_out_of_the_run_is_404(client, world):
 
 # ------------------------------------------------------------------ units
 def test_layers_in_trunk_order():
+    from mmit_interp.models import build_model
     from webapp.services.units import trunk_order
 
-    blocks = ["stem", "layer1.0", "layer1.1", "layer4.0", "layer4.1", "attend"]
-    assert trunk_order(["attend", "layer1", "layer4", "layer4.0", "stem", "attend"], blocks) == \
+    track = build_model("i3d_r18_attend", 5, width=4, attention_dim=8)  # stem, layer1.0 .. layer4.1, attend
+    assert trunk_order(["attend", "layer1", "layer4", "layer4.0", "stem", "attend"], track) == \
         ["stem", "layer1", "layer4.0", "layer4", "attend"]
-    assert trunk_order(["layer4", "conv9", "attend", "bogus"], blocks) == ["layer4", "attend", "bogus", "conv9"]
-    assert trunk_order(["layer4", "attend"], []) == ["attend", "layer4"]  # no loadable model: alphabetical
+    assert trunk_order(["layer4", "conv9", "attend", "bogus"], track) == ["layer4", "attend", "bogus", "conv9"]
+    assert trunk_order(["layer4", "attend"], None) == ["attend", "layer4"]  # no loadable model: alphabetical
 
 
 def test_units_table_header_filter_search_sort(client):

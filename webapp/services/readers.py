@@ -86,10 +86,3 @@ def run_model(run: Path) -> Any:
         return cached_model(run)[0]
     except CheckpointError:
         return None
-
-
-def model_blocks(run: Path) -> list[str]:
-    """The run's trunk blocks in execution order (stem to the block the head reads), or [] when the run has no
-    loadable model."""
-    model = run_model(run)
-    return [] if model is None else [n for n, _ in model.trunk().blocks()]

@@ -14,7 +14,7 @@ from mmit_interp.store import ResultsStore
 from ..links import Links
 from ..settings import ServedRun
 from .commands import missing
-from .readers import finite, images_in, model_blocks, open_store, run_model
+from .readers import finite, images_in, open_store, run_model
 
 UNIT_SORTS = ("iou", "label", "unit", "category", "motion", "formula")
 STORE_SORTS = ("iou", "label", "unit", "category")
@@ -41,7 +41,7 @@ def layer_units(run: ServedRun, links: Links, layer: str | None = None, concept_
         layers = store.layers() if store else []
         if not layers:
             return undissected
-        rank = {name: i for i, name in enumerate(trunk_order([d["layer"] for d in layers], model_blocks(run.dir)))}
+        rank = {name: i for i, name in enumerate(trunk_order([d["layer"] for d in layers], run_model(run.dir)))}
         layers.sort(key=lambda d: (rank[d["layer"]], d["concept_set"]))
         layer = layer or layers[-1]["layer"]
         here = [d for d in layers if d["layer"] == layer]
@@ -92,14 +92,23 @@ def gallery_paths(run: Path, concept_set: str, layer: str, unit: int, extra: Any
     return [str(own)] + images_in(extra)
 
 
-def trunk_order(layers: list[str], blocks: list[str]) -> list[str]:
-    """Dissected layer names (blocks, or stages standing for their last block) in the trunk's execution order,
-    so a layer list reads stem to head (`attend` after `layer4`); names of no block follow, alphabetically."""
-    def position(name: str) -> int:
-        inside = [i for i, b in enumerate(blocks) if b == name or b.startswith(name + ".")]
-        return inside[-1] if inside else len(blocks)
+def trunk_order(layers: list[str], model: Any) -> list[str]:
+    """Dissected layer names (blocks, or stages standing for their last block: `trunk.resolve_block`) in the
+    model's execution order, so a layer list reads stem to head (`attend` after `layer4`); names of no block
+    follow, alphabetically, as does everything when there is no loadable model (None)."""
+    from mmit_interp.analysis.trunk import resolve_block
 
-    return sorted(dict.fromkeys(layers), key=lambda name: (position(name), name))
+    if model is None:
+        return sorted(set(layers))
+    blocks = [n for n, _ in model.trunk().blocks()]
+
+    def position(name: str) -> int:
+        try:
+            return blocks.index(resolve_block(model, name))
+        except KeyError:
+            return len(blocks)
+
+    return sorted(set(layers), key=lambda name: (position(name), name))
 
 
 def analysis_block(run: Path, layer: str) -> str | None:
