@@ -91,9 +91,12 @@ def labelled_units(store, model: nn.Module, label: str, rule: str = "set",
     set's own best label); `best`: the best label over every set is `label` (what concept paths show)."""
     if rule not in UNIT_RULES:
         raise ValueError(f"unknown unit rule {rule!r}: expected one of {', '.join(UNIT_RULES)}")
-    names = residual_blocks(model)
-    dissected = {resolve_block(model, d["layer"]) for d in store.layers()
-                 if any(b == d["layer"] or b.startswith(d["layer"] + ".") for b in names)}  # stage or block
+    dissected = set()
+    for d in store.layers():
+        try:
+            dissected.add(resolve_block(model, d["layer"]))
+        except KeyError:  # a dissected layer that is no block of this trunk has no units to zero here
+            continue
     tex, rest = {}, {}
     for b in (b for b in ablation_blocks(model, blocks) if b in dissected):
         aliases = stage_aliases(model, b)
