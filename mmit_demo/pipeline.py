@@ -339,9 +339,11 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     def localise() -> dict:
         from mmit_interp.explain.localisation import run_localisation
 
-        return _brief(run_localisation(main, world=world))
+        # DESIGN's min-max maps, and the same CAMs compared in standard units (owner maps by z-score)
+        return {**_brief(run_localisation(main, world=world)),
+                "zscore": run_localisation(main, world=world, scale="zscore")["summary"]}
 
-    p.run("localisation", {}, localise, deps=main_dep)
+    p.run("localisation", {"scales": ["minmax", "zscore"]}, localise, deps=main_dep)
 
     def bias() -> dict:
         from mmit_interp.analysis.bias import run_bias

@@ -41,7 +41,10 @@ def cam_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=0.05, help="mCAM: suppress where two maps differ by less (0.05)")
     p.add_argument("--sigma", type=float, default=1.1, help="mCAM: sigma of the 5x5 Gaussian (1.1)")
     p.add_argument("--normalise", choices=("clip", "frame"), default="clip",
-                   help="min-max scale each class's CAM over the whole clip (default, DESIGN 7) or per frame")
+                   help="scale each class's CAM over the whole clip (default, DESIGN 7) or per frame")
+    p.add_argument("--scale", choices=("minmax", "zscore"), default="minmax",
+                   help="each CAM min-max scaled to [0, 1] (default, DESIGN 7), or standardised and all scaled "
+                        "by one affine (zscore: mCAM's owners compared in standard units)")
     p.add_argument("--colormap", default="jet", help="matplotlib colormap of per-class CAMs (jet)")
     p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
     p.add_argument("--display-size", type=int, help="side of drawn frames (default max(input size, 256))")
@@ -74,7 +77,7 @@ def _cam(a: argparse.Namespace) -> int:
 
     try:
         r = analyze_clip(run_from_args(a), a.clip, a.out, top_k=a.top_k, classes=_class_list(a.classes), threshold=a.threshold,
-                         delta=a.delta, sigma=a.sigma, normalise_per=a.normalise, colormap=a.colormap,
+                         delta=a.delta, sigma=a.sigma, normalise_per=a.normalise, scale=a.scale, colormap=a.colormap,
                          opacity=a.opacity,
                          display_size=a.display_size, video_format=a.format, record=not a.no_record)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
@@ -160,7 +163,9 @@ def analyze_parser() -> argparse.ArgumentParser:
     _boxes_args(s)
     s.add_argument("--delta", type=float, default=0.05)
     s.add_argument("--sigma", type=float, default=1.1)
-    s.add_argument("--normalise", choices=("clip", "frame"), default="clip", help="min-max scale CAMs per clip or per frame")
+    s.add_argument("--normalise", choices=("clip", "frame"), default="clip", help="scale CAMs per clip or per frame")
+    s.add_argument("--scale", choices=("minmax", "zscore"), default="minmax",
+                   help="each CAM min-max scaled (default, DESIGN 7), or standardised and scaled together (zscore)")
     s.add_argument("--json", action="store_true", help="print the summary {method: {score: value}} as JSON")
 
     s = sub.add_parser("ownership-ceiling", help="what exact maps of a given window and temporal field would "
@@ -299,7 +304,8 @@ def _localisation(a: argparse.Namespace) -> int:
     from .explain.localisation import run_localisation
 
     r = run_localisation(a.run, world=a.world, boxes_csv=a.boxes, videos_root=a.videos_root, split=a.split,
-                         max_clips=a.max_clips, delta=a.delta, sigma=a.sigma, normalise=a.normalise)
+                         max_clips=a.max_clips, delta=a.delta, sigma=a.sigma, normalise=a.normalise,
+                         scale=a.scale)
     if a.json:
         print(json.dumps(r["summary"], indent=1))
         return 0

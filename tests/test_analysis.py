@@ -466,6 +466,9 @@ def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
                      "--format", "gif", "--classes", "act1,4"]) == 0
     out = capsys.readouterr().out
     assert "act1" in out and (tmp_path / "c" / "overlay.gif").is_file()
+    assert cam_main([str(tiny_run / "clip.mp4"), "--run", str(tiny_run), "--classes", "act1,act2", "--scale", "zscore",
+                     "--out", str(tmp_path / "z"), "--no-record", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"]["scale"] == "zscore"
     assert analyze_main(["selectivity", "--run", str(tiny_run), "--blocks", "layer4,layer3"]) == 0
     assert "layer4.1" in capsys.readouterr().out
     assert analyze_main(["relations", "--run", str(tiny_run), "--unit", "0", "--top", "3"]) == 0
@@ -497,6 +500,13 @@ def test_cli_localisation_json(tiny_run, tmp_path, capsys):
     assert all({"pointing", "energy"} <= set(got[m]) for m in ("cam", "cam_max", "mcam"))
     assert "ownership" in got["cam_max"] and got["chance"]["ownership"] == pytest.approx(0.5)
     assert got == run_localisation(tiny_run, boxes_csv=boxes, record=False)["summary"]  # JSON keeps floats exact
+    assert analyze_main(["localisation", "--run", str(tiny_run), "--boxes", str(boxes), "--scale", "zscore", "--json"]) == 0
+    z = json.loads(capsys.readouterr().out)
+    r = run_localisation(tiny_run, boxes_csv=boxes, scale="zscore", record=False)
+    assert z == r["summary"] and r["dataset"] == "boxes.csv (delta 0.05, sigma 1.1, normalise per clip by zscore)"
+    assert z["cam"]["pointing"] == got["cam"]["pointing"]  # one affine per class: each own map peaks where it did
+    with pytest.raises(ValueError, match="zscore"):
+        run_localisation(tiny_run, boxes_csv=boxes, scale="rank", record=False)
 
 
 def test_cli_help_does_not_import_torch():

@@ -38,6 +38,41 @@ def test_normalise_per_frame(maps):
         normalise(maps, "video")
 
 
+def test_normalise_by_zscore_compares_classes_in_standard_units(maps):
+    """`scale="zscore"`: one shared affine of each class's standard scores (NumPy reference), so every
+    class keeps its own order, the whole lies in [0, 1], and max-of-CAMs' owner is the argmax of the z-scores."""
+    m = maps.numpy().astype(np.float64)
+    z = (m - m.mean(axis=(1, 2, 3), keepdims=True)) / m.std(axis=(1, 2, 3), keepdims=True)
+    ref = (z - z.min()) / (z.max() - z.min())
+    n = normalise(maps, "clip", "zscore")
+    np.testing.assert_allclose(n.numpy(), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(max_of_cams(maps, torch.arange(4), scale="zscore").owner.numpy(), z.argmax(0))
+    zf = (m - m.mean(axis=(2, 3), keepdims=True)) / m.std(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(normalise(maps, "frame", "zscore").numpy(), (zf - zf.min()) / (zf.max() - zf.min()),
+                               rtol=1e-4, atol=1e-5)
+    flat = maps.clone()
+    flat[2] = 3.0  # a constant map says nothing: it sits at the bottom and owns no pixel
+    n2 = normalise(flat, "clip", "zscore")
+    assert n2[2].abs().sum() == 0 and n2.max() == 1
+    assert not (max_of_cams(flat, torch.arange(4), scale="zscore").owner == 2).any()
+    assert normalise(torch.ones(2, 2, 3, 3), "clip", "zscore").abs().sum() == 0
+    with pytest.raises(ValueError, match="zscore"):
+        normalise(maps, "clip", "rank")
+
+
+def test_zscore_gives_a_pixel_to_the_class_that_stands_out_there():
+    """Pixel 4: min-max gives it to a class whose map is high almost everywhere (0.9 of its range), over one
+    that is low everywhere but there and at its maximum elsewhere (0.43 of its range); z-scores give it to
+    the one that singles it out (z 0.90 against 0.29)."""
+    broad = torch.full((1, 1, 1, 10), 0.9)
+    broad[..., 0], broad[..., 9] = 0.0, 1.0
+    peaked = torch.zeros(1, 1, 1, 10)
+    peaked[..., 0], peaked[..., 4] = 2.0, 0.85
+    maps = torch.cat([broad, peaked])
+    assert int(max_of_cams(maps, torch.arange(2)).owner[0, 0, 4]) == 0
+    assert int(max_of_cams(maps, torch.arange(2), scale="zscore").owner[0, 0, 4]) == 1
+
+
 def test_suppression_and_owner_follow_the_definition(maps):
     delta = 0.1
     n = normalise(maps).numpy()

@@ -56,16 +56,18 @@ def _img(path: Path, rgb: np.ndarray) -> str:
 
 def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path | None = None, *,
                  top_k: int = 5, classes: Sequence[int | str] | None = None, threshold: float | None = None,
-                 delta: float = 0.05, sigma: float = 1.1, normalise_per: str = "clip", colormap: str = "jet",
+                 delta: float = 0.05, sigma: float = 1.1, normalise_per: str = "clip", scale: str = "minmax",
+                 colormap: str = "jet",
                  opacity: float = 0.5, display_size: int | None = None, video_format: str = "mp4",
                  n_predictions: int = 10, record: bool = True, key: str | None = None) -> dict[str, Any]:
     """Predictions, per-class CAM and mCAM frame images and an overlay video for one clip (see module doc).
 
     Classes: named (`classes`, indices or names), else those with sigmoid score >= `threshold`,
     else the `top_k`. `display_size` (default max(model input size, 256)) is the side of the square
-    frames drawn. Scores are sigmoid(logit), the logit is returned too. mCAM: `delta`, `sigma` and
-    `normalise_per` ("clip" or "frame") as in `mcam.mcam`. `key`: the clip's `clip_key` when the caller
-    has hashed the file already (the dashboard hashes uploads once, while receiving them).
+    frames drawn. Scores are sigmoid(logit), the logit is returned too. mCAM: `delta`, `sigma`,
+    `normalise_per` ("clip" or "frame") and `scale` ("minmax" or "zscore") as in `mcam.mcam`; the per-class
+    images show the maps so normalised. `key`: the clip's `clip_key` when the caller has hashed the file
+    already (the dashboard hashes uploads once, while receiving them).
     """
     t0 = time.perf_counter()
     model, meta = cached_model(run_dir)
@@ -85,7 +87,7 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
     logits = res.logits[0]
     probs = torch.sigmoid(logits)
     order = probs.argsort(descending=True)[: min(n_predictions, len(vocab))].tolist()
-    norm = normalise(res.maps[0], normalise_per)
+    norm = normalise(res.maps[0], normalise_per, scale)
     mc = mcam(norm, res.classes[0], delta=delta, sigma=sigma, normalised=True)
 
     root = run_root(run_dir)
@@ -127,7 +129,7 @@ def analyze_clip(run_dir: str | Path, clip_path: str | Path, out_dir: str | Path
             job.result()  # re-raises a failed write
     files.append(("video", -1, -1, str(video)))
     params = dict(top_k=top_k, classes=names_idx, threshold=threshold, delta=delta, sigma=sigma,
-                  normalise=normalise_per, colormap=colormap, opacity=opacity, display_size=disp, frames=n_t,
+                  normalise=normalise_per, scale=scale, colormap=colormap, opacity=opacity, display_size=disp, frames=n_t,
                   size=tf.size)
     result = {
         "clip_key": key, "clip": str(clip_path), "run": str(root), "checkpoint": meta["path"],

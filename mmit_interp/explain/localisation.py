@@ -133,11 +133,11 @@ def energy(heat: np.ndarray, mask: np.ndarray) -> float:
 
 
 def method_maps(maps: torch.Tensor, classes: torch.Tensor, *, delta: float, sigma: float, per: str = "clip",
-                owners: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                scale: str = "minmax", owners: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per-class maps `(S, T, H, W)` of each method from raw CAMs at frame resolution (normalised `per`
-    clip or frame); `owners`, when given, receives the owner maps `(T, H, W)` of the methods that
-    assign pixels to classes."""
-    base = max_of_cams(maps, classes, per)
+    clip or frame by `scale`, `mcam.normalise`); `owners`, when given, receives the owner maps `(T, H, W)`
+    of the methods that assign pixels to classes."""
+    base = max_of_cams(maps, classes, per, scale)
     mc = mcam(base.maps, classes, delta=delta, sigma=sigma, normalised=True)
     if owners is not None:
         owners.update(cam_max=base.owner.numpy(), mcam=mc.owner.numpy())
@@ -197,7 +197,7 @@ def clip_inputs(model: torch.nn.Module, vocab, clip: ClipBoxes, transform) -> di
 
 
 def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
-               sigma: float = 1.1, per: str = "clip") -> list[dict[str, Any]]:
+               sigma: float = 1.1, per: str = "clip", scale: str = "minmax") -> list[dict[str, Any]]:
     """Records `{method, class_idx, frame, pointing, pointing_path, energy, chance, chance_path}` for one
     clip's boxed classes (`pointing_prev` / `pointing_next` where the neighbouring sampled frame has its
     box, `pointing_other` in multi-action frames), and
@@ -210,7 +210,7 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     classes, masks, present = inp["classes"], inp["masks"], inp["present"]
     res = cam_for(model)(inp["video"], classes=classes, **inp["extra"])
     owners: dict[str, np.ndarray] = {}
-    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, owners=owners)
+    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, scale=scale, owners=owners)
     paths = masks.any(1)  # (S, H, W): each action's boxes over the sampled frames
     out = []
     for t in range(masks.shape[1]):
@@ -267,16 +267,18 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, boxes_csv: str | Path | None = None,
                      videos_root: str | Path | None = None, split: str = "val", max_clips: int | None = None,
-                     delta: float = 0.05, sigma: float = 1.1, normalise: str = "clip", record: bool = True
-                     ) -> dict[str, Any]:
+                     delta: float = 0.05, sigma: float = 1.1, normalise: str = "clip", scale: str = "minmax",
+                     record: bool = True) -> dict[str, Any]:
     """Localisation of a run's CAMs on a synthetic world's truth or a user boxes CSV; overall summary
     `{method: {score: value}}` plus the store rows. The store's data set label is the world's
     `name:split` (or the CSV's name), followed by the mCAM parameters when they are not the defaults,
     so runs with other parameters sit beside the default ones instead of replacing them."""
-    from .mcam import NORMALISE
+    from .mcam import NORMALISE, SCALES
 
     if normalise not in NORMALISE:
         raise ValueError(f"normalise per {normalise!r}: choose one of {', '.join(NORMALISE)}")
+    if scale not in SCALES:
+        raise ValueError(f"normalise scale {scale!r}: choose one of {', '.join(SCALES)}")
     from ..checkpoint import cached_model
     from ..dataset import ClipTransform
     from ..store import open_run_store
@@ -287,13 +289,15 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
     clips = clips[:max_clips] if max_clips else clips
     model, meta = cached_model(run_dir)
     tf = ClipTransform.from_dict(meta["transforms"])
-    recs = [r for c in clips for r in score_clip(model, meta["vocab"], c, tf, delta=delta, sigma=sigma, per=normalise)]
+    recs = [r for c in clips for r in score_clip(model, meta["vocab"], c, tf, delta=delta, sigma=sigma, per=normalise,
+                                                  scale=scale)]
     rows = aggregate(recs)
     summary = {m: {r["score"]: r["value"] for r in rows if r["method"] == m and r["class_idx"] == -1 and r["frame"] == -1}
                for m in (*METHODS, "chance")}
     dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
-    if (delta, sigma, normalise) != (0.05, 1.1, "clip"):
-        dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise})"
+    if (delta, sigma, normalise, scale) != (0.05, 1.1, "clip", "minmax"):
+        dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise}" + \
+            ("" if scale == "minmax" else f" by {scale}") + ")"
     if record:
         st, rid = open_run_store(run_dir, meta)
         with st:

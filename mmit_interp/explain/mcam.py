@@ -4,7 +4,11 @@ Given the CAMs of the selected classes `(S, T, H, W)` (already upsampled to the 
 1. `normalise`: each class's map scaled to [0, 1] over the whole clip (min-max over T, H, W; a
    constant map becomes 0), DESIGN's choice; `per="frame"` scales each frame on its own instead (see
    docs/analysis.md: better pointing and ownership on every model measured, but a frame where an
-   action is absent gets its noise stretched to [0, 1]).
+   action is absent gets its noise stretched to [0, 1]). `scale="zscore"` standardises each class's
+   map instead (mean 0, standard deviation 1 over the clip or frame) and then maps every class to
+   [0, 1] by one shared affine, so classes are compared in standard units: a pixel goes to the class
+   that stands out most from its own map there, not to the class whose extremes happen to be
+   closest (docs/analysis.md: more pixels and boxes to the right action on all four models measured).
 2. `suppress_similar`: at a pixel where two classes' normalised values differ by less than `delta`
    both are set to 0 (strict `<`; `delta = 0` disables it).
 3. `intensity` = max over classes, `owner` = argmax (-1 where every class is 0), then the
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 
 KERNEL_SIZE = 5
 NORMALISE = ("clip", "frame")
+SCALES = ("minmax", "zscore")
 
 
 @dataclass
@@ -38,13 +43,25 @@ class MCAM:
     classes: torch.Tensor
 
 
-def normalise(maps: torch.Tensor, per: str = "clip") -> torch.Tensor:
-    """Min-max scale each class map `(S, T, H, W)` to [0, 1] over the whole clip (`per="clip"`) or over
-    each frame (`per="frame"`); a constant map (or frame) becomes 0."""
+def normalise(maps: torch.Tensor, per: str = "clip", scale: str = "minmax") -> torch.Tensor:
+    """Scale class maps `(S, T, H, W)` to [0, 1] over the whole clip (`per="clip"`) or each frame
+    (`per="frame"`). `minmax`: each map (or frame) on its own, a constant one becomes 0. `zscore`: each
+    standardised, then all by one affine to [0, 1] (a constant one sits at the bottom, 0)."""
     if per not in NORMALISE:
         raise ValueError(f"normalise per {per!r}: choose one of {', '.join(NORMALISE)}")
+    if scale not in SCALES:
+        raise ValueError(f"normalise scale {scale!r}: choose one of {', '.join(SCALES)}")
     flat = maps.flatten(1) if per == "clip" else maps.flatten(2)
-    lo, hi = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
+    if scale == "minmax":
+        lo, hi = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
+    else:
+        sd = flat.std(-1, keepdim=True, unbiased=False)
+        flat = torch.where(sd > 0, (flat - flat.mean(-1, keepdim=True)) / torch.where(sd > 0, sd, torch.ones_like(sd)),
+                           torch.full_like(flat, float("inf")))  # constant: placed at the bottom below
+        varied = torch.isfinite(flat)
+        lo = flat[varied].min() if varied.any() else flat.new_zeros(())
+        hi = flat[varied].max() if varied.any() else flat.new_zeros(())
+        flat = torch.where(varied, flat, lo)
     span = hi - lo
     out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(flat))
     return out.view_as(maps)
@@ -78,18 +95,18 @@ def smooth(frames: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def mcam(maps: torch.Tensor, classes: torch.Tensor, *, delta: float = 0.05, sigma: float = 1.1,
-         normalised: bool = False, per: str = "clip") -> MCAM:
+         normalised: bool = False, per: str = "clip", scale: str = "minmax") -> MCAM:
     """mCAM of one clip from its class CAMs `(S, T, H, W)` at frame resolution (DESIGN 7 steps 1-3);
-    `normalised` says the maps already went through `normalise`, else it runs `per` clip or frame."""
-    m = maps if normalised else normalise(maps, per)
+    `normalised` says the maps already went through `normalise`, else it runs `per` clip or frame by `scale`."""
+    m = maps if normalised else normalise(maps, per, scale)
     sup = suppress_similar(m, delta)
     peak, arg = sup.max(0)
     owner = torch.where(peak > 0, arg, torch.full_like(arg, -1))
     return MCAM(smooth(peak, sigma).clamp_(0, 1), owner, sup, classes)
 
 
-def max_of_cams(maps: torch.Tensor, classes: torch.Tensor, per: str = "clip") -> MCAM:
+def max_of_cams(maps: torch.Tensor, classes: torch.Tensor, per: str = "clip", scale: str = "minmax") -> MCAM:
     """The plain baseline: normalised maps, max and argmax, no suppression and no smoothing."""
-    m = normalise(maps, per)
+    m = normalise(maps, per, scale)
     peak, arg = m.max(0)
     return MCAM(peak, torch.where(peak > 0, arg, torch.full_like(arg, -1)), m, classes)
