@@ -296,8 +296,8 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
                for m in (*METHODS, "chance")}
     dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
     if (delta, sigma, normalise, scale) != (0.05, 1.1, "clip", "minmax"):
-        dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise}" + \
-            ("" if scale == "minmax" else f" by {scale}") + ")"
+        by = "" if scale == "minmax" else f" by {scale}"
+        dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise}{by})"
     if record:
         st, rid = open_run_store(run_dir, meta)
         with st:
