@@ -169,6 +169,7 @@ def test_upload_analysis_page_files_and_permalink(client, analysed, world):
     page = client.get(perm)
     assert page.status_code == 200 and 'id="scrub"' in page.text and "why this class?" in page.text
     assert "has an audio track" in page.text and "my clip.mp4" in page.text
+    assert "CAM min-max scaled over the whole clip" in page.text  # how the overlay was made (id="mcam-params")
     assert "&lt;script&gt;" in page.text and "<script>alert(1)" not in page.text
     assert (world["run"] / "uploads" / f"{sha}.mp4").is_file()  # content-addressed
     z = client.get(f"/api/runs/tiny/clips/{sha}/frames.zip")
@@ -823,3 +824,12 @@ def test_method_switch_with_the_real_service(client, analysed):
     assert d["state"] == "done" and d["label"] == "Grad-CAM++" and sorted(d["heat"]) == sorted(analysed["frames"]["heat"])
     assert [len(v) for v in d["heat"].values()] == [analysed["n_frames"]] * len(d["heat"])
     assert client.get(d["cam"][next(iter(d["cam"]))][0]).headers["content-type"] == "image/jpeg"
+
+
+def test_mcam_description_names_the_scale_and_scope():
+    from webapp.services.clips import mcam_description
+
+    z = mcam_description({"scale": "zscore", "normalise": "frame", "delta": 0.1, "sigma": 1.1})
+    assert "standard units over each frame" in z and "within 0.1 of" in z
+    assert "min-max scaled over the whole clip" in mcam_description({"normalise": "clip"})  # records before `scale`
+    assert mcam_description({}) is None

@@ -255,6 +255,7 @@ class ClipView(BaseModel):
     video: list[str]
     downloads: list[Download]
     params: Json
+    mcam_params: str | None = None
     permalink: str
     clip_url: str | None
     missing: list[Missing]

@@ -115,10 +115,24 @@ def clip_view(run: ServedRun, sha: str, links: Links) -> dict:
                    "cam": per_class("cam"), "heat": per_class("heat")},
         "n_frames": len(mcam),
         "video": video, "downloads": downloads, "params": row.get("params") or {},
+        "mcam_params": mcam_description(row.get("params") or {}),
         "permalink": links("clip_page", run=run.name, sha=sha),
         "clip_url": links.file(run, run.dir / intake.UPLOADS / side.get("file", "")),
         "missing": [] if row else [missing("this clip's rows in the results store", "clip", run.dir)],
     })
+
+
+def mcam_description(params: dict) -> str | None:
+    """How a clip's mCAM overlay was made, in words, from its stored analysis parameters (None when they are
+    unknown). Records from before the `scale` option were all min-max scaled."""
+    if not params:
+        return None
+    how = ("standardised (z-score) and compared in standard units" if params.get("scale") == "zscore"
+           else "min-max scaled")
+    over = "each frame" if params.get("normalise") == "frame" else "the whole clip"
+    return (f"mCAM: each class's CAM {how} over {over}; pixels where two classes are within "
+            f"{params.get('delta', 0.05):g} of each other suppressed; intensity smoothed by a 5x5 Gaussian, "
+            f"sigma {params.get('sigma', 1.1):g}.")
 
 
 def clip_images(run: Path, sha: str) -> list[Path]:
