@@ -337,11 +337,11 @@ def analyse(p: Pipeline, cfg: DemoConfig, out: Path, world: Path, runs: Path) ->
     p.run("cams", {"n": cfg.cam_clips}, cams, deps=main_dep + ("dissect",))
 
     def localise() -> dict:
-        from mmit_interp.explain.localisation import run_localisation
+        from mmit_interp.explain.localisation import run_localisation_scales
 
-        # DESIGN's min-max maps, and the same CAMs compared in standard units (owner maps by z-score)
-        return {**_brief(run_localisation(main, world=world)),
-                "zscore": run_localisation(main, world=world, scale="zscore")["summary"]}
+        # DESIGN's min-max maps, and the same CAMs compared in standard units (owner maps by z-score), one pass
+        r = run_localisation_scales(main, world=world, scales=("minmax", "zscore"))
+        return {**_brief(r["minmax"]), "zscore": r["zscore"]["summary"]}
 
     p.run("localisation", {"scales": ["minmax", "zscore"]}, localise, deps=main_dep)
 

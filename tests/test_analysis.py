@@ -489,7 +489,7 @@ def test_cli_cam_and_analyze(tiny_run, tmp_path, capsys):
 
 def test_cli_localisation_json(tiny_run, tmp_path, capsys):
     from mmit_interp.cli import analyze_main
-    from mmit_interp.explain.localisation import run_localisation
+    from mmit_interp.explain.localisation import run_localisation, run_localisation_scales
 
     boxes = tmp_path / "boxes.csv"  # two actions side by side in every frame of the 64 x 48 clip
     boxes.write_text("clip,frame,action,x1,y1,x2,y2\n" + "".join(
@@ -505,6 +505,8 @@ def test_cli_localisation_json(tiny_run, tmp_path, capsys):
     r = run_localisation(tiny_run, boxes_csv=boxes, scale="zscore", record=False)
     assert z == r["summary"] and r["dataset"] == "boxes.csv (delta 0.05, sigma 1.1, normalise per clip by zscore)"
     assert z["cam"]["pointing"] == got["cam"]["pointing"]  # one affine per class: each own map peaks where it did
+    both = run_localisation_scales(tiny_run, boxes_csv=boxes, scales=("minmax", "zscore"), record=False)
+    assert both["minmax"]["summary"] == got and both["zscore"]["summary"] == z  # one CAM pass, the same figures
     with pytest.raises(ValueError, match="zscore"):
         run_localisation(tiny_run, boxes_csv=boxes, scale="rank", record=False)
 

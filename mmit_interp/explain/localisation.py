@@ -38,7 +38,7 @@ import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -202,15 +202,30 @@ def score_clip(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, del
     clip's boxed classes (`pointing_prev` / `pointing_next` where the neighbouring sampled frame has its
     box, `pointing_other` in multi-action frames), and
     `{method, class_idx, frame, ownership?, coverage, chance_ownership}` in its multi-action frames."""
+    return score_clip_scales(model, vocab, clip, transform, delta=delta, sigma=sigma, per=per, scales=(scale,))[scale]
+
+
+def score_clip_scales(model: torch.nn.Module, vocab, clip: ClipBoxes, transform, *, delta: float = 0.05,
+                      sigma: float = 1.1, per: str = "clip", scales: Sequence[str] = ("minmax",)
+                      ) -> dict[str, list[dict[str, Any]]]:
+    """`score_clip`'s records under each normalisation scale, from one decode and one CAM pass of the clip."""
     from .cam import cam_for
 
     inp = clip_inputs(model, vocab, clip, transform)
     if inp is None:
-        return []
-    classes, masks, present = inp["classes"], inp["masks"], inp["present"]
-    res = cam_for(model)(inp["video"], classes=classes, **inp["extra"])
-    owners: dict[str, np.ndarray] = {}
-    maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, scale=scale, owners=owners)
+        return {s: [] for s in scales}
+    res = cam_for(model)(inp["video"], classes=inp["classes"], **inp["extra"])
+    out = {}
+    for s in scales:
+        owners: dict[str, np.ndarray] = {}
+        maps = method_maps(res.maps[0], res.classes[0], delta=delta, sigma=sigma, per=per, scale=s, owners=owners)
+        out[s] = _records(maps, owners, inp["classes"], inp["masks"], inp["present"])
+    return out
+
+
+def _records(maps: dict[str, np.ndarray], owners: dict[str, np.ndarray], classes: list[int], masks: np.ndarray,
+             present: np.ndarray) -> list[dict[str, Any]]:
+    """`score_clip`'s records of one clip from its methods' maps and owner maps (`method_maps`)."""
     paths = masks.any(1)  # (S, H, W): each action's boxes over the sampled frames
     out = []
     for t in range(masks.shape[1]):
@@ -273,12 +288,25 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
     `{method: {score: value}}` plus the store rows. The store's data set label is the world's
     `name:split` (or the CSV's name), followed by the mCAM parameters when they are not the defaults,
     so runs with other parameters sit beside the default ones instead of replacing them."""
+    return run_localisation_scales(run_dir, world=world, boxes_csv=boxes_csv, videos_root=videos_root, split=split,
+                                   max_clips=max_clips, delta=delta, sigma=sigma, normalise=normalise,
+                                   scales=(scale,), record=record)[scale]
+
+
+def run_localisation_scales(run_dir: str | Path, *, world: str | Path | None = None,
+                            boxes_csv: str | Path | None = None, videos_root: str | Path | None = None,
+                            split: str = "val", max_clips: int | None = None, delta: float = 0.05,
+                            sigma: float = 1.1, normalise: str = "clip", scales: Sequence[str] = ("minmax",),
+                            record: bool = True) -> dict[str, dict[str, Any]]:
+    """`run_localisation` under each normalisation scale, every clip decoded and its CAMs computed once:
+    `{scale: result}`, each scale recorded under its own data set label."""
     from .mcam import NORMALISE, SCALES
 
     if normalise not in NORMALISE:
         raise ValueError(f"normalise per {normalise!r}: choose one of {', '.join(NORMALISE)}")
-    if scale not in SCALES:
-        raise ValueError(f"normalise scale {scale!r}: choose one of {', '.join(SCALES)}")
+    for scale in scales:
+        if scale not in SCALES:
+            raise ValueError(f"normalise scale {scale!r}: choose one of {', '.join(SCALES)}")
     from ..checkpoint import cached_model
     from ..dataset import ClipTransform
     from ..store import open_run_store
@@ -289,17 +317,24 @@ def run_localisation(run_dir: str | Path, *, world: str | Path | None = None, bo
     clips = clips[:max_clips] if max_clips else clips
     model, meta = cached_model(run_dir)
     tf = ClipTransform.from_dict(meta["transforms"])
-    recs = [r for c in clips for r in score_clip(model, meta["vocab"], c, tf, delta=delta, sigma=sigma, per=normalise,
-                                                  scale=scale)]
-    rows = aggregate(recs)
-    summary = {m: {r["score"]: r["value"] for r in rows if r["method"] == m and r["class_idx"] == -1 and r["frame"] == -1}
-               for m in (*METHODS, "chance")}
-    dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
-    if (delta, sigma, normalise, scale) != (0.05, 1.1, "clip", "minmax"):
-        by = "" if scale == "minmax" else f" by {scale}"
-        dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise}{by})"
-    if record:
-        st, rid = open_run_store(run_dir, meta)
-        with st:
-            st.write_localisation(dataset, rows, run_id=rid)
-    return {"dataset": dataset, "n_clips": len(clips), "n_records": len(recs), "summary": summary, "rows": rows}
+    recs: dict[str, list[dict[str, Any]]] = {s: [] for s in scales}
+    for c in clips:
+        for s, rs in score_clip_scales(model, meta["vocab"], c, tf, delta=delta, sigma=sigma, per=normalise,
+                                       scales=scales).items():
+            recs[s] += rs
+    out = {}
+    for scale in scales:
+        rows = aggregate(recs[scale])
+        summary = {m: {r["score"]: r["value"] for r in rows if r["method"] == m and r["class_idx"] == -1
+                       and r["frame"] == -1} for m in (*METHODS, "chance")}
+        dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
+        if (delta, sigma, normalise, scale) != (0.05, 1.1, "clip", "minmax"):
+            by = "" if scale == "minmax" else f" by {scale}"
+            dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise}{by})"
+        if record:
+            st, rid = open_run_store(run_dir, meta)
+            with st:
+                st.write_localisation(dataset, rows, run_id=rid)
+        out[scale] = {"dataset": dataset, "n_clips": len(clips), "n_records": len(recs[scale]), "summary": summary,
+                      "rows": rows}
+    return out
