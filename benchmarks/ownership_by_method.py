@@ -76,14 +76,15 @@ def rules(maps: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def owner_scores(norm: torch.Tensor, masks: np.ndarray, present: np.ndarray, own: list, box: list) -> None:
-    """Append the pixel and box ownership records of normalised maps `(S, T, H, W)` in multi-action frames."""
-    n = norm.numpy()
-    owner = n.argmax(0)
+def score_owners(norm: np.ndarray, owner: np.ndarray, masks: np.ndarray, present: np.ndarray,
+                 rec: dict[str, list], label: str) -> None:
+    """Append `label`'s own-map pointing records, and its pixel and box ownership records in multi-action frames,
+    of normalised maps `(S, T, H, W)` and their owner map `(T, H, W)`."""
     for t in range(masks.shape[1]):
+        rec[label, "pointing"] += [pointing(norm[j, t], masks[j, t]) for j in range(len(norm)) if present[j, t]]
         if present[:, t].sum() >= 2:
-            own += [acc for _, acc, _ in ownership(owner[t], masks[:, t]) if acc is not None]
-            box += [hit for _, hit in box_ownership(n[:, t], masks[:, t])]
+            rec[label, "ownership"] += [acc for _, acc, _ in ownership(owner[t], masks[:, t]) if acc is not None]
+            rec[label, "box_ownership"] += [hit for _, hit in box_ownership(norm[:, t], masks[:, t])]
 
 
 def affine_oracle(norm: torch.Tensor, masks: np.ndarray, present: np.ndarray) -> tuple[list, list]:
@@ -102,8 +103,7 @@ def affine_oracle(norm: torch.Tensor, masks: np.ndarray, present: np.ndarray) ->
 def diagnose(model: torch.nn.Module, vocab, tf: ClipTransform, clips: list) -> None:
     """Print the CAM's pair test, the removal test, the normalisation rules and the affine bound."""
     pairs, drop_own, drop_other, beaten = [], [], [], []
-    own: dict[str, list] = defaultdict(list)
-    box: dict[str, list] = defaultdict(list)
+    rec: dict[tuple[str, str], list] = defaultdict(list)
     oracle: dict[str, list] = defaultdict(list)
     for clip in clips:
         inp = clip_inputs(model, vocab, clip, tf)
@@ -113,7 +113,8 @@ def diagnose(model: torch.nn.Module, vocab, tf: ClipTransform, clips: list) -> N
         with torch.no_grad():
             cams = cam_for(model)(inp["video"], classes=classes, **inp["extra"]).maps[0]
         for name, norm in rules(cams).items():
-            owner_scores(norm, masks, present, own[name], box[name])
+            n = norm.numpy()
+            score_owners(n, n.argmax(0), masks, present, rec, name)
         if len(classes) == 2 and present.all(0).any():
             base, best = affine_oracle(normalise(cams), masks, present)
             oracle["min-max"] += base
@@ -142,8 +143,8 @@ def diagnose(model: torch.nn.Module, vocab, tf: ClipTransform, clips: list) -> N
     print(f"  score drop, its own actor blurred out: {np.mean(drop_own):.3f}; the other actor: {np.mean(drop_other):.3f}; "
           f"the other's drop larger: {np.mean(beaten):.3f}")
     print(f"{'max-of-CAMs normalised by':34s} {'ownership':>10s} {'box own.':>9s}")
-    for name in own:
-        print(f"{name:34s} {np.mean(own[name]):10.3f} {np.mean(box[name]):9.3f}")
+    for name in dict.fromkeys(k[0] for k in rec):
+        print(f"{name:34s} {np.mean(rec[name, 'ownership']):10.3f} {np.mean(rec[name, 'box_ownership']):9.3f}")
     print("two-action clips, " + "; ".join(f"{k}: {np.mean(v):.3f}" for k, v in oracle.items()))
 
 
@@ -175,13 +176,7 @@ def main() -> None:
                 maps_by.update(contrasts(model, len(vocab), inp))
             for label, maps in maps_by.items():
                 base = max_of_cams(maps, res.classes[0], "clip")
-                owner, norm = base.owner.numpy(), base.maps.numpy()
-                for t in range(masks.shape[1]):
-                    rec[label, "pointing"] += [pointing(norm[j, t], masks[j, t]) for j in range(len(norm)) if present[j, t]]
-                    if present[:, t].sum() < 2:
-                        continue
-                    rec[label, "ownership"] += [acc for _, acc, _ in ownership(owner[t], masks[:, t]) if acc is not None]
-                    rec[label, "box_ownership"] += [hit for _, hit in box_ownership(norm[:, t], masks[:, t])]
+                score_owners(base.maps.numpy(), base.owner.numpy(), masks, present, rec, label)
     print(f"{len(clips)} clips of {args.world}:{args.split}; pooled records as `mmit-analyze localisation`")
     print(f"{'read-out':28s} {'pointing':>9s} {'ownership':>10s} {'box own.':>9s} {'records':>8s} {'s/clip':>7s}")
     for label in dict.fromkeys(k[0] for k in rec):

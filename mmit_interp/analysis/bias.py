@@ -44,7 +44,7 @@ from torch import nn
 from .ablation import drop_order
 from ..hooks import replace_output
 from ..models import forward_batch
-from .trunk import residual_blocks, resolve_block, stage_aliases, trunk_prefix
+from .trunk import find_block, residual_blocks, resolve_block, stage_aliases, trunk_prefix
 
 
 def planted_pair(world: str | Path) -> tuple[str, str]:
@@ -91,12 +91,7 @@ def labelled_units(store, model: nn.Module, label: str, rule: str = "set",
     set's own best label); `best`: the best label over every set is `label` (what concept paths show)."""
     if rule not in UNIT_RULES:
         raise ValueError(f"unknown unit rule {rule!r}: expected one of {', '.join(UNIT_RULES)}")
-    dissected = set()
-    for d in store.layers():
-        try:
-            dissected.add(resolve_block(model, d["layer"]))
-        except KeyError:  # a dissected layer that is no block of this trunk has no units to zero here
-            continue
+    dissected = {find_block(model, d["layer"]) for d in store.layers()}  # None: no block of this trunk
     tex, rest = {}, {}
     for b in (b for b in ablation_blocks(model, blocks) if b in dissected):
         aliases = stage_aliases(model, b)

@@ -37,6 +37,15 @@ def resolve_block(model: nn.Module, name: str) -> str:
     return inside[-1]
 
 
+def find_block(model: nn.Module, name: str) -> str | None:
+    """`resolve_block`, or None where `name` is no block or stage of the model's trunk (e.g. a layer of
+    another model dissected into the same store)."""
+    try:
+        return resolve_block(model, name)
+    except KeyError:
+        return None
+
+
 def residual_blocks(model: nn.Module) -> list[str]:
     """Names of every residual block (all blocks but the stem), in execution order."""
     return [n for n, _ in model.trunk().blocks() if n != "stem"]

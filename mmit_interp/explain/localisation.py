@@ -322,19 +322,21 @@ def run_localisation_scales(run_dir: str | Path, *, world: str | Path | None = N
         for s, rs in score_clip_scales(model, meta["vocab"], c, tf, delta=delta, sigma=sigma, per=normalise,
                                        scales=scales).items():
             recs[s] += rs
+    base = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
     out = {}
     for scale in scales:
         rows = aggregate(recs[scale])
         summary = {m: {r["score"]: r["value"] for r in rows if r["method"] == m and r["class_idx"] == -1
                        and r["frame"] == -1} for m in (*METHODS, "chance")}
-        dataset = f"{Path(world).name}:{split}" if world is not None else Path(boxes_csv).name
+        dataset = base
         if (delta, sigma, normalise, scale) != (0.05, 1.1, "clip", "minmax"):
             by = "" if scale == "minmax" else f" by {scale}"
             dataset += f" (delta {delta:g}, sigma {sigma:g}, normalise per {normalise}{by})"
-        if record:
-            st, rid = open_run_store(run_dir, meta)
-            with st:
-                st.write_localisation(dataset, rows, run_id=rid)
         out[scale] = {"dataset": dataset, "n_clips": len(clips), "n_records": len(recs[scale]), "summary": summary,
                       "rows": rows}
+    if record:
+        st, rid = open_run_store(run_dir, meta)
+        with st:
+            for r in out.values():
+                st.write_localisation(r["dataset"], r["rows"], run_id=rid)
     return out

@@ -96,17 +96,15 @@ def trunk_order(layers: list[str], model: Any) -> list[str]:
     """Dissected layer names (blocks, or stages standing for their last block: `trunk.resolve_block`) in the
     model's execution order, so a layer list reads stem to head (`attend` after `layer4`); names of no block
     follow, alphabetically, as does everything when there is no loadable model (None)."""
-    from mmit_interp.analysis.trunk import resolve_block
+    from mmit_interp.analysis.trunk import find_block
 
     if model is None:
         return sorted(set(layers))
     blocks = [n for n, _ in model.trunk().blocks()]
 
     def position(name: str) -> int:
-        try:
-            return blocks.index(resolve_block(model, name))
-        except KeyError:
-            return len(blocks)
+        block = find_block(model, name)
+        return len(blocks) if block is None else blocks.index(block)
 
     return sorted(set(layers), key=lambda name: (position(name), name))
 
@@ -114,13 +112,10 @@ def trunk_order(layers: list[str], model: Any) -> list[str]:
 def analysis_block(run: Path, layer: str) -> str | None:
     """The analysis block whose output a dissected layer is (`trunk.resolve_block` on the run's model:
     `layer4` -> its last block), or None when the run has no loadable model or no such block."""
-    from mmit_interp.analysis.trunk import resolve_block
+    from mmit_interp.analysis.trunk import find_block
 
     model = run_model(run)
-    try:
-        return None if model is None else resolve_block(model, layer)
-    except KeyError:
-        return None
+    return None if model is None else find_block(model, layer)
 
 
 def unit_detail(run: ServedRun, layer: str, unit: int, links: Links) -> dict:
