@@ -18,7 +18,7 @@ from mmit_interp.metrics import evaluate
 from mmit_interp.models import build_model
 from mmit_interp.analysis.relations import concept_path, relation_tables
 from mmit_interp.analysis.selectivity import block_selectivity, block_shape, input_like, network_selectivity, selectivity_from_probs
-from mmit_interp.analysis.trunk import logits_from, resolve_block, run_until, stage_aliases
+from mmit_interp.analysis.trunk import find_block, logits_from, resolve_block, run_until, stage_aliases
 
 C = 6
 
@@ -146,6 +146,7 @@ def test_concept_path_exact_block4_shares_and_grad_x_act():
     assert list(got) == top.indices.tolist()
     np.testing.assert_allclose(list(got.values()), top.values.numpy(), rtol=1e-4, atol=1e-6)
     assert stage_aliases(m, "layer4") == ["layer4.1", "layer4"] and resolve_block(m, "layer3") == "layer3.1"
+    assert find_block(m, "layer3") == "layer3.1" and find_block(m, "attend") is None  # no such block: None, not KeyError
 
 
 def test_concept_path_shares_of_an_lse_head_are_exact():
